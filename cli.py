@@ -1,0 +1,60 @@
+"""The `lbdeploy` command line: a root click group; each area adds its commands.
+
+Commands are thin: they parse options, call the library, print. Every `LbdeployError` becomes a
+one-line `Error: ...` message with exit code 2, never a traceback. Heavy imports (torch, TVM,
+TensorRT) happen inside the command that needs them.
+
+To add a command, write it in the area's `commands.py` and list that module in COMMAND_MODULES.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from lbdeploy import __version__
+from lbdeploy.errors import LbdeployError
+
+COMMAND_MODULES = (
+    "lbdeploy.commands",
+    "exporters.commands",
+    "runtime.commands",
+)
+
+
+class _Group(click.Group):
+    """Root group that turns lbdeploy errors into one line and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LbdeployError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="lbdeploy")
+def main():
+    """lbdeploy: deploy Local-Binarized Residual Networks (LBRN) to Jetson, Raspberry Pi and x86.
+
+    \b
+    Example:
+      lbdeploy create lbrn-s --stacks 2 -o m.pt
+      lbdeploy export m.pt --target x86 -o out/
+      lbdeploy infer out/ image.jpg --draw pose.png
+    """
+
+
+for _module in COMMAND_MODULES:
+    for _command in importlib.import_module(_module).COMMANDS:
+        main.add_command(_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""`lbdeploy export`: model.pt -> artifact folder for a target (thin wrapper over export_model)."""
+
+from __future__ import annotations
+
+import click
+
+from exporters.targets import TARGETS
+
+
+@click.command("export")
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.option("--target", type=click.Choice(list(TARGETS)), default="onnx", help="Where the artifact runs.")
+@click.option("--backend", type=click.Choice(["ort", "tvm", "tensorrt"]), default=None,
+              help="Inference engine (default: the target's; ort for onnx/x86/arm64, tensorrt for jetson).")
+@click.option("--ops", type=click.Choice(["custom", "standard"]), default="custom",
+              help="custom: TernaryConv op (add/sub kernels); standard: plain Conv for any runtime.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Artifact folder to create.")
+@click.option("--opset", type=int, default=18, help="ONNX opset (>= 17).")
+@click.option("--verify/--no-verify", default=True, help="Fail when the parity gate fails (--no-verify: keep and report).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def export(model_pt, target, backend, ops, out_dir, opset, verify, force):
+    """Export a model.pt to an artifact folder (ONNX + kernels + manifest), checked against PyTorch.
+
+    \b
+    Example:
+      lbdeploy create lbrn-s --stacks 2 -o m.pt
+      lbdeploy export m.pt --target x86 -o out/
+      lbdeploy export m.pt --target arm64 -o out-arm/
+      lbdeploy export m.pt --target jetson-orin -o out-jetson/
+    """
+    from exporters.export import export_model
+
+    manifest = export_model(model_pt, out_dir, target=target, backend=backend, ops=ops, verify=verify, opset=opset,
+                            force=force, progress=lambda message: click.echo(message, err=True))
+    status = "passed" if manifest["parity"]["passed"] else "FAILED (kept: --no-verify)"
+    click.echo(f"Wrote {out_dir} (target {target}, backend {manifest['backend']}, parity {status})")
+
+
+COMMANDS = [export]

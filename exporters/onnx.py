@@ -1,0 +1,120 @@
+"""PyTorch -> ONNX for LBRN networks (opset 18, dynamic batch, TernaryConv as one custom op).
+
+`export_onnx(model, path, ...)` folds the network (exporters.folding), traces it with
+`torch.onnx.export(dynamo=True)`, drops unused initializers, names inputs/outputs, and checks the
+result with `onnx.checker` (full check, our TernaryConv schema registered) and strict shape
+inference. Returns the output names in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+from lbdeploy.errors import ExportError
+from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
+
+OPSET = 18
+INPUT_NAME = "image"
+BATCH_DIM = "batch"
+
+
+def output_names(task: str, count: int) -> list[str]:
+    """ONNX output names: heatmaps_0..heatmaps_{S-1} for pose, logits for classification."""
+    return [f"heatmaps_{i}" for i in range(count)] if task == "pose" else ["logits"]
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence the exporter's progress chatter; errors still raise."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _drop_unused_initializers(model) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {out.name for out in model.graph.output}
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def check_onnx(model) -> None:
+    """onnx.checker full check + strict shape inference, TernaryConv schema registered.
+
+    Raises:
+        ExportError: the model is not valid ONNX.
+    """
+    import onnx
+
+    from lbdeploy.ops.onnx_schema import register_schema
+
+    register_schema()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"the exported ONNX model is invalid: {str(err).splitlines()[0][:300]}") from None
+
+
+def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: str = "custom",
+                opset: int = OPSET) -> list[str]:
+    """Export `model` (built by build_model, eval mode) to `path`.
+
+    Args:
+        model: the PyTorch network.
+        path: the model.onnx to write.
+        input_size: (H, W) of the input image.
+        task: "pose" or "classification" (decides the output names).
+        ops: "custom" (TernaryConv nodes) or "standard" (plain Conv).
+        opset: ONNX opset of the default domain (>= 17).
+    Returns:
+        The graph's output names, in order.
+    Raises:
+        ExportError: tracing, conversion or checking failed.
+    """
+    import onnx
+    import torch
+
+    from exporters.folding import prepare_for_export
+
+    if opset < 17:
+        raise ExportError(f"opset must be >= 17, got {opset}")
+    wrapped = prepare_for_export(model, ops)
+    example = torch.zeros(2, 3, *input_size)
+    with torch.no_grad():
+        count = len(wrapped(example))
+    names = output_names(task, count)
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                wrapped, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=names, dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1, max=1024)},),
+                optimize=True, verbose=False,
+            )
+    except Exception as err:  # the exporter raises many internal types
+        raise ExportError(f"torch.onnx.export failed: {str(err).strip().splitlines()[0][:300]}") from None
+    proto = program.model_proto
+    _drop_unused_initializers(proto)
+    if ops == "custom" and not any(op.domain == DOMAIN for op in proto.opset_import):
+        proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OP_VERSION))
+    if ops == "standard":
+        kept = [op for op in proto.opset_import if op.domain != DOMAIN]
+        del proto.opset_import[:]
+        proto.opset_import.extend(kept)
+    proto.producer_name = "lbdeploy"
+    check_onnx(proto)
+    onnx.save(proto, str(path))
+    return names

@@ -1,0 +1,177 @@
+"""Build a TensorRT engine for an exported Jetson artifact, on the device that will run it.
+
+`build_engine(artifact)` verifies the artifact (manifest + sha256 of its files), loads its
+TernaryConv plugin library (tensorrt/libternary_trt.so, built on the board by tensorrt/build.sh),
+parses model.onnx with TensorRT's ONNX parser, builds with an optimization profile over the batch
+size and a persistent timing cache, and writes tensorrt/model.engine plus tensorrt/engine.json
+(how it was built).
+
+`tensorrt` is imported lazily: this module imports on machines without it, and build_engine
+raises BackendUnavailable there. To add a builder option: add it to build_engine, record it in
+engine.json, and expose it in exporters/tensorrt_commands.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
+from runtime.artifact import open_artifact
+from runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
+
+TIMING_CACHE = "timing.cache"
+ENGINE_INFO = "engine.json"
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch sizes an engine accepts (min <= opt <= max); opt is the one it is tuned for."""
+
+    min: int = 1
+    opt: int = 1
+    max: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ConfigError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, got min={self.min} opt={self.opt} "
+                f"max={self.max}; fix --min-batch/--opt-batch/--max-batch"
+            )
+
+
+def profile_shapes(name: str, shape: tuple[int, ...], batch: BatchProfile) -> tuple[tuple, tuple, tuple]:
+    """(min, opt, max) shapes of one network input for the batch profile.
+
+    Args:
+        name: the input's name (for messages).
+        shape: the input's shape as TensorRT parsed it (-1 for a dynamic dimension).
+        batch: the requested batch sizes.
+    Raises:
+        ConfigError: the input's non-batch dimensions are dynamic, or its batch is fixed to another size.
+    """
+    if len(shape) == 0:
+        raise ConfigError(f"input {name!r} is a scalar; lbdeploy models take batched NCHW images")
+    dynamic_rest = [i for i, d in enumerate(shape[1:], start=1) if d < 0]
+    if dynamic_rest:
+        raise ConfigError(
+            f"input {name!r} has dynamic dimensions {dynamic_rest} besides the batch ({list(shape)}); "
+            "re-export with a fixed input size"
+        )
+    fixed = shape[0]
+    if fixed >= 0 and (batch.min, batch.opt, batch.max) != (fixed, fixed, fixed):
+        raise ConfigError(
+            f"model.onnx fixes the batch of input {name!r} to {fixed}, but the profile asks for "
+            f"min={batch.min} opt={batch.opt} max={batch.max}; use --min-batch {fixed} --opt-batch {fixed} "
+            f"--max-batch {fixed} or re-export with a dynamic batch"
+        )
+    rest = tuple(shape[1:])
+    return (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest)
+
+
+def _parse_onnx(trt, network, logger, onnx_path: Path) -> None:
+    """Parse model.onnx into `network`, turning parser errors into lbdeploy errors."""
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse_from_file(str(onnx_path)):
+        return
+    messages = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    text = "; ".join(messages) or "no details"
+    if any("TernaryConv" in m or "plugin" in m.lower() for m in messages):
+        raise KernelLibraryError(
+            f"TensorRT's ONNX parser did not find the TernaryConv plugin ({text}); check that "
+            f"tensorrt/libternary_trt.so was built on this device and that TensorRT is >= 10.3"
+        )
+    raise ExportError(f"TensorRT could not parse {onnx_path}: {text}")
+
+
+def _timing_cache(config, path: Path):
+    """Attach the timing cache at `path` (empty when absent or unreadable) to `config`; returns it."""
+    data = path.read_bytes() if path.is_file() else b""
+    cache = config.create_timing_cache(data)
+    if cache is None:  # a cache from another TensorRT version or GPU: start afresh
+        cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary sibling, so a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def build_engine(
+    artifact_dir: Path,
+    fp16: bool = False,
+    workspace_mb: int = 1024,
+    min_batch: int = 1,
+    opt_batch: int = 1,
+    max_batch: int = 1,
+) -> Path:
+    """Build ARTIFACT/tensorrt/model.engine from ARTIFACT/model.onnx on this device.
+
+    Args:
+        artifact_dir: an artifact exported for a Jetson target, with its plugin library built.
+        fp16: allow float16 kernels (the TernaryConv plugin then runs in float16, accumulating in float32).
+        workspace_mb: TensorRT's workspace memory-pool limit in MiB.
+        min_batch, opt_batch, max_batch: the batch sizes the engine accepts; tuned for opt_batch.
+    Returns:
+        The path of the written engine.
+    Raises:
+        ConfigError: invalid batch profile or workspace, or a profile the model's input cannot take.
+        ArtifactError: no manifest, not a TensorRT artifact, or model.onnx missing.
+        BackendUnavailable: TensorRT is not installed.
+        KernelLibraryError: the plugin library is missing, unloadable, or not found by the parser.
+        ExportError: the ONNX parser or the builder failed.
+    """
+    batch = BatchProfile(min_batch, opt_batch, max_batch)
+    if workspace_mb < 1:
+        raise ConfigError(f"--workspace must be >= 1 MiB, got {workspace_mb}")
+    artifact_dir, manifest = open_artifact(artifact_dir)
+    section = tensorrt_section(manifest)
+    onnx_path = artifact_dir / "model.onnx"
+    if not onnx_path.is_file():
+        raise ArtifactError(f"{onnx_path} is missing; re-export the model")
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    load_plugin_library(trt, artifact_dir, section)
+
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    _parse_onnx(trt, network, logger, onnx_path)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
+    if fp16:
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if flag is None:
+            raise ConfigError(f"TensorRT {trt.__version__} has no FP16 builder flag; build without --fp16")
+        config.set_flag(flag)
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        profile.set_shape(tensor.name, *profile_shapes(tensor.name, tuple(tensor.shape), batch))
+    config.add_optimization_profile(profile)
+    engine_dir = (artifact_dir / section["engine"]).parent
+    cache_path = engine_dir / TIMING_CACHE
+    cache = _timing_cache(config, cache_path)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(
+            "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
+        )
+    engine_path = artifact_dir / section["engine"]
+    _write_atomically(engine_path, bytes(serialized))
+    _write_atomically(cache_path, bytes(cache.serialize()))
+    info = {
+        "tensorrt": trt.__version__,
+        "fp16": fp16,
+        "workspace_mb": workspace_mb,
+        "batch": asdict(batch),
+    }
+    _write_atomically(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
+    return engine_path

@@ -1,0 +1,132 @@
+"""ONNX -> Relax import that understands `ai.lbdeploy::TernaryConv`.
+
+TVM's Relax ONNX frontend has no custom-op hook and ignores node domains, so
+`LbdeployOnnxImporter` extends its graph importer (no global patching):
+
+* `_check_for_unsupported_ops` checks every node by (domain, op_type) first and raises one
+  `ExportError` listing ALL unsupported ops, instead of failing on the first;
+* while nodes are converted, the importer knows each node's domain, and a node
+  `ai.lbdeploy::TernaryConv` (version 1) becomes our add/sub kernel (ternary_kernel.py);
+  every other node goes to TVM's own converter.
+
+To support another custom op, add its (domain, op_type) to `CUSTOM_OPS` and a branch in
+`_convert_custom`.
+"""
+
+from __future__ import annotations
+
+from lbdeploy.errors import ExportError
+from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, TernaryConvAttrs, weights_from_input
+
+ONNX_DOMAINS = ("", "ai.onnx")
+CUSTOM_OPS = {(DOMAIN, OP_TYPE)}
+
+
+def _importer_class():
+    """Build the importer subclass (deferred so that importing this module needs no TVM)."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    class LbdeployOnnxImporter(onnx_frontend.ONNXGraphImporter):
+        """TVM's ONNX graph importer plus lbdeploy's custom ops (see the module docstring)."""
+
+        def __init__(self, shape_dict, gpu: bool, vector_floats: int, custom_versions: dict):
+            super().__init__(shape_dict, "float32", keep_params_in_input=False, sanitize=True)
+            self._gpu = gpu
+            self._vector_floats = vector_floats
+            self._custom_versions = custom_versions
+            self._domain = ""
+
+        def _check_for_unsupported_ops(self, graph):
+            supported = set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+            unsupported = set()
+            for node in graph.node:
+                key = (node.domain, node.op_type)
+                if key in CUSTOM_OPS:
+                    if self._custom_versions.get(node.domain) != OP_VERSION:
+                        unsupported.add(f"{node.domain}::{node.op_type} (opset "
+                                        f"{self._custom_versions.get(node.domain)}, need {OP_VERSION})")
+                elif node.domain not in ONNX_DOMAINS or node.op_type not in supported:
+                    unsupported.add(f"{node.domain or 'ai.onnx'}::{node.op_type}")
+            if unsupported:
+                raise ExportError(
+                    "the TVM backend cannot import these ONNX ops: " + ", ".join(sorted(unsupported))
+                    + "; export with --backend ort or change the model"
+                )
+
+        def _construct_nodes(self, graph):
+            super()._construct_nodes(_DomainTrackingGraph(graph, self))
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            if (self._domain, op_name) in CUSTOM_OPS:
+                return self._convert_custom(inputs, attrs)
+            return super()._convert_operator(op_name, inputs, attrs, opset)
+
+        def _convert_custom(self, inputs, attrs):
+            from exporters.tvm.ternary_kernel import emit_ternary_conv
+            import tvm
+
+            x, w, scale, bias = inputs
+            name = attrs["tvm_custom"]["name"]
+            if not isinstance(w, tvm.ir.GenericConst):
+                raise ExportError(f"TernaryConv {name!r}: weights must be an initializer (a constant)")
+            op_attrs = _ternary_attrs(attrs)
+            weights = weights_from_input(w.value.numpy(), int(x.ty.shape.values[1]), op_attrs,
+                                         cout=int(scale.ty.shape.values[0]))
+            return emit_ternary_conv(self.bb, x, weights, scale, bias, op_attrs,
+                                     self._gpu, self._vector_floats)
+
+    return LbdeployOnnxImporter
+
+
+class _DomainTrackingGraph:
+    """A view of an ONNX graph whose node iteration tells the importer each node's domain."""
+
+    def __init__(self, graph, importer):
+        self._graph = graph
+        self._importer = importer
+
+    @property
+    def node(self):
+        for node in self._graph.node:
+            self._importer._domain = node.domain
+            yield node
+
+    def __getattr__(self, name):
+        return getattr(self._graph, name)
+
+
+def _ternary_attrs(attrs: dict) -> TernaryConvAttrs:
+    """TernaryConvAttrs from the importer's parsed attribute dict."""
+    activation = attrs.get("activation", b"none")
+    return TernaryConvAttrs(
+        kernel_shape=tuple(attrs["kernel_shape"]),
+        strides=tuple(attrs.get("strides", (1, 1))),
+        pads=tuple(attrs.get("pads", (0, 0, 0, 0))),
+        dilations=tuple(attrs.get("dilations", (1, 1))),
+        group=int(attrs.get("group", 1)),
+        activation=activation.decode() if isinstance(activation, bytes) else activation,
+    )
+
+
+def _opsets(model) -> dict:
+    return {opset.domain: opset.version for opset in model.opset_import}
+
+
+def import_onnx(model, shape_dict: dict | None = None, gpu: bool = False, vector_floats: int = 4):
+    """Convert an ONNX ModelProto (with TernaryConv nodes) into a Relax IRModule.
+
+    Args:
+        model: the onnx.ModelProto (static input shapes, or give `shape_dict`).
+        shape_dict: optional input name -> shape overrides.
+        gpu: lower TernaryConv to the GPU kernel.
+        vector_floats: float32 SIMD lanes of the CPU target.
+    Returns:
+        The tvm.IRModule with a Relax `main`.
+    Raises:
+        ExportError: unsupported ops (all listed) or a TernaryConv the kernel cannot take.
+    """
+    opsets = _opsets(model)
+    opset = opsets.get("", opsets.get("ai.onnx", 1))
+    importer = _importer_class()(shape_dict or {}, gpu, vector_floats, opsets)
+    return importer.from_onnx(model.graph, opset)
+

@@ -1,0 +1,205 @@
+"""The `model.pt` checkpoint format: save, safe load, and import of pytorch-pose checkpoints.
+
+A checkpoint is a plain dict (so `torch.load(weights_only=True)` reads it and no code runs):
+
+    {"format": "lbdeploy-model", "format_version": 1, "arch": "lbrn-s", "config": {...},
+     "state_dict": {...}, "metadata": {"task", "input_size", "mean", "std",
+                                       "dataset", "joints", "flip_pairs", "skeleton"}}
+
+Anything else is refused with one line: a pickled nn.Module or other Python objects, a hostile
+pickle, a corrupt or truncated file. A bearpaw/pytorch-pose hourglass checkpoint
+(`{"state_dict": ...}`, keys possibly prefixed `module.`) is imported as `shn`, or as `lbrn-s`
+when every 3x3 conv weight in it is ternary (docs/checkpoints.md gives the key mapping).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lbdeploy.errors import CheckpointError, LbdeployError
+from lbdeploy.pose.skeletons import joint_set
+
+FORMAT = "lbdeploy-model"
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model.pt."""
+
+    arch: str
+    config: dict
+    state_dict: dict
+    metadata: dict = field(default_factory=dict)
+
+
+def default_metadata(config: dict) -> dict:
+    """Metadata for a freshly built model: task, input size, normalization and joints."""
+    input_size = [int(v) for v in config.get("input_size", (256, 256))]
+    if "joints" in config:
+        return {"task": "pose", "input_size": input_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "heatmap_stride": 4, **joint_set(config["joints"]).metadata()}
+    return {"task": "classification", "input_size": input_size, "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
+            "classes": int(config["classes"])}
+
+
+def _json_config(config: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
+
+
+def save_checkpoint(path, model, metadata: dict | None = None) -> Path:
+    """Write `model` (built by `build_model`) to `path` atomically.
+
+    Args:
+        path: destination file (conventionally model.pt).
+        model: a module with a `config` attribute.
+        metadata: overrides merged over `default_metadata(model.config)`.
+    Returns:
+        The written path.
+    """
+    config = _json_config(getattr(model, "config", None) or {})
+    if "arch" not in config:
+        raise CheckpointError("the model has no .config; build it with lbdeploy.models.build_model")
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": config["arch"],
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": {**default_metadata(config), **(metadata or {})},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save) or a pickle stream (legacy torch.save starts with the protocol opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
+def _read(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not _looks_like_torch_file(path) or "weights only load failed" not in str(err).lower():
+            raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint; re-save or re-download it") from None
+        raise CheckpointError(
+            f"{path}: refused, it holds pickled Python objects (such as a whole nn.Module or code to run) that "
+            f"lbdeploy never unpickles; save a state_dict with lbdeploy.checkpoint.save_checkpoint"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as err:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(err).__name__}); re-save or re-download it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")
+    return data
+
+
+def load_checkpoint(path) -> Checkpoint:
+    """Read a model.pt safely (weights only); imports pytorch-pose hourglass checkpoints too.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, holds pickled objects or is of an unknown format.
+    """
+    path = Path(path)
+    data = _read(path)
+    if data.get("format") == FORMAT:
+        if data.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: format version {data.get('format_version')} is not supported "
+                                  f"(this lbdeploy reads version {FORMAT_VERSION}); upgrade lbdeploy")
+        missing = [k for k in ("arch", "config", "state_dict") if k not in data]
+        if missing:
+            raise CheckpointError(f"{path}: checkpoint lacks {missing}")
+        return Checkpoint(data["arch"], dict(data["config"]), data["state_dict"], dict(data.get("metadata") or {}))
+    if isinstance(data.get("state_dict"), dict):
+        return import_pytorch_pose(data["state_dict"], source=str(path))
+    raise CheckpointError(f"{path}: not an lbdeploy model.pt nor a pytorch-pose checkpoint (keys: {sorted(data)[:6]})")
+
+
+def load_model(path):
+    """Load a checkpoint and rebuild its network with the saved weights.
+
+    Returns:
+        (model in eval mode, Checkpoint)
+    Raises:
+        CheckpointError / TernaryWeightError: unreadable file, unknown arch, mismatching or non-ternary weights.
+    """
+    from lbdeploy.models import build_model
+
+    ckpt = load_checkpoint(path)
+    try:
+        model = build_model(ckpt.arch, **ckpt.config)
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except LbdeployError:
+        raise
+    except (RuntimeError, TypeError, KeyError) as err:
+        detail = str(err).strip().splitlines()
+        raise CheckpointError(f"{path}: weights do not fit {ckpt.arch} ({detail[0][:200] if detail else err})") from None
+    return model.eval(), ckpt
+
+
+# --- pytorch-pose import -------------------------------------------------------------------------
+
+_HG_CONV2 = re.compile(r"^(hg|res|layer\d)\..*\.conv2\.weight$")
+
+
+def import_pytorch_pose(state_dict: dict, source: str = "checkpoint") -> Checkpoint:
+    """Convert a bearpaw/pytorch-pose HourglassNet state_dict into an lbdeploy Checkpoint.
+
+    Keys map one to one once a `module.` prefix is stripped (our parameter names follow that
+    codebase). When every 3x3 conv2 weight is ternary the model becomes `lbrn-s`: conv2 weights
+    become int8 buffers and each conv2 bias is folded into the following BatchNorm's running mean.
+    """
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    if "score.0.weight" not in sd or "conv1.weight" not in sd:
+        raise CheckpointError(f"{source}: not a stacked-hourglass state_dict (no score.0.weight / conv1.weight)")
+    stacks = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("score."))
+    joints, feats = sd["score.0.weight"].shape[:2]
+    modules = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("res.0."))
+    spatial = [k for k in sd if _HG_CONV2.match(k)]
+    ternary = bool(spatial) and all(
+        sd[k].dim() == 4 and sd[k].shape[-1] > 1 and bool(torch.isin(sd[k], torch.tensor([-1.0, 0.0, 1.0])).all())
+        for k in spatial
+    )
+    if ternary:
+        for key in spatial:
+            prefix = key[: -len("conv2.weight")]
+            bias = sd.pop(prefix + "conv2.bias", None)
+            if bias is not None:
+                sd[prefix + "bn3.running_mean"] = sd[prefix + "bn3.running_mean"] - bias
+            sd[key] = sd[key].to(torch.int8)
+    arch = "lbrn-s" if ternary else "shn"
+    nonzero = sum(int((sd[k] != 0).sum()) for k in spatial) if ternary else 0
+    total = sum(sd[k].numel() for k in spatial)
+    density = round(nonzero / total, 4) if ternary and total else 0.5
+    input_size = [256, 256]
+    config = {"arch": arch, "stacks": stacks, "modules": modules, "feats": int(feats), "mid": None,
+              "joints": int(joints), "input_size": input_size, "block": "lbb" if ternary else "dense",
+              "pyramid": False, "cardinality": 4, "pool": "fractional", "density": density, "seed": 0,
+              "kernel_size": 3, "act": "relu", "depth": 4}
+    metadata = {**default_metadata(config), "imported_from": "pytorch-pose"}
+    return Checkpoint(arch, config, sd, metadata)

@@ -1,0 +1,121 @@
+"""Model commands of the CLI: `lbdeploy create`, `lbdeploy inspect`, `lbdeploy models`.
+
+Thin wrappers: parse, call lbdeploy.models / lbdeploy.checkpoint / lbdeploy.analysis, print.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from lbdeploy.errors import ConfigError
+
+
+def parse_size(text: str | None):
+    """'256x192' or '256' -> (256, 192) / (256, 256); None stays None."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"--input-size must look like 256x256, got {text!r}") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) <= 0:
+        raise ConfigError(f"--input-size must look like 256x256, got {text!r}")
+    return tuple(values)
+
+
+@click.command("create")
+@click.argument("arch")
+@click.option("--stacks", type=int, help="Number of stacked hourglasses (1-8).")
+@click.option("--modules", type=int, help="Residual modules per hourglass position (nModules).")
+@click.option("--feats", type=int, help="Feature channels of the hourglass (nFeats).")
+@click.option("--density", type=float, help="Fraction of non-zero ternary weights (the paper's sparsity level).")
+@click.option("--seed", type=int, help="Seed of the ternary weights.")
+@click.option("--joints", type=click.Choice(["16", "14"]), help="16 (MPII) or 14 (LSP) joints.")
+@click.option("--classes", type=int, help="Classes of a CIFAR ResNet (10 or 100).")
+@click.option("--input-size", help="Input HxW, multiples of 64 for hourglass networks (e.g. 256x256).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="model.pt to write.")
+def create(arch, stacks, modules, feats, density, seed, joints, classes, input_size, output):
+    """Create a network from a preset and save it as model.pt.
+
+    \b
+    Example:
+      lbdeploy create lbrn-s --stacks 8 --density 0.5 --seed 0 -o m.pt
+      lbdeploy create resnet-lbb-56 --classes 100 -o cifar.pt
+    """
+    from lbdeploy.checkpoint import save_checkpoint
+    from lbdeploy.models import build_model
+
+    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "seed": seed,
+               "joints": int(joints) if joints else None, "classes": classes, "input_size": parse_size(input_size)}
+    model = build_model(arch, **{k: v for k, v in options.items() if v is not None})
+    path = save_checkpoint(output, model)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    click.echo(f"Wrote {path} ({arch}, {trainable:,} trainable parameters)")
+
+
+def _table(analysis) -> str:
+    rows = [f"{'layer':<42} {'kind':<8} {'in':>5} {'out':>5} {'k':>4} {'out HxW':>9} {'trainable':>10} "
+            f"{'ternary':>9} {'MFLOPs':>9} {'M adds':>8}"]
+    for l in analysis.layers:
+        rows.append(f"{l.name[:42]:<42} {l.kind:<8} {l.in_channels:>5} {l.out_channels:>5} {l.kernel[0]:>2}x{l.kernel[1]:<1} "
+                    f"{l.output_hw[0]:>4}x{l.output_hw[1]:<4} {l.trainable_params:>10,} {l.fixed_params:>9,} "
+                    f"{l.flops / 1e6:>9.1f} {l.additions / 1e6:>8.1f}")
+    a = analysis
+    rows += [
+        "",
+        f"arch                 {a.arch} @ {a.input_size[0]}x{a.input_size[1]}",
+        f"trainable params     {a.trainable_params:,} ({a.trainable_params / 1e6:.3f} M, BN and biases included)",
+        f"fixed ternary params {a.fixed_params:,} in {a.ternary_layers} layers, density {a.density}",
+        f"FLOPs (real convs)   {a.flops / 1e9:.3f} G  (paper Eq. 7, bias omitted)",
+        f"ternary additions    {a.ternary_additions / 1e9:.3f} G  (one add/sub per non-zero per output pixel)",
+        f"weights              {a.bytes_fp32 / 1e6:.2f} MB as fp32, {a.bytes_packed / 1e6:.2f} MB with 2-bit ternary",
+    ]
+    return "\n".join(rows)
+
+
+@click.command("inspect")
+@click.argument("model_pt", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--layers/--no-layers", default=True, help="Include per-layer rows.")
+def inspect(model_pt, as_json, layers):
+    """Show trainable/fixed parameters, FLOPs and weight bytes of a model.pt.
+
+    \b
+    Example:
+      lbdeploy inspect m.pt
+      lbdeploy inspect m.pt --json --no-layers
+    """
+    from lbdeploy.analysis import analyze
+    from lbdeploy.checkpoint import load_model
+
+    model, ckpt = load_model(model_pt)
+    analysis = analyze(model)
+    if as_json:
+        data = analysis.to_dict(per_layer=layers)
+        data["config"] = ckpt.config
+        data["metadata"] = ckpt.metadata
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(_table(analysis) if layers else _table(analysis).split("\n\n", 1)[-1])
+
+
+@click.command("models")
+def models():
+    """List the model presets.
+
+    \b
+    Example:
+      lbdeploy models
+    """
+    from lbdeploy.models import get_preset, list_models
+
+    for name in list_models():
+        click.echo(f"{name:<16} {get_preset(name).description}")
+
+
+COMMANDS = [create, inspect, models]

@@ -1,0 +1,71 @@
+"""Pose datasets behind one spec string: `mpii:PATH`, `lsp:PATH` or `synthetic[:TRAIN[,VAL]]`.
+
+    from lbdeploy.data import open_dataset
+    train = open_dataset("synthetic:2000,200", "train", seed=0)
+    record = train.record(0); image = train.load_image(record)
+
+Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets),
+`augment` (training crops and augmentation), `heatmaps` (Gaussian targets).
+To add a dataset, write a PoseDataset subclass and add its loader to DATASETS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lbdeploy.data.records import PoseDataset, PoseRecord
+from lbdeploy.errors import ConfigError
+
+SPLITS = ("train", "val")
+
+
+def _open_mpii(arg: str, split: str, seed: int) -> PoseDataset:
+    from lbdeploy.data.mpii import MPIIDataset
+
+    return MPIIDataset(Path(arg), split)
+
+
+def _open_lsp(arg: str, split: str, seed: int) -> PoseDataset:
+    from lbdeploy.data.lsp import LSPDataset
+
+    return LSPDataset(Path(arg), split)
+
+
+def _open_synthetic(arg: str, split: str, seed: int) -> PoseDataset:
+    from lbdeploy.data.synthetic import DEFAULT_SIZES, SyntheticPoses
+
+    sizes = dict(DEFAULT_SIZES)
+    if arg:
+        try:
+            values = [int(v) for v in arg.split(",")]
+        except ValueError:
+            raise ConfigError(f"synthetic sizes must be integers like synthetic:2000,200, got {arg!r}") from None
+        sizes.update(zip(SPLITS, values))
+    return SyntheticPoses(split, size=sizes[split], seed=seed)
+
+
+DATASETS = {"mpii": _open_mpii, "lsp": _open_lsp, "synthetic": _open_synthetic}
+
+
+def open_dataset(spec: str, split: str, seed: int = 0) -> PoseDataset:
+    """Open split `split` ("train" or "val") of the dataset named by `spec`.
+
+    Args:
+        spec: "mpii:PATH", "lsp:PATH" or "synthetic[:TRAIN_SIZE[,VAL_SIZE]]".
+        split: "train" or "val".
+        seed: seed of generated datasets (ignored by files on disk).
+    Raises:
+        ConfigError: an unknown dataset, a missing path or a malformed spec;
+        InputError: annotation files that cannot be read.
+    """
+    name, _, arg = spec.partition(":")
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r} in {spec!r}; use mpii:PATH, lsp:PATH or synthetic")
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    if name != "synthetic" and not arg:
+        raise ConfigError(f"{name} needs a path: --data {name}:/path/to/{name}")
+    return DATASETS[name](arg, split, seed)
+
+
+__all__ = ["open_dataset", "PoseDataset", "PoseRecord", "DATASETS"]

@@ -1,0 +1,187 @@
+"""Build libternary_ort.so, our ONNX Runtime custom-op library for ai.lbdeploy::TernaryConv.
+
+    python -m lbdeploy.kernels.build                 # for this machine; prints the library path
+    python -m lbdeploy.kernels.build --arch aarch64 -o out/   # cross-compiled (NEON)
+
+Sources: lbdeploy/kernels/core/*.cc (runtime-independent math; one tile-kernel file per
+instruction set) and lbdeploy/kernels/ort/*.cc (the ONNX Runtime wrapper). Builds are cached under
+$LBDEPLOY_CACHE/kernels (default ~/.cache/lbdeploy/kernels), keyed by architecture and a hash of
+sources, headers, compiler and flags. To support another architecture, add a `_Target` to
+`TARGETS` listing its compiler and tile-kernel files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lbdeploy.errors import KernelLibraryError
+from lbdeploy.kernels.elf import elf_arch, host_arch
+from lbdeploy.kernels.headers import find_ort_headers
+
+KERNELS_DIR = Path(__file__).resolve().parent
+CORE_DIR = KERNELS_DIR / "core"
+ORT_DIR = KERNELS_DIR / "ort"
+LIBRARY_NAME = "libternary_ort.so"
+
+COMMON_SOURCES = ("core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "ort/ternary_conv_op.cc")
+CXXFLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra")
+LDFLAGS = ("-shared", "-static-libstdc++", "-static-libgcc", "-Wl,-z,defs", "-pthread")
+
+# Packages that provide a missing compiler (Debian / Ubuntu names).
+_COMPILER_PACKAGES = {"g++": "g++", "aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu", "x86_64-linux-gnu-g++": "g++-x86-64-linux-gnu"}
+
+
+@dataclass(frozen=True)
+class _Target:
+    """How to build for one architecture: tile-kernel sources with their extra flags."""
+
+    arch: str
+    cross_compiler: str
+    tile_sources: dict = field(default_factory=dict)  # path relative to kernels/ -> extra flags
+
+
+TARGETS = {
+    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {"core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",)}),
+    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": ()}),
+}
+
+
+def build_cache_dir() -> Path:
+    """Root of cached builds: $LBDEPLOY_CACHE/kernels, else ~/.cache/lbdeploy/kernels."""
+    root = os.environ.get("LBDEPLOY_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "lbdeploy") / "kernels"
+
+
+def compiler_for(arch: str) -> str:
+    """The C++ compiler for `arch`: $CXX (host only) or g++ natively, else <arch>-linux-gnu-g++.
+
+    Raises:
+        KernelLibraryError: the compiler is not installed (the message names the apt package).
+    """
+    target = _target(arch)
+    if arch == host_arch():
+        compiler = os.environ.get("CXX") or "g++"
+    else:
+        compiler = target.cross_compiler
+    if shutil.which(compiler) is None:
+        package = _COMPILER_PACKAGES.get(compiler, compiler)
+        raise KernelLibraryError(
+            f"C++ compiler {compiler!r} for {arch} not found; install it with `apt-get install {package}`"
+        )
+    return compiler
+
+
+def _target(arch: str) -> _Target:
+    if arch not in TARGETS:
+        raise KernelLibraryError(f"cannot build the kernel library for {arch!r}; supported: {', '.join(TARGETS)}")
+    return TARGETS[arch]
+
+
+def _units(target: _Target) -> list[tuple[str, tuple[str, ...]]]:
+    return [(source, ()) for source in COMMON_SOURCES] + list(target.tile_sources.items())
+
+
+def _build_key(arch: str, compiler: str, include: Path, units) -> str:
+    digest = hashlib.sha256()
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    for part in (arch, compiler, *version, *CXXFLAGS, *LDFLAGS):
+        digest.update(part.encode() + b"\0")
+    sources = sorted({*(source for source, _ in units), *(p.relative_to(KERNELS_DIR).as_posix() for p in CORE_DIR.glob("*.h"))})
+    for source, flags in units:
+        digest.update(f"{source}:{' '.join(flags)}".encode() + b"\0")
+    for source in sources:
+        digest.update((KERNELS_DIR / source).read_bytes())
+    for header in ("onnxruntime_c_api.h", "onnxruntime_cxx_api.h", "onnxruntime_cxx_inline.h"):
+        if (include / header).is_file():
+            digest.update((include / header).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _run_compiler(command: list[str]) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if "error" in line] or result.stderr.splitlines()
+        message = "\n".join(lines[:8])[:1500]
+        raise KernelLibraryError(f"compiling the kernel library failed ({Path(command[-1]).name}):\n{message}")
+
+
+def _compile(compiler: str, include: Path, units, work: Path) -> Path:
+    include_flags = [f"-I{CORE_DIR}", f"-I{include}"]
+    objects = []
+    commands = []
+    for source, flags in units:
+        obj = work / (source.replace("/", "_") + ".o")
+        objects.append(obj)
+        commands.append([compiler, *CXXFLAGS, *flags, *include_flags, "-c", "-o", str(obj), str(KERNELS_DIR / source)])
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(_run_compiler, commands))
+    library = work / LIBRARY_NAME
+    _run_compiler([compiler, *LDFLAGS, "-o", str(library), *map(str, objects)])
+    return library
+
+
+def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None, ort_include: str | Path | None = None) -> Path:
+    """Build (or reuse from the cache) libternary_ort.so.
+
+    Args:
+        arch: "x86_64" or "aarch64"; None means this machine. Another architecture is
+            cross-compiled with <arch>-linux-gnu-g++.
+        out_dir: copy the library into this folder; None returns the cached file.
+        ort_include: ONNX Runtime include folder (else see `find_ort_headers`).
+    Returns:
+        Path of the library.
+    Raises:
+        KernelLibraryError: unknown architecture, missing compiler or headers, or a compile error.
+    """
+    arch = arch or host_arch()
+    target = _target(arch)
+    compiler = compiler_for(arch)
+    include = find_ort_headers(ort_include)
+    units = _units(target)
+    cached = build_cache_dir() / f"{arch}-{_build_key(arch, compiler, include, units)}" / LIBRARY_NAME
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as work:
+            built = _compile(compiler, include, units, Path(work))
+            if elf_arch(built) != arch:
+                raise KernelLibraryError(f"{compiler} produced a {elf_arch(built)} library, expected {arch}")
+            os.replace(built, cached)
+    if out_dir is None:
+        return cached
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(cached, out / LIBRARY_NAME)
+    return out / LIBRARY_NAME
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lbdeploy.kernels.build`: build the library and print its path."""
+    parser = argparse.ArgumentParser(
+        prog="python -m lbdeploy.kernels.build",
+        description="Build libternary_ort.so (ONNX Runtime custom op ai.lbdeploy::TernaryConv).",
+        epilog="Example: python -m lbdeploy.kernels.build --arch aarch64 -o out/",
+    )
+    parser.add_argument("--arch", choices=sorted(TARGETS), default=None, help="target architecture (default: this machine)")
+    parser.add_argument("-o", "--out-dir", default=None, help="copy the library here (default: print the cached path)")
+    parser.add_argument("--ort-include", default=None, help="ONNX Runtime include folder (default: ORT_INCLUDE_DIR, cache or fetch)")
+    args = parser.parse_args(argv)
+    try:
+        path = build_ort_library(arch=args.arch, out_dir=args.out_dir, ort_include=args.ort_include)
+    except KernelLibraryError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+// AVX2 tile kernel (x86-64; built with -mavx2, run only where the CPU reports AVX2).
+// 2 vectors of 8 floats per tile: 8 accumulators + 4 pattern sums of the 16 ymm registers.
+#include <immintrin.h>
+
+#include "tile_kernel.h"
+
+namespace lbdeploy {
+namespace tile {
+namespace {
+
+struct VecAvx2 {
+  using Reg = __m256;
+  static constexpr int kWidth = 8;
+  static Reg zero() { return _mm256_setzero_ps(); }
+  static Reg load(const float* p) { return _mm256_loadu_ps(p); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+  static void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
+};
+
+using Impl = TileImpl<VecAvx2, 2>;
+
+}  // namespace
+
+TileKernel avx2_kernel() { return {"avx2", Impl::kWidth, &Impl::run}; }
+
+}  // namespace tile
+}  // namespace lbdeploy

@@ -1,0 +1,28 @@
+// AVX-512F tile kernel (x86-64; built with -mavx512f, run only where the CPU reports AVX-512F).
+// 4 vectors of 16 floats per tile: 16 accumulators + 8 pattern sums of the 32 zmm registers.
+#include <immintrin.h>
+
+#include "tile_kernel.h"
+
+namespace lbdeploy {
+namespace tile {
+namespace {
+
+struct VecAvx512 {
+  using Reg = __m512;
+  static constexpr int kWidth = 16;
+  static Reg zero() { return _mm512_setzero_ps(); }
+  static Reg load(const float* p) { return _mm512_loadu_ps(p); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+  static void store(float* p, Reg a) { _mm512_storeu_ps(p, a); }
+};
+
+using Impl = TileImpl<VecAvx512, 4>;
+
+}  // namespace
+
+TileKernel avx512_kernel() { return {"avx512", Impl::kWidth, &Impl::run}; }
+
+}  // namespace tile
+}  // namespace lbdeploy

@@ -1,0 +1,10 @@
+"""LBRN model zoo: fixed ternary convs, pre-activation blocks, hourglass and CIFAR ResNet presets.
+
+    from lbdeploy.models import build_model, list_models
+    model = build_model("lbrn-s", stacks=2, density=0.1, seed=3)
+"""
+
+from lbdeploy.models.registry import build_model, get_preset, list_models
+from lbdeploy.models.ternary import TernaryConv2d, derive_seed, draw_ternary
+
+__all__ = ["build_model", "get_preset", "list_models", "TernaryConv2d", "derive_seed", "draw_ternary"]

@@ -1,0 +1,69 @@
+"""Run a batch of ONNX models with ONNX Runtime in one process and save every output.
+
+Executed inside the emulated ARM lane by `lbdeploy.testing.arm_lane` (one interpreter start under
+qemu for many models), and usable as is on a real board. It needs only numpy and onnxruntime.
+
+    python -m lbdeploy.testing.ort_driver JOB.json
+
+JOB.json:
+
+    {"library": "/path/libternary_ort.so" or null,   # custom-op library registered in every session
+     "intra_op_threads": 0,                          # 0: onnxruntime's default
+     "runs": [{"model": "a.onnx", "inputs": "a_in.npz", "outputs": "a_out.npz"}, ...]}
+
+Each run feeds the arrays of `inputs` (named like the model's inputs) and writes every model output,
+under its output name, to `outputs`. To add a per-run setting, read it from the run's dict here and
+write it in `arm_lane.run_onnx_emulated`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def session_options(library: str | None, intra_op_threads: int):
+    """ONNX Runtime session options with our custom-op library registered when given."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    if library:
+        options.register_custom_ops_library(library)
+    return options
+
+
+def run_job(job: dict) -> list[Path]:
+    """Run every model of `job` (the JOB.json structure) and return the written output files."""
+    import onnxruntime as ort
+
+    options = session_options(job.get("library"), int(job.get("intra_op_threads", 0)))
+    written = []
+    for run in job["runs"]:
+        session = ort.InferenceSession(run["model"], options, providers=["CPUExecutionProvider"])
+        with np.load(run["inputs"]) as data:
+            feeds = {name: data[name] for name in data.files}
+        names = [output.name for output in session.get_outputs()]
+        values = session.run(names, feeds)
+        np.savez(run["outputs"], **dict(zip(names, values)))
+        written.append(Path(run["outputs"]))
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: `python -m lbdeploy.testing.ort_driver JOB.json`."""
+    if len(argv) != 1:
+        print("usage: python -m lbdeploy.testing.ort_driver JOB.json", file=sys.stderr)
+        return 2
+    job = json.loads(Path(argv[0]).read_text())
+    written = run_job(job)
+    print(f"ort_driver: {len(written)} model(s) run on {platform.machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

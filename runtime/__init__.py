@@ -1,0 +1,9 @@
+"""lbdeploy runtime: run exported artifacts (or model.pt checkpoints) on images, from Python, the
+CLI (`lbdeploy infer`) or an HTTP server (`lbdeploy serve`).
+
+Light by design for boards: importing this package and running the ONNX Runtime backend never
+imports torch. Modules: `artifact` (manifest + checksums), `backends` (ORT, torch, TVM, TensorRT
+behind one protocol), `transforms` (image loading, crop, normalization), `predictor`
+(`Predictor`), `results` (JSON + overlay drawing), `server` (FastAPI app), `ray_serve` (Ray Serve
+scale-out), `commands` (CLI).
+"""

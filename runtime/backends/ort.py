@@ -1,0 +1,90 @@
+"""ONNX Runtime backend: one InferenceSession on the artifact's model.onnx.
+
+When the manifest lists custom ops, our kernel library (manifest["kernel_library"]["path"]) is
+registered on the session first; it is refused up front if it is missing or was built for another
+CPU architecture. A graph with TernaryConv nodes but no kernel library gets our error instead of
+ONNX Runtime's. torch is never imported here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError
+from lbdeploy.kernels.elf import elf_arch, host_arch
+from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE
+
+MODEL_FILE = "model.onnx"
+
+
+def check_kernel_library(path: Path) -> None:
+    """Refuse a kernel library that is missing or built for another architecture.
+
+    Raises:
+        KernelLibraryError: with what was expected and how to fix it.
+    """
+    if not path.is_file():
+        raise KernelLibraryError(
+            f"the artifact needs our kernel library {path}, which is missing; re-export with `lbdeploy export`"
+        )
+    built_for = elf_arch(path)
+    if built_for != host_arch():
+        raise KernelLibraryError(
+            f"kernel library {path} is built for {built_for}, but this machine is {host_arch()}; "
+            "export again with the --target of this machine"
+        )
+
+
+class OrtBackend:
+    """ONNX Runtime CPU session on an artifact folder.
+
+    Args:
+        artifact_dir: the artifact folder (holding model.onnx).
+        manifest: its manifest.
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+        providers: execution providers (default CPUExecutionProvider).
+    """
+
+    def __init__(self, artifact_dir: Path, manifest: dict, threads: int | None = None, providers=None):
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendUnavailable("onnxruntime is not installed; pip install 'lbdeploy[ort]'") from err
+        artifact_dir = Path(artifact_dir)
+        model_path = artifact_dir / MODEL_FILE
+        if not model_path.is_file():
+            raise ArtifactError(f"{artifact_dir} has no {MODEL_FILE}; it was not exported for ONNX Runtime")
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        library = manifest.get("kernel_library") if manifest.get("custom_ops") else None
+        if manifest.get("custom_ops"):
+            if not library or not library.get("path"):
+                raise KernelLibraryError(
+                    "the manifest lists custom ops but no kernel_library; re-export with `lbdeploy export --backend ort`"
+                )
+            library_path = artifact_dir / library["path"]
+            check_kernel_library(library_path)
+            options.register_custom_ops_library(str(library_path))
+        try:
+            self.session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as err:  # ORT raises its own exception types; re-raise ours for known causes
+            if DOMAIN in str(err) or OP_TYPE in str(err):
+                raise KernelLibraryError(
+                    f"model {model_path} uses {DOMAIN}::{OP_TYPE} but no kernel library was registered; "
+                    "export with `--backend ort` so the artifact carries kernels/libternary_ort.so"
+                ) from err
+            raise ArtifactError(f"ONNX Runtime cannot load {model_path}: {err}") from err
+        self.input_names = [item.name for item in self.session.get_inputs()]
+        self.output_names = [item.name for item in self.session.get_outputs()]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the session; returns all outputs by name."""
+        values = self.session.run(self.output_names, inputs)
+        return dict(zip(self.output_names, values))

@@ -1,0 +1,72 @@
+"""Presenting a PoseResult: COCO-style JSON and an overlay image (Pillow).
+
+JSON follows the COCO keypoint results layout: one entry per person with `keypoints` as a flat
+[x1, y1, s1, x2, y2, s2, ...] list (s = heatmap peak instead of COCO's visibility flag), plus the
+joint names and skeleton so the file is self-describing. To add a format, add a function taking
+(result, joint_names, ...) here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+# Joints whose score is at or below this are not drawn (a flat or negative heatmap).
+DRAW_MIN_SCORE = 0.0
+_LINE_COLOR = (0, 220, 255)
+_JOINT_COLOR = (255, 60, 60)
+
+
+def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
+    """COCO-style dict for one image.
+
+    Args:
+        result: a PoseResult.
+        joint_names: names of the J joints, in output order.
+        skeleton: (a, b) joint index pairs.
+        image_id: any identifier to echo back (e.g. the file name).
+
+    Returns:
+        {"image_id", "width", "height", "joints", "skeleton", "people": [{"category_id": 1,
+        "keypoints": [x, y, s] * J, "score", "center", "scale"}]}
+    """
+    people = []
+    for keypoints, scores, center, scale in zip(result.keypoints, result.scores, result.centers, result.scales):
+        triples = np.concatenate([keypoints, scores[:, None]], axis=1)
+        people.append({
+            "category_id": 1,
+            "keypoints": [round(float(v), 3) for v in triples.ravel()],
+            "score": round(float(np.mean(scores)), 5),
+            "center": [round(float(v), 3) for v in center],
+            "scale": round(float(scale), 5),
+        })
+    width, height = result.image_size
+    return {"image_id": image_id, "width": width, "height": height, "joints": list(joint_names),
+            "skeleton": [list(edge) for edge in skeleton], "people": people}
+
+
+def draw_pose(image: np.ndarray, result, skeleton, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
+    """Overlay skeleton lines and joint dots on a copy of the image.
+
+    Args:
+        image: HxWx3 uint8 RGB array (the image that was predicted on).
+        result: its PoseResult.
+        skeleton: (a, b) joint index pairs to connect.
+        min_score: joints scoring at or below this are skipped.
+
+    Returns:
+        A Pillow RGB image.
+    """
+    canvas = Image.fromarray(image).convert("RGB")
+    draw = ImageDraw.Draw(canvas)
+    size = max(1, round(max(canvas.size) / 160))
+    for keypoints, scores in zip(result.keypoints, result.scores):
+        visible = scores > min_score
+        for a, b in skeleton:
+            if visible[a] and visible[b]:
+                draw.line([tuple(map(float, keypoints[a])), tuple(map(float, keypoints[b]))], fill=_LINE_COLOR, width=size)
+        for (x, y), seen in zip(keypoints, visible):
+            if seen:
+                r = size + 1
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=_JOINT_COLOR)
+    return canvas

@@ -1,0 +1,291 @@
+"""HTTP pose server: a FastAPI app around one Predictor (served by uvicorn, or by Ray Serve).
+
+Endpoints (OpenAPI at /docs and /openapi.json):
+    POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
+    POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
+    GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
+
+Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...].
+Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
+reading), images above `max_pixels` get 400, inference longer than `timeout_s` gets 504, and with
+a token every endpoint but /healthz needs `Authorization: Bearer <token>` (401 otherwise). Errors
+are JSON: {"error": {"type": ..., "message": ...}}. Inference runs on a thread pool of `workers`
+threads, so the event loop keeps answering while models run.
+
+The app is built from a predictor *factory* and creates the predictor, thread pool and metrics on
+startup, so the same app can be pickled to Ray Serve replicas (runtime.ray_serve).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import io
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from lbdeploy import __version__
+from lbdeploy.errors import InputError, LbdeployError
+from runtime.artifact import summarize
+from runtime.metrics import CONTENT_TYPE, ServerMetrics
+from runtime.results import pose_to_json
+from runtime.transforms import DEFAULT_MAX_PIXELS
+
+DEFAULT_MAX_BODY_MB = 16.0
+_ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics")
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"},
+                "flip": {"type": "boolean"}}}},
+        },
+    }
+}
+
+
+@dataclass
+class ServerSettings:
+    """Limits and options of the server.
+
+    Attributes:
+        token: bearer token required on every endpoint but /healthz (None: open).
+        max_body_bytes: largest accepted request body.
+        max_pixels: largest accepted image (width * height).
+        timeout_s: per-request inference time limit.
+        workers: inference threads.
+    """
+
+    token: str | None = None
+    max_body_bytes: int = int(DEFAULT_MAX_BODY_MB * 1024 * 1024)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    timeout_s: float = 30.0
+    workers: int = 1
+
+
+def _error(status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 for bodies above the limit, by Content-Length or while streaming."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            response = _error(413, "PayloadTooLarge", f"request body of {int(declared)} bytes is above the "
+                              f"limit of {self.max_bytes} bytes; send a smaller image")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, f"request body is above the limit of {self.max_bytes} bytes; "
+                                             "send a smaller image")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class _Metrics:
+    """ASGI middleware: request count, status and latency of every HTTP request."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+        start = time.perf_counter()
+
+        async def recording_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            metrics = getattr(scope["app"].state, "metrics", None) if "app" in scope else None
+            if metrics is not None:
+                endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
+                metrics.observe(endpoint, status["code"], time.perf_counter() - start)
+
+
+def _parse_boxes(text: str | None):
+    if text is None or text == "":
+        return None
+    try:
+        boxes = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"boxes must be JSON like [[x, y, w, h], ...] ({err})") from err
+    if isinstance(boxes, list) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes):
+        boxes = [boxes]
+    if not isinstance(boxes, list) or not all(
+        isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes
+    ):
+        raise InputError("boxes must be JSON like [[x, y, w, h], ...] with numbers")
+    return boxes
+
+
+def _parse_flip(value) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no", ""):
+        raise InputError(f"flip must be true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
+async def _read_request(request: Request) -> tuple[bytes, list | None, bool]:
+    """The image bytes, boxes and flip flag of a raw-body or multipart request."""
+    boxes, flip = request.query_params.get("boxes"), request.query_params.get("flip")
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InputError("multipart requests need the image in a file field named 'file'")
+        data = await upload.read()
+        boxes = form.get("boxes", boxes)
+        flip = form.get("flip", flip)
+    else:
+        data = await request.body()
+    return data, _parse_boxes(boxes), _parse_flip(flip)
+
+
+def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
+    """Build the FastAPI app.
+
+    Args:
+        predictor_factory: called once at startup; returns a runtime.predictor.Predictor.
+        settings: limits and options (defaults: ServerSettings()).
+
+    Returns:
+        The FastAPI application (serve it with uvicorn or Ray Serve).
+    """
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.metrics = ServerMetrics()
+        app.state.predictor = predictor_factory()
+        app.state.predictor.max_pixels = settings.max_pixels
+        app.state.executor = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="lbdeploy-infer")
+        try:
+            yield
+        finally:
+            app.state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="lbdeploy pose server", version=__version__, lifespan=lifespan,
+                  description="Human pose estimation with an exported LBRN artifact.")
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_Metrics)
+
+    def count_error(request: Request, kind: str) -> None:
+        endpoint = request.url.path if request.url.path in _ENDPOINTS else "other"
+        request.app.state.metrics.error(endpoint, kind)
+
+    @app.exception_handler(LbdeployError)
+    async def lbdeploy_error(request: Request, err: LbdeployError):
+        status = 400 if isinstance(err, InputError) else 500
+        count_error(request, type(err).__name__)
+        return _error(status, type(err).__name__, str(err))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException):
+        kind = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
+            err.status_code, "HTTPError")
+        count_error(request, kind)
+        return _error(err.status_code, kind, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError):
+        count_error(request, "ValidationError")
+        return _error(422, "ValidationError", str(err.errors()))
+
+    def require_token(request: Request) -> None:
+        if settings.token is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def run_inference(request: Request, return_heatmaps: bool):
+        data, boxes, flip = await _read_request(request)
+        predictor = request.app.state.predictor
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(request.app.state.executor, lambda: predictor.predict(
+            data, boxes=boxes, flip=flip, return_heatmaps=return_heatmaps))
+        try:
+            return await asyncio.wait_for(job, timeout=settings.timeout_s)
+        except asyncio.TimeoutError:
+            count_error(request, "Timeout")
+            raise HTTPException(504, f"inference took longer than {settings.timeout_s} s; "
+                                     "retry, send a smaller image or fewer boxes") from None
+
+    protected = [Depends(require_token)]
+
+    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY,
+              summary="Keypoints of the people in an image (COCO-style JSON)")
+    async def pose(request: Request):
+        result = await run_inference(request, return_heatmaps=False)
+        predictor = request.app.state.predictor
+        return pose_to_json(result, predictor.joint_names, predictor.skeleton)
+
+    @app.post("/v1/heatmaps", dependencies=protected, openapi_extra=_IMAGE_BODY,
+              response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")
+    async def heatmaps(request: Request):
+        result = await run_inference(request, return_heatmaps=True)
+        buffer = io.BytesIO()
+        np.save(buffer, result.heatmaps, allow_pickle=False)
+        return Response(buffer.getvalue(), media_type="application/octet-stream",
+                        headers={"Content-Disposition": 'attachment; filename="heatmaps.npy"'})
+
+    @app.get("/v1/model", dependencies=protected, summary="What model is served and how it is fed")
+    async def model(request: Request):
+        predictor = request.app.state.predictor
+        return {**summarize(predictor.manifest), "joint_names": predictor.joint_names}
+
+    @app.get("/healthz", summary="Liveness: 200 once the model is loaded")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/metrics", dependencies=protected, response_class=Response, summary="Prometheus metrics")
+    async def metrics(request: Request):
+        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def serve(predictor_factory: Callable, host: str, port: int, settings: ServerSettings, log_level: str = "info") -> None:
+    """Run the app with uvicorn in this process until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(predictor_factory, settings), host=host, port=port, log_level=log_level)

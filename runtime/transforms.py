@@ -1,0 +1,115 @@
+"""Image input for the runtime: decoding, the affine person crop and normalization.
+
+Images are HxWx3 uint8 arrays in RGB channel order everywhere in the runtime. `load_image`
+accepts a file path, encoded bytes (any format Pillow reads) or such an array, and refuses
+undecodable data, wrong shapes and images above a pixel budget before decoding them.
+`crop` warps a person region into the model input with Pillow's bilinear affine transform, and
+`normalize` applies the artifact's preprocessing contract (docs/artifact.md):
+
+    input = ((pixels_RGB * pixel_scale) - mean) / std, as NCHW float32
+
+To support another input kind (e.g. a video frame object), convert it to such an array in
+`load_image`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from lbdeploy.errors import InputError
+from lbdeploy.pose.affine import invert_affine
+
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+def _check_array(image: np.ndarray, max_pixels: int) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"an image array must be HxWx3 RGB, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise InputError(f"an image array must be uint8 (0..255), got dtype {image.dtype}")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise InputError(
+            f"image of {image.shape[1]}x{image.shape[0]} pixels is above the limit of {max_pixels} pixels; "
+            "resize it or raise max_pixels"
+        )
+    return np.ascontiguousarray(image)
+
+
+def _decode(data: bytes | str, max_pixels: int, what: str) -> np.ndarray:
+    source = data if isinstance(data, str) else io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"{what} is {width}x{height} pixels, above the limit of {max_pixels} pixels; "
+                        "resize it or raise max_pixels"
+                    )
+                rgb = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputError(f"{what} is not a readable image ({err}); send a JPEG, PNG or another Pillow format") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise InputError(f"{what} is too large to decode safely ({err}); resize it") from err
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def load_image(image, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image into an HxWx3 uint8 RGB array.
+
+    Args:
+        image: a path (str or os.PathLike), encoded bytes, or an HxWx3 uint8 RGB array.
+        max_pixels: refuse images with more pixels than this (checked before decoding).
+
+    Returns:
+        HxWx3 uint8 array, RGB channel order.
+
+    Raises:
+        InputError: a missing file, undecodable bytes, a wrong array shape or dtype, or too many pixels.
+    """
+    if isinstance(image, np.ndarray):
+        return _check_array(image, max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        if len(image) == 0:
+            raise InputError("the image is empty (0 bytes); send an encoded JPEG or PNG")
+        return _decode(bytes(image), max_pixels, "the image data")
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        if not os.path.isfile(path):
+            raise InputError(f"image file {path!r} does not exist")
+        return _decode(path, max_pixels, f"image file {path!r}")
+    raise InputError(f"cannot read an image from a {type(image).__name__}; pass a path, bytes or an HxWx3 uint8 array")
+
+
+def crop(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Warp `image` by the 2x3 image->crop `matrix` into an (out_w, out_h) crop (bilinear, black outside).
+
+    Pillow samples at pixel centres (index + 0.5); the matrix is in pixel indices, so the inverse
+    map is conjugated by that half-pixel offset.
+
+    Returns:
+        out_h x out_w x 3 uint8 RGB array.
+    """
+    inverse = invert_affine(matrix)
+    linear = inverse[:, :2]
+    offset = inverse[:, 2] + 0.5 - linear.sum(axis=1) * 0.5
+    data = (linear[0, 0], linear[0, 1], offset[0], linear[1, 0], linear[1, 1], offset[1])
+    warped = Image.fromarray(image).transform(
+        tuple(int(v) for v in out_size), Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR
+    )
+    return np.asarray(warped, dtype=np.uint8)
+
+
+def normalize(crops: np.ndarray, input_spec: dict) -> np.ndarray:
+    """[N, H, W, 3] uint8 RGB crops -> [N, 3, H, W] float32 model input per the manifest's `input` section."""
+    scale = float(input_spec.get("pixel_scale", 1.0 / 255.0))
+    mean = np.asarray(input_spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
+    std = np.asarray(input_spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
+    pixels = crops.astype(np.float32) * np.float32(scale)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2), dtype=np.float32)

@@ -1,0 +1,20 @@
+"""Shared pytest fixtures for the lbdeploy test suite."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def arm_python():
+    """Path of the emulated aarch64 python (scripts/arm-lane.sh, built once and cached).
+
+    Skips with the reason when the lane cannot be built here; fails instead under
+    LBDEPLOY_REQUIRE_ARM=1 (CI), so a broken lane is never silently skipped there.
+    """
+    from lbdeploy.testing.arm_lane import arm_lane_required, probe_arm_lane
+
+    lane = probe_arm_lane()
+    if lane.python is None:
+        if arm_lane_required():
+            pytest.fail(f"LBDEPLOY_REQUIRE_ARM=1 but {lane.reason}")
+        pytest.skip(lane.reason)
+    return lane.python

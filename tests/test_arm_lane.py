@@ -1,0 +1,261 @@
+"""The emulated ARM lane: aarch64 Python, ONNX Runtime and our kernels under qemu-user.
+
+Every test here needs the lane (`arm_python` fixture: built by scripts/arm-lane.sh, cached in
+.cache/arm-lane; skipped with the reason when it cannot be built, failed under LBDEPLOY_REQUIRE_ARM=1).
+Each emulated start with numpy + onnxruntime costs ~2 s, so a test batches its work into one
+emulated process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lbdeploy.errors import KernelLibraryError
+from lbdeploy.ops.ternary_conv import DOMAIN, KERNEL_TOLERANCE, OP_VERSION
+from lbdeploy.ops.vectors import load
+from lbdeploy.testing.arm_lane import (
+    LANE_SCRIPT,
+    REPO_ROOT,
+    UNAVAILABLE_EXIT_CODE,
+    OnnxRun,
+    run_arm_python,
+    run_artifact_emulated,
+    run_onnx_emulated,
+)
+
+onnx = pytest.importorskip("onnx", reason="building the test models needs onnx (pip install lbdeploy[torch])")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+pytestmark = pytest.mark.arm
+
+VECTORS = sorted((REPO_ROOT / "tests" / "vectors").glob("*.npz"))
+OPSET = 18
+# Modules a board imports to run an artifact: they must import with numpy + onnxruntime and no torch.
+BOARD_MODULES = ("lbdeploy", "lbdeploy.errors", "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "runtime")
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _graph_io(case, y: np.ndarray):
+    """Input x and output y, with a symbolic batch dimension N."""
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", case.cin, case.h, case.w])
+    y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", *y.shape[1:]])
+    return x_info, y_info
+
+
+def standard_conv_model(case, arrays: dict, path: Path) -> Path:
+    """The vector's TernaryConv written with standard ONNX ops: Conv(W * scale, bias) + activation."""
+    attrs = case.attrs()
+    weights = arrays["w"].astype(np.float32) * arrays["scale"][:, None, None, None]
+    conv_out = "y" if attrs.activation == "none" else "conv"
+    nodes = [
+        helper.make_node(
+            "Conv", ["x", "w", "b"], [conv_out], kernel_shape=list(attrs.kernel_shape), strides=list(attrs.strides),
+            pads=list(attrs.pads), dilations=list(attrs.dilations), group=attrs.group,
+        )
+    ]
+    if attrs.activation != "none":
+        nodes.append(helper.make_node({"relu": "Relu", "sigmoid": "Sigmoid"}[attrs.activation], ["conv"], ["y"]))
+    x_info, y_info = _graph_io(case, arrays["y"])
+    graph = helper.make_graph(
+        nodes, case.name, [x_info], [y_info],
+        initializer=[numpy_helper.from_array(weights, "w"), numpy_helper.from_array(arrays["bias"], "b")],
+    )
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)]), path)
+
+
+def ternary_conv_model(case, arrays: dict, path: Path) -> Path:
+    """A one-node ai.lbdeploy::TernaryConv model of the vector, with packed uint8 weights."""
+    from lbdeploy.ops.onnx_schema import make_node, register_schema
+
+    register_schema()
+    x_info, y_info = _graph_io(case, arrays["y"])
+    graph = helper.make_graph(
+        [make_node(["x", "w", "scale", "bias"], ["y"], case.attrs(), name=case.name)], case.name, [x_info], [y_info],
+        initializer=[numpy_helper.from_array(arrays[name], name) for name in ("scale", "bias")]
+        + [numpy_helper.from_array(arrays["w_packed"], "w")],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(DOMAIN, OP_VERSION)]
+    )
+    return _save(model, path)
+
+
+def assert_vectors_match(outputs: list[dict], cases: list) -> None:
+    """Each emulated output equals its vector's `y` under KERNEL_TOLERANCE; names every failing case."""
+    failures = []
+    for result, (case, arrays) in zip(outputs, cases):
+        got, want = result["y"], arrays["y"]
+        if got.shape != want.shape or not np.allclose(got, want, **KERNEL_TOLERANCE):
+            err = np.abs(got - want).max() if got.shape == want.shape else f"shape {got.shape} != {want.shape}"
+            failures.append(f"{case.name}: max |diff| {err}")
+    assert not failures, "aarch64 results differ from the reference:\n" + "\n".join(failures)
+
+
+def test_lane_pins_equal_the_dev_constraints():
+    script = LANE_SCRIPT.read_text()
+    lane_pins = dict(re.findall(r"^\s+([A-Za-z0-9_.-]+)==(\S+)$", script, flags=re.M))
+    constraints = dict(
+        re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (REPO_ROOT / "constraints.txt").read_text(), flags=re.M)
+    )
+    assert {"numpy", "onnxruntime", "apache-tvm"} <= lane_pins.keys()
+    shared = lane_pins.keys() & constraints.keys()
+    assert {name: lane_pins[name] for name in shared} == {name: constraints[name] for name in shared}
+
+
+def test_lane_script_reports_missing_prerequisites_with_exit_3(tmp_path):
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    for tool in ("bash", "readlink", "dirname", "mkdir", "flock", "cat", "sha256sum", "cut", "id", "rm", "printf"):
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"{tool} is not on PATH")
+        (shims / tool).symlink_to(found)
+    done = subprocess.run(
+        [str(shims / "bash"), str(LANE_SCRIPT), str(tmp_path / "lane")], env={"PATH": str(shims)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == UNAVAILABLE_EXIT_CODE, done.stderr
+    assert "apt-get not found" in done.stderr
+    assert done.stdout == ""
+
+
+def test_lane_is_aarch64_with_numpy_onnxruntime_tvm(arm_python):
+    import onnxruntime
+
+    done = run_arm_python(
+        "import json, platform, numpy, onnxruntime, tvm; print(json.dumps({'machine': platform.machine(), "
+        "'numpy': numpy.__version__, 'onnxruntime': onnxruntime.__version__, 'tvm': tvm.__version__, "
+        "'providers': onnxruntime.get_available_providers()}))"
+    )
+    info = json.loads(done.stdout.splitlines()[-1])
+    assert info["machine"] == "aarch64"
+    assert info["numpy"] == np.__version__
+    assert info["onnxruntime"] == onnxruntime.__version__
+    assert info["tvm"].startswith("0.27")
+    assert "CPUExecutionProvider" in info["providers"]
+
+
+def test_board_modules_import_without_torch(arm_python):
+    code = (
+        "import importlib, sys\n"
+        f"for name in {BOARD_MODULES!r}: importlib.import_module(name)\n"
+        "assert 'torch' not in sys.modules, 'a board module imported torch'\n"
+        "try:\n    import torch\nexcept ModuleNotFoundError:\n    print('no torch')\n"
+    )
+    done = run_arm_python(code)
+    assert done.stdout.strip() == "no torch"
+
+
+def test_numpy_reference_on_arm_matches_stored_vector(arm_python):
+    path = REPO_ROOT / "tests" / "vectors" / "groups_4.npz"
+    code = (
+        "import sys, numpy as np\n"
+        "from lbdeploy.ops.vectors import load\n"
+        "from lbdeploy.ops.ternary_conv import ternary_conv_reference\n"
+        "case, a = load(sys.argv[1])\n"
+        "y = ternary_conv_reference(a['x'], a['w_packed'], a['scale'], a['bias'], case.attrs())\n"
+        "print(float(np.abs(y - a['y']).max()))\n"
+    )
+    done = run_arm_python(["-c", code, str(path)])
+    assert float(done.stdout.strip()) <= 1e-6
+
+
+def test_standard_conv_on_arm_onnxruntime_matches_every_vector(arm_python, tmp_path):
+    cases = [load(path) for path in VECTORS]
+    runs = [
+        OnnxRun(standard_conv_model(case, arrays, tmp_path / f"{case.name}.onnx"), {"x": arrays["x"]})
+        for case, arrays in cases
+    ]
+    assert_vectors_match(run_onnx_emulated(runs), cases)
+
+
+def _aarch64_kernel_library() -> Path:
+    build = pytest.importorskip("lbdeploy.kernels.build", reason="lbdeploy/kernels/build.py is not in this tree")
+    if not hasattr(build, "build_ort_library"):
+        pytest.skip("lbdeploy.kernels.build has no build_ort_library")
+    return build.build_ort_library(arch="aarch64")
+
+
+def test_ternary_conv_kernels_on_arm_onnxruntime_match_every_vector(arm_python, tmp_path):
+    library = _aarch64_kernel_library()
+    cases = [load(path) for path in VECTORS]
+    runs = [
+        OnnxRun(ternary_conv_model(case, arrays, tmp_path / f"{case.name}.onnx"), {"x": arrays["x"]})
+        for case, arrays in cases
+    ]
+    assert_vectors_match(run_onnx_emulated(runs, library=library), cases)
+
+
+@pytest.mark.tvm
+def test_tvm_module_cross_compiled_for_aarch64_runs_in_the_lane(arm_python, tmp_path):
+    tvm = pytest.importorskip("tvm", reason="cross-compiling needs apache-tvm on the host")
+    from tvm import relax
+    from tvm.script import relax as R
+
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((4, 8), "float32"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            shifted = builder.emit(relax.op.add(x, relax.const(1.0, "float32")))
+            out = builder.emit_output(relax.op.nn.relu(shifted))
+        builder.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]})
+    tvm.compile(builder.get(), target=target).export_library(str(tmp_path / "m.so"), cc="aarch64-linux-gnu-g++")
+    code = (
+        "import sys, numpy as np, tvm\n"
+        "from tvm import relax\n"
+        "vm = relax.VirtualMachine(tvm.runtime.load_module(sys.argv[1]), tvm.cpu())\n"
+        "x = np.arange(-16, 16, dtype='float32').reshape(4, 8)\n"
+        "print(np.abs(vm['main'](tvm.runtime.tensor(x)).numpy() - np.maximum(x + 1, 0)).max())\n"
+    )
+    done = run_arm_python(["-c", code, str(tmp_path / "m.so")])
+    assert float(done.stdout.strip()) == 0.0
+
+
+def _write_artifact(folder: Path, kernel_library: dict | None) -> Path:
+    """A minimal ONNX Runtime artifact (docs/artifact.md) around the basic_3x3 vector's conv."""
+    case, arrays = load(REPO_ROOT / "tests" / "vectors" / "basic_3x3.npz")
+    folder.mkdir()
+    standard_conv_model(case, arrays, folder / "model.onnx")
+    manifest = {
+        "format": "lbdeploy-artifact", "format_version": 1, "backend": "ort", "ops": "standard",
+        "input": {"name": "x", "shape": ["N", case.cin, case.h, case.w], "layout": "NCHW", "dtype": "float32"},
+        "outputs": [{"name": "y", "final": True}], "kernel_library": kernel_library,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_artifact_runs_on_arm_like_on_x86(arm_python, tmp_path):
+    import onnxruntime
+
+    artifact = _write_artifact(tmp_path / "artifact", kernel_library=None)
+    x = np.random.default_rng(0).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    session = onnxruntime.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
+    (expected,) = session.run(["y"], {"x": x})
+    outputs = run_artifact_emulated(artifact, tmp_path / "x.npy")
+    assert set(outputs) == {"y"}
+    np.testing.assert_allclose(outputs["y"], expected, **KERNEL_TOLERANCE)
+
+
+def test_artifact_with_x86_kernel_library_is_refused(tmp_path):
+    artifact = _write_artifact(tmp_path / "artifact", {"path": "kernels/libternary_ort.so", "arch": "aarch64"})
+    (artifact / "kernels").mkdir()
+    shutil.copy(os.path.realpath(sys.executable), artifact / "kernels" / "libternary_ort.so")  # an x86-64 ELF
+    with pytest.raises(KernelLibraryError, match="not aarch64"):
+        run_artifact_emulated(artifact, np.zeros((1, 16, 8, 8), np.float32))
