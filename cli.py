@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "lbdeploy.commands",
     "exporters.commands",
     "runtime.commands",
+    "lbdeploy.training.commands",
+    "exporters.tvm_commands",
+    "exporters.tensorrt_commands",
 )
 
 

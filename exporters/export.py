@@ -136,6 +136,10 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
     input_size = tuple(ckpt.metadata.get("input_size", ckpt.config.get("input_size")))
     has_ternary = any(type(m).__name__ in ("TernaryConv2d",) for m in model.modules())
     custom = ops == "custom" and has_ternary
+    if backend == "tensorrt":
+        from exporters.tensorrt import check_tensorrt_target
+
+        check_tensorrt_target(target, custom_ops=custom)
     with atomic_folder(Path(out_dir), force) as work:
         progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
         names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",

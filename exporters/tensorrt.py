@@ -3,8 +3,15 @@
 TensorRT engines are specific to the GPU and TensorRT version they are built on, so an export for
 a Jetson does not contain an engine. It contains the TernaryConv plugin's sources and a build
 script; on the board the user runs `bash tensorrt/build.sh` (-> tensorrt/libternary_trt.so) and
-`lbdeploy build-engine ARTIFACT` (-> tensorrt/model.engine). The lead's ONNX exporter calls
-`add_tensorrt_files(dir, target)` and merges the returned fragment into manifest.json.
+`lbdeploy build-engine ARTIFACT` (-> tensorrt/model.engine). The ONNX exporter calls
+`add_tensorrt_files(dir, target)` after writing model.onnx and merges the returned fragment into
+manifest.json.
+
+TensorRT cannot hold uint8 constants (INetworkDefinition::addConstant refuses DataType::kUINT8), so
+the packed uint8 W initializers of model.onnx cannot reach the plugin as they are. For TensorRT the
+exporter therefore writes tensorrt/model.onnx: the same graph with each TernaryConv W as int32 words
+(every packed row padded with zero codes to a multiple of 4 bytes and read little-endian), which the
+plugin decodes with the same 2-bit layout. model.onnx itself stays as the op spec says (ORT parity).
 
 To add a board: add a `JetsonTarget` to JETSON_TARGETS (its SM number and stock JetPack/TensorRT).
 """
@@ -16,16 +23,22 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from lbdeploy.errors import ExportError
-from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+import numpy as np
 
-KERNELS_DIR = Path(__file__).resolve().parent.parent / "lbdeploy" / "kernels"
+import lbdeploy.kernels
+from lbdeploy.errors import ExportError
+from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, pack_ternary
+
+KERNELS_DIR = Path(lbdeploy.kernels.__file__).resolve().parent  # package data: cuda/ and tensorrt/ sources
 SOURCE_DIRS = ("cuda", "tensorrt")  # copied to ARTIFACT/tensorrt/src/<name>, keeping their relative includes
 SOURCE_SUFFIXES = (".cu", ".cuh", ".cpp", ".h", ".txt", ".sh")
 TENSORRT_DIR = "tensorrt"
+MODEL_FILE = "model.onnx"
+WORDS_SUFFIX = "_int32_words"
 PLUGIN_LIBRARY = "libternary_trt.so"
 ENGINE_FILE = "model.engine"
-MIN_TENSORRT = "10.3"  # IPluginV3 + getCreators plugin libraries; JetPack 6.1 ships 10.3
+MIN_TENSORRT = "10.3"  # custom ops: IPluginV3 + getCreators plugin libraries; JetPack 6.1 ships 10.3
+MIN_TENSORRT_STANDARD_OPS = "8.5"  # standard ops: the name-based tensor API the backend and builder use
 HEADERS_CHECKED = "10.14"  # the TensorRT headers the plugin is compile-checked against in CI
 
 
@@ -37,7 +50,6 @@ class JetsonTarget:
     sm: int
     jetpack: str
     stock_tensorrt: str
-    plugin_supported: bool  # whether that JetPack's TensorRT can load an IPluginV3 plugin
 
     @property
     def sm_arch(self) -> str:
@@ -46,11 +58,15 @@ class JetsonTarget:
 
 
 JETSON_TARGETS = {
-    "jetson": JetsonTarget("jetson-orin", 87, "6.1+", "10.3", True),
-    "jetson-orin": JetsonTarget("jetson-orin", 87, "6.1+", "10.3", True),
-    "jetson-xavier": JetsonTarget("jetson-xavier", 72, "5.1", "8.5", False),
-    "jetson-nano": JetsonTarget("jetson-nano", 53, "4.6", "8.2", False),
+    "jetson": JetsonTarget("jetson-orin", 87, "6.1+", "10.3"),
+    "jetson-orin": JetsonTarget("jetson-orin", 87, "6.1+", "10.3"),
+    "jetson-xavier": JetsonTarget("jetson-xavier", 72, "5.1", "8.5"),
+    "jetson-nano": JetsonTarget("jetson-nano", 53, "4.6", "8.2"),
 }
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
 
 
 def jetson_target(target: str) -> JetsonTarget:
@@ -97,35 +113,111 @@ def _copy_sources(dest: Path) -> list[str]:
     return copied
 
 
+def weight_words(w_packed: np.ndarray) -> np.ndarray:
+    """Packed uint8 rows [Cout, B] -> int32 words [Cout, ceil(B/4)] holding the same bytes (little-endian).
+
+    Padding bytes are 0 (the zero-weight code), so row o's packed byte j is byte j of the row's words.
+    """
+    w_packed = np.asarray(w_packed, dtype=np.uint8)
+    rows, nbytes = w_packed.shape
+    padded = np.zeros((rows, -(-nbytes // 4) * 4), dtype=np.uint8)
+    padded[:, :nbytes] = w_packed
+    return padded.view(np.dtype("<i4"))
+
+
+def write_tensorrt_onnx(model_path: Path, dest: Path) -> int:
+    """Write a copy of model.onnx whose TernaryConv W initializers are int32 words (see module docstring).
+
+    Args:
+        model_path: the exported model.onnx (W packed uint8, or unpacked int8, as initializers).
+        dest: where to write the TensorRT variant.
+    Returns:
+        The number of TernaryConv nodes rewritten.
+    Raises:
+        ExportError: a TernaryConv whose W is not an initializer (TensorRT needs constant weights).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    converted: dict[str, str] = {}
+    nodes = [n for n in graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    for node in nodes:
+        name = node.input[1]
+        if name not in converted:
+            if name not in initializers:
+                raise ExportError(
+                    f"TernaryConv node {node.name!r} takes W from {name!r}, which is not an initializer; "
+                    "TensorRT needs the ternary weights as constants"
+                )
+            w = numpy_helper.to_array(initializers[name])
+            packed = pack_ternary(w) if w.dtype == np.int8 else w
+            converted[name] = name + WORDS_SUFFIX
+            graph.initializer.append(numpy_helper.from_array(weight_words(packed), converted[name]))
+        node.input[1] = converted[name]
+    still_used = {i for n in graph.node for i in n.input}
+    kept = [init for init in graph.initializer if init.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(dest))
+    return len(nodes)
+
+
+def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
+    """Check, before any export work, that lbdeploy's TensorRT path can serve `target`.
+
+    Args:
+        target: a JETSON_TARGETS key.
+        custom_ops: whether the export uses the TernaryConv custom op (needs the IPluginV3 plugin).
+    Returns:
+        The board's JetsonTarget.
+    Raises:
+        ExportError: unknown target, or a board whose stock TensorRT is too old for this export.
+    """
+    board = jetson_target(target)
+    needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
+    if _version(board.stock_tensorrt) < _version(needed):
+        advice = "export with standard ops (plain Conv) for this board, or use" if custom_ops else "use"
+        raise ExportError(
+            f"{board.name} runs JetPack {board.jetpack} with TensorRT {board.stock_tensorrt}, but lbdeploy's TensorRT "
+            f"path needs TensorRT >= {needed} for {'the TernaryConv IPluginV3 plugin' if custom_ops else 'its API'}; "
+            f"{advice} the ort backend"
+        )
+    return board
+
+
 def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = True) -> dict:
     """Write ARTIFACT/tensorrt/ (plugin sources + build.sh) and return the manifest fragment.
 
     Args:
-        artifact_dir: the artifact folder being written (model.onnx sits beside tensorrt/).
+        artifact_dir: the artifact folder being written; its model.onnx must already be there.
         target: a JETSON_TARGETS key ("jetson", "jetson-orin", "jetson-xavier", "jetson-nano").
         custom_ops: whether model.onnx uses ai.lbdeploy::TernaryConv (else plain Conv, no plugin).
     Returns:
         {"tensorrt": {...}}: board, SM arch, TensorRT range, plugin identity and file names, the
-        engine path and the commands to run on the board.
+        ONNX file TensorRT parses, the engine path and the commands to run on the board.
     Raises:
-        ExportError: unknown target, or a board whose stock TensorRT cannot load the plugin.
+        ExportError: see check_tensorrt_target; or model.onnx is not written yet.
     """
-    board = jetson_target(target)
-    if custom_ops and not board.plugin_supported:
-        raise ExportError(
-            f"{board.name} runs JetPack {board.jetpack} with TensorRT {board.stock_tensorrt}, which cannot load "
-            f"the TernaryConv IPluginV3 plugin (needs TensorRT >= {MIN_TENSORRT}); export with standard ops "
-            f"(plain Conv) for this board, or use the ort backend"
-        )
+    board = check_tensorrt_target(target, custom_ops)
+    needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
+    model = Path(artifact_dir) / MODEL_FILE
+    if not model.is_file():
+        raise ExportError(f"{model} must be written before the TensorRT files")
     dest = Path(artifact_dir) / TENSORRT_DIR
     dest.mkdir(parents=True, exist_ok=True)
-    sources = _copy_sources(dest) if custom_ops else []
-    script = dest / "build.sh"
+    sources, onnx_file = [], MODEL_FILE
     if custom_ops:
+        sources = _copy_sources(dest)
+        write_tensorrt_onnx(model, dest / MODEL_FILE)
+        onnx_file = f"{TENSORRT_DIR}/{MODEL_FILE}"
+        script = dest / "build.sh"
         script.write_text(_build_script(board))
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     steps = [
-        f"copy this folder to the {board.name} (JetPack {board.jetpack}, TensorRT >= {MIN_TENSORRT})",
+        f"copy this folder to the {board.name} (JetPack {board.jetpack}, TensorRT >= {needed})",
         *([f"bash {TENSORRT_DIR}/build.sh"] if custom_ops else []),
         "lbdeploy build-engine . --fp16",
         "lbdeploy infer . image.jpg",
@@ -135,8 +227,8 @@ def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = Tr
         "sm_arch": board.sm_arch,
         "cuda_arch": board.sm,
         "jetpack": board.jetpack,
-        "tensorrt_range": f">={MIN_TENSORRT}",
-        "tensorrt_headers_checked": HEADERS_CHECKED,
+        "tensorrt_range": f">={needed}",
+        "tensorrt_headers_checked": HEADERS_CHECKED if custom_ops else None,
         "plugin": (
             {
                 "name": OP_TYPE,
@@ -149,6 +241,8 @@ def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = Tr
             else None
         ),
         "sources": sources,
+        "onnx": onnx_file,
+        "weights": "TernaryConv W as int32 words (packed rows padded to 4 bytes)" if custom_ops else None,
         "build_script": f"{TENSORRT_DIR}/build.sh" if custom_ops else None,
         "engine": f"{TENSORRT_DIR}/{ENGINE_FILE}",
         "next_steps": steps,

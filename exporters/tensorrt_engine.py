@@ -71,6 +71,13 @@ def profile_shapes(name: str, shape: tuple[int, ...], batch: BatchProfile) -> tu
     return (batch.min, *rest), (batch.opt, *rest), (batch.max, *rest)
 
 
+def _network_flags(trt) -> int:
+    """Network creation flags: explicit batch (implied from TensorRT 10 on, a flag before)."""
+    if int(trt.__version__.split(".")[0]) >= 10:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+
+
 def _parse_onnx(trt, network, logger, onnx_path: Path) -> None:
     """Parse model.onnx into `network`, turning parser errors into lbdeploy errors."""
     parser = trt.OnnxParser(network, logger)
@@ -132,7 +139,7 @@ def build_engine(
         raise ConfigError(f"--workspace must be >= 1 MiB, got {workspace_mb}")
     artifact_dir, manifest = open_artifact(artifact_dir)
     section = tensorrt_section(manifest)
-    onnx_path = artifact_dir / "model.onnx"
+    onnx_path = artifact_dir / section.get("onnx", "model.onnx")
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing; re-export the model")
     trt = import_tensorrt()
@@ -140,7 +147,7 @@ def build_engine(
     load_plugin_library(trt, artifact_dir, section)
 
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    network = builder.create_network(_network_flags(trt))
     _parse_onnx(trt, network, logger, onnx_path)
 
     config = builder.create_builder_config()
@@ -156,17 +163,19 @@ def build_engine(
         profile.set_shape(tensor.name, *profile_shapes(tensor.name, tuple(tensor.shape), batch))
     config.add_optimization_profile(profile)
     engine_dir = (artifact_dir / section["engine"]).parent
+    engine_dir.mkdir(parents=True, exist_ok=True)
     cache_path = engine_dir / TIMING_CACHE
-    cache = _timing_cache(config, cache_path)
+    timing_cache = _timing_cache(config, cache_path)  # TensorRT needs it alive until the build is done
 
     serialized = builder.build_serialized_network(network, config)
+    del timing_cache
     if serialized is None:
         raise ExportError(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
     engine_path = artifact_dir / section["engine"]
     _write_atomically(engine_path, bytes(serialized))
-    _write_atomically(cache_path, bytes(cache.serialize()))
+    _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
     info = {
         "tensorrt": trt.__version__,
         "fp16": fp16,

@@ -126,6 +126,19 @@ def analyze(model: nn.Module, input_size: tuple | None = None) -> Analysis:
     )
 
 
+# Totals the paper reports for whole networks (Table 9, CIFAR ResNet-56 with bottleneck blocks).
+# Ours differ; docs/models.md explains why.
+PAPER_TOTALS = {
+    "resnet56": {"source": "Table 9", "trainable_params": 0.48e6, "flops": 0.069e9},
+    "resnet-lbb-56": {"source": "Table 9", "trainable_params": 0.19e6, "flops": 0.034e9},
+}
+
+
+def paper_totals(arch: str) -> dict | None:
+    """The paper's reported totals for `arch` (trainable_params, flops, source), or None."""
+    return PAPER_TOTALS.get(arch)
+
+
 def block_figures(in_ch: int = 256, mid_ch: int = 128, hw: int = 64, kernel_size: int = 3) -> dict:
     """Paper Eq. 4-9 for one hourglass block: conv weight params (no bias) and FLOPs, dense vs LBB.
 

@@ -9,7 +9,7 @@ A checkpoint is a plain dict (so `torch.load(weights_only=True)` reads it and no
 Anything else is refused with one line: a pickled nn.Module or other Python objects, a hostile
 pickle, a corrupt or truncated file. A bearpaw/pytorch-pose hourglass checkpoint
 (`{"state_dict": ...}`, keys possibly prefixed `module.`) is imported as `shn`, or as `lbrn-s`
-when every 3x3 conv weight in it is ternary (docs/checkpoints.md gives the key mapping).
+when every 3x3 conv weight in it is ternary (docs/models.md gives the key mapping).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _read(path: Path) -> dict:
             f"{path}: refused, it holds pickled Python objects (such as a whole nn.Module or code to run) that "
             f"lbdeploy never unpickles; save a state_dict with lbdeploy.checkpoint.save_checkpoint"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as err:
+    except Exception as err:  # torch.load raises many types on damaged files; none may escape as a traceback
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(err).__name__}); re-save or re-download it") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(data).__name__}")

@@ -75,6 +75,12 @@ def _table(analysis) -> str:
         f"ternary additions    {a.ternary_additions / 1e9:.3f} G  (one add/sub per non-zero per output pixel)",
         f"weights              {a.bytes_fp32 / 1e6:.2f} MB as fp32, {a.bytes_packed / 1e6:.2f} MB with 2-bit ternary",
     ]
+    from lbdeploy.analysis import paper_totals
+
+    paper = paper_totals(a.arch)
+    if paper:
+        rows.append(f"{'paper (' + paper['source'] + ')':<21}{paper['trainable_params'] / 1e6:.2f} M trainable params, "
+                    f"{paper['flops'] / 1e9:.3f} G FLOPs (why ours differ: docs/models.md)")
     return "\n".join(rows)
 
 
@@ -90,7 +96,7 @@ def inspect(model_pt, as_json, layers):
       lbdeploy inspect m.pt
       lbdeploy inspect m.pt --json --no-layers
     """
-    from lbdeploy.analysis import analyze
+    from lbdeploy.analysis import analyze, paper_totals
     from lbdeploy.checkpoint import load_model
 
     model, ckpt = load_model(model_pt)
@@ -98,6 +104,7 @@ def inspect(model_pt, as_json, layers):
     if as_json:
         data = analysis.to_dict(per_layer=layers)
         data["config"] = ckpt.config
+        data["paper"] = paper_totals(analysis.arch)
         data["metadata"] = ckpt.metadata
         click.echo(json.dumps(data, indent=2))
     else:

@@ -80,18 +80,6 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
         click.echo(text)
 
 
-class _PredictorFactory:
-    """Picklable recipe for a Predictor (shipped to Ray replicas)."""
-
-    def __init__(self, artifact: str, backend: str, threads, max_pixels: int):
-        self.artifact, self.backend, self.threads, self.max_pixels = artifact, backend, threads, max_pixels
-
-    def __call__(self):
-        from runtime.predictor import Predictor
-
-        return Predictor(self.artifact, backend=self.backend, threads=self.threads, max_pixels=self.max_pixels)
-
-
 @click.command("serve")
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--host", default="127.0.0.1", help="Interface to bind (0.0.0.0 exposes the server to the network).")
@@ -118,22 +106,22 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
       lbdeploy serve out/ --port 8080 --workers 2
       curl --data-binary @person.jpg 'http://127.0.0.1:8080/v1/pose?flip=true'
     """
-    from runtime.predictor import Predictor
+    from runtime.predictor import Predictor, PredictorFactory
     from runtime.server import ServerSettings
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
-    Predictor(artifact, backend=backend, threads=threads)  # fail fast, with one line, before binding the port
-    factory = _PredictorFactory(str(Path(artifact).resolve()), backend, threads, max_pixels)
+    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)  # fails before binding
     if engine == "ray":
         from runtime.ray_serve import serve_with_ray
 
+        factory = PredictorFactory(Path(artifact).resolve(), backend=backend, threads=threads, max_pixels=max_pixels)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
         from runtime.server import serve as serve_uvicorn
 
         click.echo(f"Serving {artifact} on http://{host}:{port} (docs at /docs)", err=True)
-        serve_uvicorn(factory, host, port, settings)
+        serve_uvicorn(lambda: predictor, host, port, settings)
 
 
 COMMANDS = [infer, serve]

@@ -166,3 +166,17 @@ class Predictor:
             image_size=(int(pixels.shape[1]), int(pixels.shape[0])),
             heatmaps=heatmaps if return_heatmaps else None,
         )
+
+
+class PredictorFactory:
+    """A picklable recipe for a Predictor: servers call it once per process or Ray replica.
+
+    Args: as Predictor.
+    """
+
+    def __init__(self, artifact_or_model_pt, **predictor_kwargs):
+        self.source, self.kwargs = str(artifact_or_model_pt), predictor_kwargs
+
+    def __call__(self) -> Predictor:
+        """Build the Predictor."""
+        return Predictor(self.source, **self.kwargs)

@@ -16,8 +16,9 @@ import onnx
 from onnx import TensorProto, helper
 
 STRIDE = 4
-JOINTS = ("r_dot", "l_dot", "centre")
-FLIP_PAIRS = [[0, 1]]
+JOINTS = ("red", "green", "blue")
+# Colours do not change sides when the image is mirrored, so the pool model has no flip pairs.
+FLIP_PAIRS = []
 
 
 def pool_model(size=(64, 64), batch="N", extra_nodes=(), initializers=(), opset=18) -> onnx.ModelProto:

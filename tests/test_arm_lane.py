@@ -9,11 +9,9 @@ emulated process.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +32,17 @@ from lbdeploy.testing.arm_lane import (
 
 onnx = pytest.importorskip("onnx", reason="building the test models needs onnx (pip install lbdeploy[torch])")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from runtime_artifacts import pool_manifest, pool_model, write_artifact  # noqa: E402
 
 pytestmark = pytest.mark.arm
 
 VECTORS = sorted((REPO_ROOT / "tests" / "vectors").glob("*.npz"))
 OPSET = 18
 # Modules a board imports to run an artifact: they must import with numpy + onnxruntime and no torch.
-BOARD_MODULES = ("lbdeploy", "lbdeploy.errors", "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "runtime")
+BOARD_MODULES = (
+    "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "lbdeploy.kernels.elf", "lbdeploy.testing.arm_lane",
+    "runtime.artifact", "runtime.backends", "runtime.backends.ort", "runtime.transforms", "runtime.predictor",
+)
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:
@@ -183,15 +185,15 @@ def test_standard_conv_on_arm_onnxruntime_matches_every_vector(arm_python, tmp_p
     assert_vectors_match(run_onnx_emulated(runs), cases)
 
 
-def _aarch64_kernel_library() -> Path:
-    build = pytest.importorskip("lbdeploy.kernels.build", reason="lbdeploy/kernels/build.py is not in this tree")
-    if not hasattr(build, "build_ort_library"):
-        pytest.skip("lbdeploy.kernels.build has no build_ort_library")
-    return build.build_ort_library(arch="aarch64")
+def _kernel_library(arch: str) -> Path:
+    """Our ONNX Runtime TernaryConv library for `arch` (cross-compiled for aarch64; cached)."""
+    from lbdeploy.kernels.build import build_ort_library
+
+    return build_ort_library(arch=arch)
 
 
 def test_ternary_conv_kernels_on_arm_onnxruntime_match_every_vector(arm_python, tmp_path):
-    library = _aarch64_kernel_library()
+    library = _kernel_library("aarch64")
     cases = [load(path) for path in VECTORS]
     runs = [
         OnnxRun(ternary_conv_model(case, arrays, tmp_path / f"{case.name}.onnx"), {"x": arrays["x"]})
@@ -226,36 +228,43 @@ def test_tvm_module_cross_compiled_for_aarch64_runs_in_the_lane(arm_python, tmp_
     assert float(done.stdout.strip()) == 0.0
 
 
-def _write_artifact(folder: Path, kernel_library: dict | None) -> Path:
-    """A minimal ONNX Runtime artifact (docs/artifact.md) around the basic_3x3 vector's conv."""
+def _ternary_artifact(folder: Path, library: Path) -> tuple[Path, dict]:
+    """An ONNX Runtime artifact (docs/artifact.md) of the basic_3x3 vector's TernaryConv with `library`."""
     case, arrays = load(REPO_ROOT / "tests" / "vectors" / "basic_3x3.npz")
-    folder.mkdir()
-    standard_conv_model(case, arrays, folder / "model.onnx")
+    model = onnx.load(ternary_conv_model(case, arrays, folder.parent / "ternary.onnx"))
     manifest = {
-        "format": "lbdeploy-artifact", "format_version": 1, "backend": "ort", "ops": "standard",
+        **pool_manifest(),
+        "arch": "ternary-conv-test", "ops": "custom", "target": "rpi",
         "input": {"name": "x", "shape": ["N", case.cin, case.h, case.w], "layout": "NCHW", "dtype": "float32"},
-        "outputs": [{"name": "y", "final": True}], "kernel_library": kernel_library,
+        "outputs": [{"name": "y", "shape": ["N", case.cout, case.h, case.w], "final": True}],
+        "custom_ops": [{"domain": DOMAIN, "op_type": "TernaryConv", "version": OP_VERSION}],
+        "kernel_library": {"path": "kernels/libternary_ort.so", "arch": "aarch64"},
     }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
+    extra = {"kernels/libternary_ort.so": Path(library).read_bytes()}
+    return write_artifact(folder, model, manifest, extra_files=extra), arrays
 
 
-def test_artifact_runs_on_arm_like_on_x86(arm_python, tmp_path):
-    import onnxruntime
+def test_standard_op_artifact_runs_on_arm_like_on_x86(arm_python, tmp_path):
+    from runtime.artifact import open_artifact
+    from runtime.backends import create_backend
 
-    artifact = _write_artifact(tmp_path / "artifact", kernel_library=None)
-    x = np.random.default_rng(0).standard_normal((2, 16, 8, 8)).astype(np.float32)
+    artifact = write_artifact(tmp_path / "artifact", pool_model(), pool_manifest())
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
-    session = onnxruntime.InferenceSession(str(artifact / "model.onnx"), providers=["CPUExecutionProvider"])
-    (expected,) = session.run(["y"], {"x": x})
+    expected = create_backend("auto", *open_artifact(artifact)).run({"image": x})
     outputs = run_artifact_emulated(artifact, tmp_path / "x.npy")
-    assert set(outputs) == {"y"}
-    np.testing.assert_allclose(outputs["y"], expected, **KERNEL_TOLERANCE)
+    assert set(outputs) == set(expected) == {"heatmaps_0", "heatmaps_1"}
+    for name, value in expected.items():
+        np.testing.assert_allclose(outputs[name], value, **KERNEL_TOLERANCE)
 
 
-def test_artifact_with_x86_kernel_library_is_refused(tmp_path):
-    artifact = _write_artifact(tmp_path / "artifact", {"path": "kernels/libternary_ort.so", "arch": "aarch64"})
-    (artifact / "kernels").mkdir()
-    shutil.copy(os.path.realpath(sys.executable), artifact / "kernels" / "libternary_ort.so")  # an x86-64 ELF
-    with pytest.raises(KernelLibraryError, match="not aarch64"):
-        run_artifact_emulated(artifact, np.zeros((1, 16, 8, 8), np.float32))
+def test_artifact_with_aarch64_kernels_runs_on_arm(arm_python, tmp_path):
+    artifact, arrays = _ternary_artifact(tmp_path / "artifact", _kernel_library("aarch64"))
+    outputs = run_artifact_emulated(artifact, arrays["x"])
+    np.testing.assert_allclose(outputs["y"], arrays["y"], **KERNEL_TOLERANCE)
+
+
+def test_artifact_with_x86_kernels_is_refused_by_the_arm_runtime(arm_python, tmp_path):
+    artifact, arrays = _ternary_artifact(tmp_path / "artifact", _kernel_library("x86_64"))
+    with pytest.raises(KernelLibraryError, match="built for x86_64.*aarch64 runtime"):
+        run_artifact_emulated(artifact, arrays["x"])

@@ -7,8 +7,10 @@ What runs where:
   10.14 headers, into a cache folder; never into the repo): the plugin .cpp files pass
   g++ -fsyntax-only, libternary_trt.so builds from an exported artifact's own sources with its
   CMakeLists, and a host program drives the plugin through TensorRT's interfaces (no GPU needed).
-- With a CUDA device only (marker gpu): the kernel runs on every tests/vectors/*.npz in float32 and
-  float16 and is compared with the reference output.
+- With g++ (C++20): the CUDA kernel's own source is compiled against a small CPU stand-in for the
+  CUDA runtime (tests/native/cuda_emulation: one std::thread per CUDA thread, __syncthreads as a
+  barrier) and run on every tests/vectors/*.npz in float32 and float16.
+- With a CUDA device only (marker gpu): the same comparison on the GPU, through ctypes.
 - Without the tensorrt package (here): the backend and builder raise BackendUnavailable.
 """
 
@@ -18,6 +20,7 @@ import ctypes
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,17 +31,21 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exporters.tensorrt import JETSON_TARGETS, add_tensorrt_files
+from exporters.tensorrt import JETSON_TARGETS, add_tensorrt_files, check_tensorrt_target, weight_words
 from exporters.tensorrt_commands import build_engine_cmd
+from exporters.tensorrt_engine import BatchProfile, build_engine, profile_shapes
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError
-from lbdeploy.ops.ternary_conv import ACTIVATIONS, KERNEL_TOLERANCE, packed_row_bytes, ternary_conv_reference
+from lbdeploy.ops.onnx_schema import make_node
+from lbdeploy.ops.ternary_conv import (ACTIVATIONS, KERNEL_TOLERANCE, TernaryConvAttrs, pack_ternary, packed_row_bytes,
+                                       ternary_conv_reference, unpack_ternary)
 from lbdeploy.ops.vectors import load
-from lbdeploy.tensorrt_build import BatchProfile, build_engine, profile_shapes
+from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_CU = REPO / "lbdeploy" / "kernels" / "cuda" / "ternary_conv.cu"
 PLUGIN_DIR = REPO / "lbdeploy" / "kernels" / "tensorrt"
-HOST_CHECK = REPO / "tests" / "native" / "plugin_host_check.cpp"
+EMULATION = REPO / "tests" / "native"
+HOST_CHECK = EMULATION / "plugin_host_check.cpp"
 VECTORS = sorted((REPO / "tests" / "vectors").glob("*.npz"))
 HEADER_PACKAGE = "kernel-lens==2.0.1"  # bundles TensorRT 10.14 headers under kernel_lens/include/tensorrt
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -113,7 +120,8 @@ def _kernel_library(out_dir: Path, arch: str) -> ctypes.CDLL:
     kernel.lbd_ternary_conv_check_geometry.restype = ctypes.c_char_p
     kernel.lbd_ternary_conv_check_geometry.argtypes = [ctypes.POINTER(Geometry)]
     kernel.lbd_ternary_conv_packed_row_bytes.argtypes = [ctypes.POINTER(Geometry)]
-    kernel.lbd_ternary_conv_launch.argtypes = [ctypes.POINTER(Geometry), ctypes.c_int32] + [ctypes.c_void_p] * 6
+    kernel.lbd_ternary_conv_launch.argtypes = [ctypes.POINTER(Geometry), ctypes.c_int32, ctypes.c_void_p,
+                                               ctypes.c_void_p, ctypes.c_int32] + [ctypes.c_void_p] * 4
     return kernel
 
 
@@ -150,7 +158,15 @@ def test_kernel_host_api_rejects_bad_geometry(host_kernel, change, message):
         setattr(g, field, value)
     reason = host_kernel.lbd_ternary_conv_check_geometry(ctypes.byref(g))
     assert reason is not None and message in reason
-    assert host_kernel.lbd_ternary_conv_launch(ctypes.byref(g), 0, None, None, None, None, None, None) == -1
+    assert host_kernel.lbd_ternary_conv_launch(ctypes.byref(g), 0, None, None, 1 << 20, None, None, None, None) == -1
+
+
+def test_kernel_launch_rejects_short_weight_rows(host_kernel):
+    case, arrays = load(VECTORS[0])
+    g = _geometry(case, arrays)
+    short = arrays["w_packed"].shape[1] - 1
+    assert host_kernel.lbd_ternary_conv_launch(ctypes.byref(g), 0, None, None, short, None, None, None, None) == -1
+    assert host_kernel.lbd_ternary_conv_launch(ctypes.byref(g), 5, None, None, short + 1, None, None, None, None) == -1
 
 
 # -------------------------------------------------------------------------------- plugin (headers)
@@ -176,7 +192,8 @@ def trt_include() -> Path:
     )
     wheels = sorted(download.glob("kernel_lens-*.whl"))
     if proc.returncode != 0 or not wheels:
-        pytest.skip(f"TensorRT headers unavailable: `pip download {HEADER_PACKAGE}` failed: {proc.stderr.strip()[-300:]}")
+        reason = proc.stderr.strip()[-300:]
+        pytest.skip(f"TensorRT headers unavailable: `pip download {HEADER_PACKAGE}` failed: {reason}")
     prefix = "kernel_lens/include/tensorrt/"
     include.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as wheel:
@@ -200,6 +217,7 @@ def test_plugin_sources_compile_against_tensorrt_headers(trt_include, source):
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_artifact_sources_build_plugin_that_registers_with_tensorrt_interfaces(trt_include, tmp_path):
     """Export the Orin folder, build it with its own build.sh/CMakeLists, then drive the plugin on the host."""
+    _write_ternary_model(tmp_path)
     add_tensorrt_files(tmp_path, "jetson-orin")
     env = {**os.environ, "TENSORRT_ROOT": str(trt_include), "CUDACXX": str(NVCC)}
     _run(["bash", tmp_path / "tensorrt" / "build.sh"], env=env, timeout=600)
@@ -265,40 +283,153 @@ def gpu_kernel(tmp_path_factory):
     return cudart, _kernel_library(tmp_path_factory.mktemp("gpu_kernel"), "-arch=native")
 
 
+def _expected(case, arrays, dtype):
+    """Reference output and tolerance for running a vector in `dtype`."""
+    if dtype == np.float32:
+        return arrays["y"], KERNEL_TOLERANCE
+    # float16: reference on the float16-rounded input; the kernel rounds its float32 sum to float16 once.
+    x = arrays["x"].astype(np.float16).astype(np.float32)
+    expected = ternary_conv_reference(x, arrays["w_packed"], arrays["scale"], arrays["bias"], case.attrs())
+    return expected, {"rtol": 2e-3, "atol": 2e-3 * float(np.abs(expected).max() + 1)}
+
+
+def _weight_rows(path: Path, arrays) -> tuple[np.ndarray, int]:
+    """Odd vectors pass int32 word rows (what TensorRT hands the plugin), even ones the plain packed bytes."""
+    if VECTORS.index(path) % 2:
+        words = weight_words(arrays["w_packed"])
+        return words, 4 * words.shape[1]
+    return arrays["w_packed"], arrays["w_packed"].shape[1]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
 def test_gpu_kernel_matches_vectors(gpu_kernel, path, dtype):
     cudart, kernel = gpu_kernel
     case, arrays = load(path)
-    x = arrays["x"].astype(dtype)
-    if dtype == np.float16:  # reference on the float16-rounded input; output rounded to float16 once
-        expected = ternary_conv_reference(x.astype(np.float32), arrays["w_packed"], arrays["scale"], arrays["bias"],
-                                          case.attrs())
-        tolerance = {"rtol": 2e-3, "atol": 2e-3 * float(np.abs(expected).max() + 1)}
-    else:
-        expected, tolerance = arrays["y"], KERNEL_TOLERANCE
+    w_rows, row_stride = _weight_rows(path, arrays)
     device = _Device(cudart)
     try:
         y_ptr = device.upload(np.zeros(arrays["y"].shape, dtype))
         g = _geometry(case, arrays)
         status = kernel.lbd_ternary_conv_launch(
-            ctypes.byref(g), 0 if dtype == np.float32 else 1, device.upload(x), device.upload(arrays["w_packed"]),
-            device.upload(arrays["scale"].astype(np.float32)), device.upload(arrays["bias"].astype(np.float32)),
-            y_ptr, None)
+            ctypes.byref(g), 0 if dtype == np.float32 else 1, device.upload(arrays["x"].astype(dtype)),
+            device.upload(w_rows), row_stride, device.upload(arrays["scale"].astype(np.float32)),
+            device.upload(arrays["bias"].astype(np.float32)), y_ptr, None)
         assert status == 0
         assert cudart.cudaDeviceSynchronize() == 0
         y = device.download(y_ptr, arrays["y"].shape, dtype)
     finally:
         device.free()
+    expected, tolerance = _expected(case, arrays, dtype)
+    np.testing.assert_allclose(y.astype(np.float32), expected.astype(np.float32), **tolerance)
+
+
+# ---------------------------------------------------------------------- kernel on the CPU (emulated)
+
+
+@pytest.fixture(scope="module")
+def emulated_kernel(tmp_path_factory) -> Path:
+    """The real ternary_conv.cu compiled with g++ against tests/native/cuda_emulation (threads + barrier)."""
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not installed")
+    folder = tmp_path_factory.mktemp("emulated")
+    source, launches = re.subn(r"(\w+<\w+>)<<<([^>]*)>>>\(", r"emulateLaunch(\2, \1, ", KERNEL_CU.read_text())
+    assert launches == 1, "expected one kernel<<<...>>> launch in ternary_conv.cu"
+    (folder / "ternary_conv_emulated.cu").write_text(source)
+    program = folder / "kernel_cpu_emulation"
+    _run(["g++", "-std=c++20", "-O2", "-pthread", "-I", EMULATION / "cuda_emulation", "-I", KERNEL_CU.parent,
+          "-I", folder, EMULATION / "kernel_cpu_emulation.cpp", "-o", program])
+    return program
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_cuda_kernel_source_matches_vectors_on_cpu_emulation(emulated_kernel, path, dtype, tmp_path):
+    """The CUDA kernel's own source, run block by block on CPU threads, reproduces every vector."""
+    case, arrays = load(path)
+    w_rows, row_stride = _weight_rows(path, arrays)
+    files = {"x": arrays["x"].astype(dtype), "w": np.ascontiguousarray(w_rows),
+             "scale": arrays["scale"].astype(np.float32), "bias": arrays["bias"].astype(np.float32)}
+    for name, array in files.items():
+        array.tofile(tmp_path / f"{name}.bin")
+    g = _geometry(case, arrays)
+    numbers = [0 if dtype == np.float32 else 1, row_stride] + [getattr(g, name) for name, _ in Geometry._fields_]
+    _run([emulated_kernel, *numbers, *(tmp_path / f"{name}.bin" for name in files), tmp_path / "y.bin"], timeout=120)
+    y = np.fromfile(tmp_path / "y.bin", dtype=dtype).reshape(arrays["y"].shape)
+    expected, tolerance = _expected(case, arrays, dtype)
     np.testing.assert_allclose(y.astype(np.float32), expected.astype(np.float32), **tolerance)
 
 
 # ------------------------------------------------------------------------------- artifact files
 
 
+def _ternary_weights(rng, shape) -> np.ndarray:
+    return rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=shape)
+
+
+def _ternary_model():
+    """image [N,3,16,16] -> TernaryConv (packed uint8 W, 3x3) -> TernaryConv (unpacked int8 W, 3x3 stride 2)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w1, w2 = _ternary_weights(rng, (8, 3, 3, 3)), _ternary_weights(rng, (6, 8, 3, 3))
+    ones = lambda n: np.ones(n, np.float32)  # noqa: E731
+    inits = [numpy_helper.from_array(pack_ternary(w1), "w1"), numpy_helper.from_array(w2, "w2"),
+             numpy_helper.from_array(ones(8), "s1"), numpy_helper.from_array(ones(8) * 0, "b1"),
+             numpy_helper.from_array(ones(6), "s2"), numpy_helper.from_array(ones(6) * 0, "b2")]
+    nodes = [make_node(["image", "w1", "s1", "b1"], ["hidden"], TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1),
+                                                                                 activation="relu"), name="tc1"),
+             make_node(["hidden", "w2", "s2", "b2"], ["out"], TernaryConvAttrs((3, 3), strides=(2, 2),
+                                                                              pads=(1, 1, 1, 1)), name="tc2")]
+    graph = helper.make_graph(nodes, "ternary", [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                                                               ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 6, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lbdeploy", 1)])
+    return model, {"w1": w1, "w2": w2}
+
+
+def _write_ternary_model(folder: Path) -> dict:
+    model, weights = _ternary_model()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    return weights
+
+
+def test_weight_words_keep_packed_bytes_in_order():
+    packed = np.arange(2 * 7, dtype=np.uint8).reshape(2, 7)
+    words = weight_words(packed)
+    assert words.dtype == np.dtype("<i4") and words.shape == (2, 2)
+    as_bytes = words.view(np.uint8).reshape(2, 8)
+    assert (as_bytes[:, :7] == packed).all() and (as_bytes[:, 7] == 0).all()
+
+
+def test_tensorrt_onnx_carries_the_same_ternary_weights_as_int32_words(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    weights = _write_ternary_model(tmp_path)
+    fragment = add_tensorrt_files(tmp_path, "jetson")["tensorrt"]
+    assert fragment["onnx"] == "tensorrt/model.onnx"
+    model = onnx.load(str(tmp_path / fragment["onnx"]))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    assert {"w1", "w2"}.isdisjoint(inits)  # the byte/int8 originals are gone
+    for node in model.graph.node:
+        words = inits[node.input[1]]
+        assert words.dtype == np.int32
+        original = weights[node.name.replace("tc", "w")]
+        row = packed_row_bytes(original[0].size)
+        assert words.shape == (original.shape[0], -(-row // 4))
+        # What the plugin does: read row o from byte o * 4 * words.shape[1], decode `row` bytes.
+        rows = words.astype("<i4").view(np.uint8).reshape(original.shape[0], -1)[:, :row]
+        np.testing.assert_array_equal(unpack_ternary(rows, original.shape), original)
+    # model.onnx itself keeps the spec's W (ORT parity runs on it)
+    assert {"w1", "w2"} <= {i.name for i in onnx.load(str(tmp_path / "model.onnx")).graph.initializer}
+
+
 @pytest.mark.parametrize("target, sm", [("jetson", 87), ("jetson-orin", 87)])
 def test_add_tensorrt_files_writes_complete_folder(tmp_path, target, sm):
+    _write_ternary_model(tmp_path)
     fragment = add_tensorrt_files(tmp_path, target)["tensorrt"]
     folder = tmp_path / "tensorrt"
     assert fragment["sm_arch"] == f"sm_{sm}" and fragment["cuda_arch"] == sm
@@ -322,27 +453,43 @@ def test_add_tensorrt_files_writes_complete_folder(tmp_path, target, sm):
 
 
 @pytest.mark.parametrize("target", ["jetson-xavier", "jetson-nano"])
-def test_old_jetpack_boards_refuse_custom_ops_but_take_standard_ops(tmp_path, target):
-    with pytest.raises(ExportError, match="TensorRT >= 10.3"):
+def test_old_jetpack_boards_refuse_custom_ops(tmp_path, target):
+    _write_ternary_model(tmp_path)
+    with pytest.raises(ExportError, match="TensorRT >= 10.3 for the TernaryConv IPluginV3 plugin"):
         add_tensorrt_files(tmp_path, target)
-    fragment = add_tensorrt_files(tmp_path, target, custom_ops=False)["tensorrt"]
-    assert fragment["plugin"] is None and fragment["sources"] == []
-    assert fragment["sm_arch"] == f"sm_{JETSON_TARGETS[target].sm}"
+    assert not (tmp_path / "tensorrt").exists()
 
 
-def test_unknown_jetson_target(tmp_path):
+def test_xavier_takes_standard_ops_and_nano_is_refused(tmp_path):
+    _write_ternary_model(tmp_path)
+    fragment = add_tensorrt_files(tmp_path, "jetson-xavier", custom_ops=False)["tensorrt"]
+    assert fragment["plugin"] is None and fragment["sources"] == [] and fragment["onnx"] == "model.onnx"
+    assert fragment["sm_arch"] == f"sm_{JETSON_TARGETS['jetson-xavier'].sm}" == "sm_72"
+    assert fragment["tensorrt_range"] == ">=8.5" and fragment["build_script"] is None
+    with pytest.raises(ExportError, match="TensorRT >= 8.5"):
+        add_tensorrt_files(tmp_path, "jetson-nano", custom_ops=False)
+    assert check_tensorrt_target("jetson").sm == 87  # the exporter's early check, before any work
+
+
+def test_unknown_jetson_target_or_missing_model(tmp_path):
     with pytest.raises(ExportError, match="jetson-orin"):
         add_tensorrt_files(tmp_path, "jetson-tx2")
+    with pytest.raises(ExportError, match="model.onnx must be written"):
+        add_tensorrt_files(tmp_path, "jetson")
 
 
 # ----------------------------------------------------------------------- engine builder + backend
 
 
 def _trt_artifact(folder: Path) -> Path:
-    fragment = add_tensorrt_files(folder, "jetson-orin")
-    (folder / "manifest.json").write_text(json.dumps({"format": "lbdeploy-artifact", "target": "jetson", **fragment}))
-    (folder / "model.onnx").write_bytes(b"")
-    return folder
+    """A verified Jetson artifact: a small ONNX model, the TensorRT folder and a manifest hashing every file."""
+    staging = folder / "staging"
+    _write_ternary_model(staging)
+    fragment = add_tensorrt_files(staging, "jetson-orin")
+    files = [*fragment["tensorrt"]["sources"], fragment["tensorrt"]["onnx"]]
+    manifest = {**pool_manifest(), "target": "jetson", "backend": "tensorrt", **fragment}
+    return write_artifact(folder / "artifact", pool_model(), manifest,
+                          extra_files={rel: (staging / rel).read_bytes() for rel in files})
 
 
 @pytest.mark.parametrize("batch", [(2, 1, 4), (0, 1, 1), (1, 4, 2)])
@@ -364,11 +511,17 @@ def test_profile_shapes():
 def test_build_engine_errors_before_tensorrt(tmp_path):
     with pytest.raises(ConfigError):
         build_engine(tmp_path, min_batch=4, opt_batch=2, max_batch=8)
-    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+    with pytest.raises(ConfigError, match="--workspace"):
+        build_engine(tmp_path, workspace_mb=0)
+    with pytest.raises(ArtifactError, match="no manifest.json"):
         build_engine(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"target": "x86", "backend": "ort"}))
+    ort_artifact = write_artifact(tmp_path / "ort", pool_model(), pool_manifest())
     with pytest.raises(ArtifactError, match="--target jetson"):
-        build_engine(tmp_path)
+        build_engine(ort_artifact)
+    artifact = _trt_artifact(tmp_path / "trt")
+    (artifact / "tensorrt" / "src" / "cuda" / "ternary_conv.cu").write_text("// modified")
+    with pytest.raises(ArtifactError, match="was modified"):
+        build_engine(artifact)
 
 
 @pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed here")

@@ -3,7 +3,7 @@
     fragment = compile_artifact("out/model.onnx", "rpi4", "out/")
 
 imports the ONNX graph (importer.py), runs our Relax pipeline — BatchNorm decomposed for
-inference, legalize, constant folding, operator fusion, then our schedules (schedules.py) — builds
+inference, legalize, operator fusion, then our schedules (schedules.py) — builds
 for the preset's target (targets.py) and links the .so with the preset's (cross) compiler. The
 returned dict is merged into manifest.json by the exporter.
 
@@ -47,7 +47,8 @@ def relax_pipeline(target, preset):
                 relax.transform.DecomposeOpsForInference(),
                 relax.transform.LegalizeOps(),
                 relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),
+                # No FoldConstant: it builds and runs a kernel per constant expression (minutes
+                # for 8 stacks); BatchNorm is folded by the importer, constant bias reshapes fuse.
                 relax.transform.FuseOps(),
                 relax.transform.FuseTIR(),
                 schedule,
@@ -58,15 +59,23 @@ def relax_pipeline(target, preset):
     return _pipeline
 
 
+def _has_libdevice(root) -> bool:
+    return bool(root) and (Path(root) / "nvvm" / "libdevice").is_dir()
+
+
 @contextlib.contextmanager
 def _cuda_libdevice():
     """Make CUDA's libdevice findable for the nvptx code generator during a GPU build.
 
     TVM links libdevice (bitcode for expf etc.) into the PTX, so a build needs it, although the
-    board does not. It comes from CUDA_PATH / an nvcc on PATH, or from the pip package
-    nvidia-cuda-nvcc-cu12, which is shown to TVM as a minimal toolkit folder.
+    board does not. It comes from $CUDA_PATH when that holds nvvm/libdevice, else from the pip
+    package nvidia-cuda-nvcc-cu12, shown to TVM as a minimal toolkit folder (CUDA_PATH is set
+    for the build only).
+
+    Raises:
+        ExportError: neither is available.
     """
-    if "CUDA_PATH" in os.environ or shutil.which("nvcc"):
+    if _has_libdevice(os.environ.get("CUDA_PATH")):
         yield
         return
     try:
@@ -81,6 +90,7 @@ def _cuda_libdevice():
             "pip install nvidia-cuda-nvcc-cu12, or set CUDA_PATH to a CUDA toolkit"
         ) from err
     libdevice = Path(next(iter(wheel.__path__))) / "nvvm" / "libdevice"
+    previous = os.environ.get("CUDA_PATH")
     with tempfile.TemporaryDirectory(prefix="lbdeploy-cuda-") as root:
         (Path(root) / "nvvm").mkdir()
         (Path(root) / "nvvm" / "libdevice").symlink_to(libdevice)
@@ -89,12 +99,45 @@ def _cuda_libdevice():
         try:
             yield
         finally:
-            del os.environ["CUDA_PATH"]
+            if previous is None:
+                del os.environ["CUDA_PATH"]
+            else:
+                os.environ["CUDA_PATH"] = previous
 
 
-def build(model, preset):
+def static_shapes(model, batch: int) -> dict[str, list[int]]:
+    """Input name -> static shape, with a symbolic batch dimension set to `batch`.
+
+    Raises:
+        ExportError: a dimension other than the batch is symbolic.
+    """
+    shapes = {}
+    initializers = {init.name for init in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        dims = []
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            elif axis == 0:
+                dims.append(batch)
+            else:
+                raise ExportError(
+                    f"input {value.name!r} has a symbolic dimension {axis} ({dim.dim_param!r}); the TVM "
+                    "backend needs a fixed input size: export with a fixed --input-size"
+                )
+        shapes[value.name] = dims
+    return shapes
+
+
+def build(model, preset, batch: int = 1):
     """Import and compile an ONNX ModelProto for `preset`; returns the TVM executable.
 
+    Args:
+        model: the onnx.ModelProto.
+        preset: an exporters.tvm.targets.TargetPreset.
+        batch: the batch size compiled in (a symbolic batch dimension is fixed to it).
     Raises:
         ExportError: unsupported ops, or a build the target cannot take.
     """
@@ -102,7 +145,8 @@ def build(model, preset):
 
     from exporters.tvm.importer import import_onnx
 
-    mod = import_onnx(model, gpu=preset.gpu, vector_floats=preset.vector_floats)
+    mod = import_onnx(model, static_shapes(model, batch), gpu=preset.gpu, vector_floats=preset.vector_floats,
+                      vector_registers=preset.vector_registers)
     target = preset.tvm_target()
     with _cuda_libdevice() if preset.gpu else contextlib.nullcontext():
         return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, preset))
@@ -135,16 +179,17 @@ def io_names(model) -> tuple[list[str], list[str]]:
     return inputs, [o.name for o in model.graph.output]
 
 
-def compile_artifact(onnx_path, target_name: str, out_dir) -> dict:
+def compile_artifact(onnx_path, target_name: str, out_dir, batch: int = 1) -> dict:
     """Compile `onnx_path` for the preset `target_name` into `out_dir`/tvm/model.so.
 
     Args:
-        onnx_path: the exported model.onnx (static input shape, TernaryConv nodes allowed).
+        onnx_path: the exported model.onnx (TernaryConv nodes allowed).
         target_name: a preset of exporters.tvm.targets (x86, arm64, rpi4, rpi5, jetson-...).
         out_dir: the artifact folder being written.
+        batch: the batch size compiled in (the runtime splits larger batches).
     Returns:
-        The manifest fragment: {"target": ..., "tvm": {"module", "device", "target", "arch",
-        "inputs", "outputs", "tvm_version", "compile_seconds"}}.
+        The manifest fragment {"tvm": {"module", "target_preset", "target", "arch", "device",
+        "gpu", "batch", "inputs", "input_shapes", "outputs", "tvm_version", "compile_seconds"}}.
     Raises:
         ConfigError: unknown target. ExportError: import, build or link failed.
     """
@@ -156,17 +201,20 @@ def compile_artifact(onnx_path, target_name: str, out_dir) -> dict:
     preset = get_target(target_name)
     model = onnx.load(str(onnx_path))
     started = time.perf_counter()
-    executable = build(model, preset)
+    executable = build(model, preset, batch)
     export_module(executable, preset, Path(out_dir) / MODULE_PATH)
     inputs, outputs = io_names(model)
     return {
-        "target": preset.name,
         "tvm": {
             "module": MODULE_PATH,
-            "device": "cuda" if preset.gpu else "cpu",
+            "target_preset": preset.name,
             "target": preset.target,
             "arch": preset.arch,
+            "device": "cuda" if preset.gpu else "cpu",
+            "gpu": preset.gpu,
+            "batch": batch,
             "inputs": inputs,
+            "input_shapes": static_shapes(model, batch),
             "outputs": outputs,
             "tvm_version": tvm.__version__,
             "compile_seconds": round(time.perf_counter() - started, 1),

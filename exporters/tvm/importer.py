@@ -7,6 +7,8 @@ TVM's Relax ONNX frontend has no custom-op hook and ignores node domains, so
   `ExportError` listing ALL unsupported ops, instead of failing on the first;
 * while nodes are converted, the importer knows each node's domain, and a node
   `ai.lbdeploy::TernaryConv` (version 1) becomes our add/sub kernel (ternary_kernel.py);
+* an inference BatchNormalization (constant statistics) becomes x * a + b with a, b folded in
+  numpy (TVM's constant folding of the same took most of the compile time);
   every other node goes to TVM's own converter.
 
 To support another custom op, add its (domain, op_type) to `CUSTOM_OPS` and a branch in
@@ -14,6 +16,8 @@ To support another custom op, add its (domain, op_type) to `CUSTOM_OPS` and a br
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, TernaryConvAttrs, weights_from_input
@@ -29,10 +33,12 @@ def _importer_class():
     class LbdeployOnnxImporter(onnx_frontend.ONNXGraphImporter):
         """TVM's ONNX graph importer plus lbdeploy's custom ops (see the module docstring)."""
 
-        def __init__(self, shape_dict, gpu: bool, vector_floats: int, custom_versions: dict):
+        def __init__(self, shape_dict, gpu: bool, vector_floats: int, vector_registers: int,
+                     custom_versions: dict):
             super().__init__(shape_dict, "float32", keep_params_in_input=False, sanitize=True)
             self._gpu = gpu
             self._vector_floats = vector_floats
+            self._vector_registers = vector_registers
             self._custom_versions = custom_versions
             self._domain = ""
 
@@ -59,6 +65,8 @@ def _importer_class():
         def _convert_operator(self, op_name, inputs, attrs, opset):
             if (self._domain, op_name) in CUSTOM_OPS:
                 return self._convert_custom(inputs, attrs)
+            if op_name == "BatchNormalization" and _is_inference_batch_norm(inputs, attrs):
+                return self.bb.normalize(_folded_batch_norm(inputs, attrs))
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
         def _convert_custom(self, inputs, attrs):
@@ -72,8 +80,8 @@ def _importer_class():
             op_attrs = _ternary_attrs(attrs)
             weights = weights_from_input(w.value.numpy(), int(x.ty.shape.values[1]), op_attrs,
                                          cout=int(scale.ty.shape.values[0]))
-            return emit_ternary_conv(self.bb, x, weights, scale, bias, op_attrs,
-                                     self._gpu, self._vector_floats)
+            return self.bb.normalize(emit_ternary_conv(self.bb, x, weights, scale, bias, op_attrs,
+                                                       self._gpu, self._vector_floats, self._vector_registers))
 
     return LbdeployOnnxImporter
 
@@ -95,6 +103,30 @@ class _DomainTrackingGraph:
         return getattr(self._graph, name)
 
 
+def _is_inference_batch_norm(inputs, attrs) -> bool:
+    import tvm
+
+    return not attrs.get("training_mode", 0) and all(isinstance(v, tvm.ir.GenericConst) for v in inputs[1:5])
+
+
+def _folded_batch_norm(inputs, attrs):
+    """BatchNormalization with constant statistics as x * a + b, a and b computed here in numpy.
+
+    (TVM would otherwise build and run a small kernel per BatchNorm to fold the same constants,
+    which dominated compile time.)
+    """
+    from tvm import relax
+
+    x = inputs[0]
+    gamma, beta, mean, var = (np.asarray(v.value.numpy(), np.float64) for v in inputs[1:5])
+    a = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+    b = beta - mean * a
+    shape = (1, -1) + (1,) * (len(x.ty.shape.values) - 2)
+    a = relax.const(a.reshape(shape).astype(np.float32))
+    b = relax.const(b.reshape(shape).astype(np.float32))
+    return relax.op.add(relax.op.multiply(x, a), b)
+
+
 def _ternary_attrs(attrs: dict) -> TernaryConvAttrs:
     """TernaryConvAttrs from the importer's parsed attribute dict."""
     activation = attrs.get("activation", b"none")
@@ -112,14 +144,15 @@ def _opsets(model) -> dict:
     return {opset.domain: opset.version for opset in model.opset_import}
 
 
-def import_onnx(model, shape_dict: dict | None = None, gpu: bool = False, vector_floats: int = 4):
+def import_onnx(model, shape_dict: dict | None = None, gpu: bool = False, vector_floats: int = 4,
+                vector_registers: int = 32):
     """Convert an ONNX ModelProto (with TernaryConv nodes) into a Relax IRModule.
 
     Args:
         model: the onnx.ModelProto (static input shapes, or give `shape_dict`).
         shape_dict: optional input name -> shape overrides.
         gpu: lower TernaryConv to the GPU kernel.
-        vector_floats: float32 SIMD lanes of the CPU target.
+        vector_floats, vector_registers: SIMD lanes and registers of the CPU target.
     Returns:
         The tvm.IRModule with a Relax `main`.
     Raises:
@@ -127,6 +160,6 @@ def import_onnx(model, shape_dict: dict | None = None, gpu: bool = False, vector
     """
     opsets = _opsets(model)
     opset = opsets.get("", opsets.get("ai.onnx", 1))
-    importer = _importer_class()(shape_dict or {}, gpu, vector_floats, opsets)
+    importer = _importer_class()(shape_dict or {}, gpu, vector_floats, vector_registers, opsets)
     return importer.from_onnx(model.graph, opset)
 

@@ -29,6 +29,7 @@ class TargetPreset:
         arch: machine architecture of the produced .so ("x86_64" or "aarch64").
         cross_compiler: C compiler that links the .so; None means the host's default compiler.
         vector_floats: float32 lanes of one SIMD register (tiles the CPU kernels).
+        vector_registers: SIMD registers of the CPU (tiles the TernaryConv kernel).
         gpu: True when the model's kernels run on an NVIDIA GPU.
     """
 
@@ -38,6 +39,7 @@ class TargetPreset:
     arch: str
     cross_compiler: str | None = None
     vector_floats: int = 4
+    vector_registers: int = 32
     gpu: bool = False
 
     def tvm_target(self):
@@ -47,15 +49,16 @@ class TargetPreset:
         return tvm.target.Target(self.target)
 
 
-def _host_x86() -> tuple[dict, int]:
-    """The host CPU as an llvm target dict, and its float32 SIMD lanes."""
+def _host_x86() -> tuple[dict, int, int]:
+    """The host CPU as an llvm target dict, its float32 SIMD lanes and its SIMD registers."""
     from tvm.target import codegen
 
     cpu = codegen.llvm_get_system_cpu()
     target = {"kind": "llvm", "mcpu": cpu}
     flags = _cpu_flags()
-    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
-    return target, lanes
+    if "avx512f" in flags:
+        return target, 16, 32
+    return target, 8 if "avx2" in flags else 4, 16
 
 
 def _cpu_flags() -> set[str]:
@@ -108,8 +111,9 @@ def _presets() -> dict[str, TargetPreset]:
 
 def x86_preset() -> TargetPreset:
     """The x86 preset for the CPU of this machine (detected through LLVM)."""
-    target, lanes = _host_x86()
-    return TargetPreset("x86", f"this x86-64 machine's CPU ({target['mcpu']})", target, "x86_64", None, lanes)
+    target, lanes, registers = _host_x86()
+    return TargetPreset("x86", f"this x86-64 machine's CPU ({target['mcpu']})", target, "x86_64", None, lanes,
+                        registers)
 
 
 def list_targets() -> list[str]:

@@ -4,8 +4,8 @@ A joint at heatmap coordinates (x, y) (= model-input pixels / stride, the conven
 lbdeploy.pose.affine and lbdeploy.pose.decode) becomes exp(-d^2 / (2 sigma^2)) around its exact
 sub-pixel position, cut to zero beyond 3 sigma. Newell et al. use sigma = 1 on 64x64 heatmaps;
 `sigma_for` scales that with the heatmap height (32x32 maps get sigma 0.5), so the target
-covers the same fraction of the person at every input size. A joint that is not annotated or lies outside the map gets an all-zero map
-and weight 0, so the loss ignores it.
+covers the same fraction of the person at every input size. A joint that is not annotated or
+lies outside the map gets an all-zero map and weight 0, so the loss ignores it.
 
 To try another target (e.g. a different kernel), add a function with the same
 (joints, visible, size, sigma) -> (maps, weights) contract.

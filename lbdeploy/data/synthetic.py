@@ -11,9 +11,10 @@ That cue survives a horizontal flip with the left/right labels swapped, which is
 augmentation assumes; a colour code per side would not (it would contradict the swapped labels),
 so limb shades vary at random and carry no side information.
 
-Every sample is a pure function of (seed, split, index): `SyntheticPoses(split, seed=s)[i]`
-draws the same image on every machine. The pose and the drawing use separate random streams, so
-reading a record's annotation does not render its image.
+Every sample is a pure function of (seed, split, index): `SyntheticPoses(split, seed=s).record(i)`
+and `load_image` of it give the same annotation and pixels on every run (with the same Pillow).
+The pose and the drawing use separate random streams, so reading a record's annotation does not
+render its image.
 
 To change the figures, edit `_pose` (geometry) or `_draw_figure` (appearance); keep the joint
 order of lbdeploy.pose.skeletons.MPII.
@@ -226,3 +227,17 @@ class SyntheticPoses(PoseDataset):
         if rng.uniform() < 0.3:
             image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
         return np.asarray(image, dtype=np.uint8)
+
+
+def person_image(dataset: SyntheticPoses, index: int, size: int = 256) -> np.ndarray:
+    """Sample `index` cropped to its padded person box and resized to size x size (HxWx3 uint8).
+
+    The person then fills the image the way training crops do, so whole-image inference
+    (`lbdeploy infer` without --box) sees what the model was trained on; the demo's sample.jpg
+    is made this way.
+    """
+    from lbdeploy.pose.affine import crop_matrix
+    from runtime.transforms import crop
+
+    record = dataset.record(index)
+    return crop(dataset.load_image(record), crop_matrix(record.center, record.scale, (size, size)), (size, size))

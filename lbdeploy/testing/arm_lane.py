@@ -7,7 +7,7 @@ docs/arm-lane.md. This module finds or builds that lane and runs things in it:
     python = ensure_arm_lane()                           # arm-python, or None: see probe_arm_lane().reason
     run_arm_python("import platform; print(platform.machine())")
     outputs = run_onnx_emulated([OnnxRun("m.onnx", {"x": x})], library=aarch64_lib)
-    outputs = run_artifact_emulated("out/", image_batch)  # a whole exported artifact
+    outputs = run_artifact_emulated("out/", batch)      # a whole exported artifact, via runtime/
 
 The repo root is on the lane's PYTHONPATH, so `lbdeploy` and `runtime` import there (pure Python);
 torch does not, as on a board. To run a new kind of workload, write a function that prepares files
@@ -29,8 +29,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError
-from lbdeploy.kernels.elf import elf_arch
+from lbdeploy import errors
+from lbdeploy.errors import BackendUnavailable
+from lbdeploy.testing import artifact_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LANE_SCRIPT = REPO_ROOT / "scripts" / "arm-lane.sh"
@@ -40,7 +41,6 @@ BUILD_TIMEOUT_S = 1800
 DEFAULT_TIMEOUT_S = 300
 UNAVAILABLE_EXIT_CODE = 3  # scripts/arm-lane.sh: a prerequisite cannot be had on this host
 REQUIRE_ENV = "LBDEPLOY_REQUIRE_ARM"
-ARM_ARCH = "aarch64"
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ def probe_arm_lane() -> ArmLane:
         return ArmLane(None, f"emulated ARM lane unavailable here: {stderr_tail}")
     if done.returncode != 0:
         return ArmLane(None, f"{LANE_SCRIPT.name} failed (exit {done.returncode}): {stderr_tail}")
-    python = Path(done.stdout.strip().splitlines()[-1])
-    if not os.access(python, os.X_OK):
+    printed = done.stdout.strip().splitlines()
+    python = Path(printed[-1]) if printed else None
+    if python is None or not os.access(python, os.X_OK):
         return ArmLane(None, f"{LANE_SCRIPT.name} printed {python}, which is not an executable")
     return ArmLane(python)
 
@@ -195,49 +196,48 @@ def run_onnx_emulated(
 def run_artifact_emulated(
     artifact_dir: str | Path,
     inputs: np.ndarray | str | Path,
+    backend: str = "auto",
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
-    """Run an exported ONNX Runtime artifact (docs/artifact.md) as an aarch64 board would, under qemu.
+    """Run an exported artifact (docs/artifact.md) through the runtime as an aarch64 board would, under qemu.
 
-    Compare the result with the same artifact run on x86 (or with PyTorch) to check that a whole
-    exported network gives the same answers on ARM.
+    The emulated side runs `lbdeploy.testing.artifact_runner`: the runtime's own artifact checks and
+    backend, our aarch64 kernel library when the artifact carries one. Compare the result with the
+    same artifact run on x86 (or with PyTorch) to check a whole exported network on ARM.
 
     Args:
-        artifact_dir: the exported folder (manifest.json, model.onnx, kernels/ for "ort" + "custom").
+        artifact_dir: the exported folder.
         inputs: the model input as an array, or the path of a .npy file holding it (NCHW float32,
             already preprocessed as the manifest's `input` says).
+        backend: the runtime backend name ("auto": the manifest's).
         timeout: seconds for the emulated run.
     Returns:
-        The model outputs by name (the manifest's `outputs` names).
+        The model outputs by name.
     Raises:
-        ArtifactError: no manifest.json / model.onnx, or the artifact is not for ONNX Runtime.
-        KernelLibraryError: the artifact's kernel library is missing or not built for aarch64.
+        LbdeployError: the same error class the runtime raised on the emulated side (ArtifactError,
+            KernelLibraryError, ...), its message marked as coming from the aarch64 runtime.
         BackendUnavailable: the lane cannot be built here.
+        subprocess.CalledProcessError: the emulated process failed in another way.
     """
-    folder = Path(artifact_dir)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise ArtifactError(f"{folder} has no manifest.json; pass a folder written by `lbdeploy export`")
-    manifest = json.loads(manifest_path.read_text())
-    if manifest.get("backend") != "ort":
-        raise ArtifactError(
-            f"{folder} is a {manifest.get('backend')!r} artifact; the ARM lane runs ONNX Runtime artifacts "
-            "(export with --backend ort)"
-        )
-    model = folder / "model.onnx"
-    if not model.is_file():
-        raise ArtifactError(f"{folder} has no model.onnx; export it again")
-    library = None
-    kernel = manifest.get("kernel_library")
-    if kernel:
-        library = folder / kernel["path"]
-        arch = elf_arch(library)
-        if arch != ARM_ARCH:
-            raise KernelLibraryError(
-                f"{library} is built for {arch}, not {ARM_ARCH}; export the model for an aarch64 target "
-                "to run it in the ARM lane"
-            )
-    array = np.load(inputs) if isinstance(inputs, (str, Path)) else np.asarray(inputs)
-    feeds = {manifest["input"]["name"]: array.astype(np.float32, copy=False)}
-    (outputs,) = run_onnx_emulated([OnnxRun(model, feeds)], library=library, timeout=timeout)
-    return outputs
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-arm-") as tmp:
+        folder = Path(tmp)
+        array = np.load(inputs) if isinstance(inputs, (str, Path)) else np.asarray(inputs)
+        np.save(folder / "input.npy", array)
+        args = [str(Path(artifact_dir).resolve()), str(folder / "input.npy"), str(folder / "output.npz"), backend]
+        done = run_arm_python(["-m", "lbdeploy.testing.artifact_runner", *args], timeout=timeout, check=False)
+        if done.returncode == artifact_runner.ERROR_EXIT_CODE:
+            raise _runtime_error(done.stderr)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+        with np.load(folder / "output.npz") as data:
+            return {name: data[name] for name in data.files}
+
+
+def _runtime_error(stderr: str) -> errors.LbdeployError:
+    """Rebuild the LbdeployError the emulated runtime reported as `ErrorClass: message`."""
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "LbdeployError: (no message)"
+    name, _, message = last.partition(": ")
+    error_class = getattr(errors, name, None)
+    if not (isinstance(error_class, type) and issubclass(error_class, errors.LbdeployError)):
+        error_class, message = errors.LbdeployError, last
+    return error_class(f"{message} (raised by the aarch64 runtime in the emulated ARM lane)")

@@ -61,8 +61,9 @@ class OrtBackend:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
-        library = manifest.get("kernel_library") if manifest.get("custom_ops") else None
-        if manifest.get("custom_ops"):
+        registered = bool(manifest.get("custom_ops"))
+        if registered:
+            library = manifest.get("kernel_library")
             if not library or not library.get("path"):
                 raise KernelLibraryError(
                     "the manifest lists custom ops but no kernel_library; re-export with `lbdeploy export --backend ort`"
@@ -75,7 +76,7 @@ class OrtBackend:
                 str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as err:  # ORT raises its own exception types; re-raise ours for known causes
-            if DOMAIN in str(err) or OP_TYPE in str(err):
+            if not registered and (DOMAIN in str(err) or OP_TYPE in str(err)):
                 raise KernelLibraryError(
                     f"model {model_path} uses {DOMAIN}::{OP_TYPE} but no kernel library was registered; "
                     "export with `--backend ort` so the artifact carries kernels/libternary_ort.so"

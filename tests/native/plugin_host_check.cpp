@@ -153,14 +153,22 @@ int main(int argc, char** argv)
     check(build->supportsFormatCombination(1, io, 4, 1), "W uint8 accepted");
     io[1].desc.type = DataType::kINT8;
     check(!build->supportsFormatCombination(1, io, 4, 1), "W int8 refused");
+    io[1].desc.type = DataType::kINT32;
+    check(build->supportsFormatCombination(1, io, 4, 1), "W int32 words accepted");
+    io[1].desc.type = DataType::kUINT8;
     io[2].desc.format = TensorFormat::kHWC8;
     check(!build->supportsFormatCombination(2, io, 4, 1), "non-linear format refused");
     io[2].desc.format = TensorFormat::kLINEAR;
 
-    check(build->configurePlugin(io, 4, io + 4, 1) == 0, "configurePlugin accepts matching shapes");
+    check(build->configurePlugin(io, 4, io + 4, 1) == 0, "configurePlugin accepts matching uint8 rows");
     io[1].desc.dims = dims({8, 17});
     check(build->configurePlugin(io, 4, io + 4, 1) != 0, "configurePlugin rejects a wrong packed row size");
+    io[1].desc.type = DataType::kINT32;
+    io[1].desc.dims = dims({8, 5});  // 18 bytes -> 5 words
+    check(build->configurePlugin(io, 4, io + 4, 1) == 0, "configurePlugin accepts matching int32 word rows");
     io[1].desc.dims = dims({8, 18});
+    check(build->configurePlugin(io, 4, io + 4, 1) != 0, "configurePlugin rejects byte-sized rows as int32");
+    io[1].desc.type = DataType::kUINT8;
     io[2].desc.dims = dims({7});
     check(build->configurePlugin(io, 4, io + 4, 1) != 0, "configurePlugin rejects a scale of the wrong length");
 

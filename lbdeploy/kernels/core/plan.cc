@@ -50,51 +50,93 @@ PatternProgram build_pattern_program(const ConvParams& params, const std::vector
   return program;
 }
 
-InputLayout make_layout(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w, int tile_width) {
-  InputLayout layout;
-  layout.input = x;
-  layout.out_h = out_h;
-  layout.out_w = out_w;
+namespace {
+
+InputLayout make_layout(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w, int tile_rows,
+                        int tile_width, int lanes) {
+  InputLayout l;
+  l.input = x;
+  l.out_h = out_h;
+  l.out_w = out_w;
+  l.lanes = lanes;
   const int64_t hp = x.h + params.pad_top + params.pad_bottom;
   const int64_t wp = x.w + params.pad_left + params.pad_right;
-  layout.hq = (hp + params.stride_h - 1) / params.stride_h;
-  layout.wq = (wp + params.stride_w - 1) / params.stride_w;
-  layout.plane_stride = layout.hq * layout.wq;
-  layout.channel_stride = params.stride_h * params.stride_w * layout.plane_stride;
-  layout.batch_stride = x.c * layout.channel_stride;
-  if (layout.batch_stride > std::numeric_limits<int32_t>::max() / 2) {
+  if (lanes == 1) {
+    l.lane_rows = out_h;
+    l.hl = (hp + params.stride_h - 1) / params.stride_h;
+    l.wq = (wp + params.stride_w - 1) / params.stride_w;
+  } else {
+    // Only what tiles read: whole tiles of rows and columns plus the kernel's reach.
+    const int64_t columns = tile_width / lanes;
+    l.lane_rows = (out_h + lanes - 1) / lanes;
+    l.hl = (l.lane_rows + tile_rows - 1) / tile_rows * tile_rows + (params.kernel_h - 1) * params.dilation_h / params.stride_h;
+    l.wq = (out_w + columns - 1) / columns * columns + (params.kernel_w - 1) * params.dilation_w / params.stride_w;
+  }
+  l.row_stride = l.wq * lanes;
+  l.plane_stride = l.hl * l.row_stride;
+  l.channel_stride = params.stride_h * params.stride_w * l.plane_stride;
+  l.batch_stride = x.c * l.channel_stride;
+  if (l.batch_stride > std::numeric_limits<int32_t>::max() / 2) {
     throw KernelError("TernaryConv input is too large for the optimized kernel (more than 2^30 padded floats per "
                       "batch item); set LBDEPLOY_KERNEL=reference");
   }
-  // A tile may read up to one tile width and one row past the data of the last batch item.
-  layout.buffer_floats = static_cast<size_t>(x.n * layout.batch_stride + 2 * (tile_width + layout.wq));
-  return layout;
+  // Flat layout: the last tile may read up to tile_rows rows and one tile width past the end.
+  l.buffer_floats = static_cast<size_t>(x.n * l.batch_stride + (tile_rows + 1) * (l.row_stride + tile_width));
+  return l;
 }
+
+}  // namespace
 
 void copy_input(const ConvParams& params, const InputLayout& layout, const float* x, int64_t n, int64_t c,
                 float* buffer) {
   const Shape4& s = layout.input;
+  const int64_t sh = params.stride_h, sw = params.stride_w;
   const float* src = x + ((n * s.c + c) * s.h) * s.w;
   float* dst = buffer + n * layout.batch_stride + c * layout.channel_stride;
-  for (int64_t y = 0; y < s.h; ++y) {
-    const int64_t r = y + params.pad_top;
-    float* row_base = dst + ((r % params.stride_h) * params.stride_w) * layout.plane_stride + (r / params.stride_h) * layout.wq;
-    const float* src_row = src + y * s.w;
-    if (params.stride_w == 1) {
-      std::memcpy(row_base + params.pad_left, src_row, static_cast<size_t>(s.w) * sizeof(float));
-      continue;
-    }
-    for (int64_t xx = 0; xx < s.w; ++xx) {
-      const int64_t m = xx + params.pad_left;
-      row_base[(m % params.stride_w) * layout.plane_stride + m / params.stride_w] = src_row[xx];
+  // Lane L's plane row rr of phase a is padded input row (L * lane_rows + rr) * sH + a. Columns
+  // go in chunks of 16 positions so each chunk's lanes are filled while it sits in L1.
+  constexpr int64_t kChunk = 16;
+  std::vector<const float*> lane_rows(static_cast<size_t>(layout.lanes));
+  for (int64_t a = 0; a < sh; ++a) {
+    for (int64_t rr = 0; rr < layout.hl; ++rr) {
+      for (int64_t lane = 0; lane < layout.lanes; ++lane) {
+        const int64_t y = (lane * layout.lane_rows + rr) * sh + a - params.pad_top;
+        const bool used = lane * layout.lane_rows < layout.out_h && y >= 0 && y < s.h;
+        lane_rows[static_cast<size_t>(lane)] = used ? src + y * s.w : nullptr;
+      }
+      float* row = dst + a * sw * layout.plane_stride + rr * layout.row_stride;
+      if (sw == 1 && layout.lanes == 1) {
+        if (lane_rows[0] == nullptr) continue;
+        const int64_t count = std::max<int64_t>(0, std::min(s.w, layout.wq - params.pad_left));
+        std::memcpy(row + params.pad_left, lane_rows[0], static_cast<size_t>(count) * sizeof(float));
+        continue;
+      }
+      for (int64_t m0 = 0; m0 < params.pad_left + s.w; m0 += kChunk) {
+        const int64_t m_end = std::min(m0 + kChunk, params.pad_left + s.w);
+        for (int64_t lane = 0; lane < layout.lanes; ++lane) {
+          const float* src_row = lane_rows[static_cast<size_t>(lane)];
+          if (src_row == nullptr) continue;
+          const int64_t m_first = std::max(m0, params.pad_left);
+          if (sw == 1) {
+            const int64_t stop = std::min(m_end, layout.wq);
+            for (int64_t m = m_first; m < stop; ++m) row[m * layout.lanes + lane] = src_row[m - params.pad_left];
+            continue;
+          }
+          for (int64_t m = m_first; m < m_end && m / sw < layout.wq; ++m) {
+            row[(m % sw) * layout.plane_stride + (m / sw) * layout.lanes + lane] = src_row[m - params.pad_left];
+          }
+        }
+      }
     }
   }
 }
 
 TilePlan make_tile_plan(const ConvParams& params, const PatternProgram& program, const Shape4& x, int64_t out_h,
-                        int64_t out_w, int tile_width) {
+                        int64_t out_w, int tile_rows, int tile_width, int lanes) {
   TilePlan plan;
-  plan.layout = make_layout(params, x, out_h, out_w, tile_width);
+  // The lane layout needs enough output rows to fill the lanes without much halo overhead.
+  const int used_lanes = out_h >= 2 * lanes ? lanes : 1;
+  plan.layout = make_layout(params, x, out_h, out_w, tile_rows, tile_width, used_lanes);
   const InputLayout& l = plan.layout;
   const int64_t kh = params.kernel_h, kw = params.kernel_w;
   std::vector<int32_t> tap_offset(static_cast<size_t>(x.c * kh * kw));
@@ -103,23 +145,34 @@ TilePlan make_tile_plan(const ConvParams& params, const PatternProgram& program,
       for (int64_t j = 0; j < kw; ++j) {
         const int64_t dy = i * params.dilation_h, dx = j * params.dilation_w;
         const int64_t plane = (dy % params.stride_h) * params.stride_w + dx % params.stride_w;
-        const int64_t offset = c * l.channel_stride + plane * l.plane_stride + (dy / params.stride_h) * l.wq +
-                               dx / params.stride_w;
+        const int64_t offset = c * l.channel_stride + plane * l.plane_stride + (dy / params.stride_h) * l.row_stride +
+                               (dx / params.stride_w) * l.lanes;
         tap_offset[static_cast<size_t>((c * kh + i) * kw + j)] = static_cast<int32_t>(offset);
       }
     }
   }
   plan.offsets.reserve(program.taps.size());
   for (int32_t tap : program.taps) plan.offsets.push_back(tap_offset[static_cast<size_t>(tap)]);
-  // Tiles either follow output rows (no waste when out_w is a multiple of the tile width) or run
-  // across rows over the flat index f = oy * wq + ox (better for narrow outputs); take the fewer.
+  plan.row_stride = l.row_stride;
+  if (l.lanes > 1) {
+    const int64_t columns = tile_width / l.lanes;
+    for (int64_t yl = 0; yl < l.lane_rows; yl += tile_rows)
+      for (int64_t ox = 0; ox < out_w; ox += columns) plan.tile_starts.push_back(yl * l.row_stride + ox * l.lanes);
+    return plan;
+  }
+  // Flat layout: tiles either cover tile_rows output rows (no waste when out_w is a multiple of
+  // the tile width) or run across rows over the flat index f = oy * wq + ox (better for narrow
+  // outputs, where each tile row continues the previous one); take whichever needs fewer tiles.
   const int64_t per_row = (out_w + tile_width - 1) / tile_width;
-  const int64_t flat_count = ((out_h - 1) * l.wq + out_w + tile_width - 1) / tile_width;
-  if (per_row * out_h <= flat_count) {
-    for (int64_t oy = 0; oy < out_h; ++oy)
+  const int64_t row_tiles = per_row * ((out_h + tile_rows - 1) / tile_rows);
+  const int64_t flat_tile = static_cast<int64_t>(tile_rows) * tile_width;
+  const int64_t flat_tiles = ((out_h - 1) * l.wq + out_w + flat_tile - 1) / flat_tile;
+  if (row_tiles <= flat_tiles) {
+    for (int64_t oy = 0; oy < out_h; oy += tile_rows)
       for (int64_t t = 0; t < per_row; ++t) plan.tile_starts.push_back(oy * l.wq + t * tile_width);
   } else {
-    for (int64_t t = 0; t < flat_count; ++t) plan.tile_starts.push_back(t * tile_width);
+    plan.row_stride = tile_width;
+    for (int64_t t = 0; t < flat_tiles; ++t) plan.tile_starts.push_back(t * flat_tile);
   }
   return plan;
 }

@@ -26,13 +26,21 @@ struct PatternProgram {
 PatternProgram build_pattern_program(const ConvParams& params, const std::vector<int8_t>& weights, int64_t cout,
                                      int64_t cin_per_group);
 
-// Scratch layout: per batch item, per channel, sH*sW planes of hq x wq floats where plane
-// (a, b) holds padded input rows a, a+sH, ... and columns b, b+sW, ... .
+// Scratch layout of the (zero-padded) input. The buffer is a grid of "positions", each holding
+// `lanes` floats: per batch item, per channel, sH*sW phase planes (plane (a, b) holds padded rows
+// a, a+sH, ... and columns b, b+sW, ...) of hl rows x wq columns.
+//   * lanes == 1 (flat layout): one plane row is one padded input row; a tile reads vectors of
+//     consecutive columns (unaligned loads).
+//   * lanes == vector width (lane layout): lane L holds the input of output rows
+//     [L*bh, (L+1)*bh) (with their halo rows), so one vector = one position = one aligned cache
+//     line and every tap of every tile loads whole lines. Used when the output has enough rows.
 struct InputLayout {
   Shape4 input{};
   int64_t out_h = 0, out_w = 0;
-  int64_t hq = 0, wq = 0;
-  int64_t plane_stride = 0, channel_stride = 0, batch_stride = 0;
+  int64_t lanes = 1;
+  int64_t lane_rows = 0;  // bh: output rows per lane
+  int64_t hl = 0, wq = 0;
+  int64_t row_stride = 0, plane_stride = 0, channel_stride = 0, batch_stride = 0;  // in floats
   size_t buffer_floats = 0;  // including read slack past the last tile
 
   bool same_input(const Shape4& x) const {
@@ -40,19 +48,18 @@ struct InputLayout {
   }
 };
 
-InputLayout make_layout(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w, int tile_width);
-
-// Copies batch item n of x into its (already zero-padded) place in buffer.
+// Copies channel c of batch item n of x into its place in buffer (padding stays zero).
 void copy_input(const ConvParams& params, const InputLayout& layout, const float* x, int64_t n, int64_t c,
                 float* buffer);
 
 struct TilePlan {
   InputLayout layout;
-  std::vector<int32_t> offsets;      // program taps as offsets into one batch item of the buffer
-  std::vector<int64_t> tile_starts;  // first flat output index f = oy * wq + ox of each tile
+  std::vector<int32_t> offsets;      // program taps as float offsets into one batch item of the buffer
+  std::vector<int64_t> tile_starts;  // float offset of each tile's first position in a batch item
+  int64_t row_stride = 0;            // float distance between the rows of a tile
 };
 
 TilePlan make_tile_plan(const ConvParams& params, const PatternProgram& program, const Shape4& x, int64_t out_h,
-                        int64_t out_w, int tile_width);
+                        int64_t out_w, int tile_rows, int tile_width, int lanes);
 
 }  // namespace lbdeploy

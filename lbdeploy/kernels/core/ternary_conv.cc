@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <cstring>
 #include <mutex>
 
 #include "patterns.h"
@@ -28,10 +27,6 @@ void ConvParams::validate() const {
   if (dilation_h < 1 || dilation_w < 1) throw KernelError("TernaryConv dilations must be >= 1");
   if (pad_top < 0 || pad_left < 0 || pad_bottom < 0 || pad_right < 0) throw KernelError("TernaryConv pads must be >= 0");
   if (group < 1) throw KernelError("TernaryConv group must be >= 1");
-}
-
-void serial_for(size_t count, const std::function<void(size_t)>& body) {
-  for (size_t i = 0; i < count; ++i) body(i);
 }
 
 namespace {
@@ -60,11 +55,89 @@ tile::TileKernel choose_tile_kernel(const std::string& wanted) {
                     "(avx512, avx2 on x86-64; neon on aarch64)");
 }
 
-float activate(float v, Activation act) {
-  if (act == Activation::kRelu) return v > 0.0f ? v : 0.0f;
-  if (act == Activation::kSigmoid) return 1.0f / (1.0f + std::exp(-v));
+// The fused activation; one instantiation per kind so the loops using it vectorize.
+template <Activation kAct>
+inline float activate(float v) {
+  if constexpr (kAct == Activation::kRelu) return std::max(v, 0.0f);
+  if constexpr (kAct == Activation::kSigmoid) return 1.0f / (1.0f + std::exp(-v));
   return v;
 }
+
+// Calls body(activate<act>) with the activation as a compile-time constant.
+template <class Body>
+void with_activation(Activation act, Body&& body) {
+  switch (act) {
+    case Activation::kNone:
+      body([](float v) { return activate<Activation::kNone>(v); });
+      break;
+    case Activation::kRelu:
+      body([](float v) { return activate<Activation::kRelu>(v); });
+      break;
+    case Activation::kSigmoid:
+      body([](float v) { return activate<Activation::kSigmoid>(v); });
+      break;
+  }
+}
+
+// out[i] = act(scale * sums[i] + bias); out may equal sums.
+void write_out(const float* sums, int64_t count, float scale, float bias, Activation act, float* out) {
+  with_activation(act, [&](auto f) {
+    for (int64_t i = 0; i < count; ++i) out[i] = f(scale * sums[i] + bias);
+  });
+}
+
+// Writes one finished tile (sums for kBlock channels) into Y with the fused epilogue.
+struct Epilogue {
+  const float* acc;           // [kBlock][kernel.rows][kernel.width]
+  const tile::TileKernel& kernel;
+  const InputLayout& layout;
+  const Shape4& ys;
+  const float* scale;         // of the tile's first channel
+  const float* bias;
+  Activation act;
+  float* y;                   // plane of the tile's first channel in this batch item
+
+  // Flat layout: tile row r covers flat indices f = oy * wq + ox from f0 + r * row_stride.
+  void flat_tile(int64_t channels, int64_t f0, int64_t row_stride) const {
+    for (int r = 0; r < kernel.rows; ++r) {
+      const int64_t f = f0 + r * row_stride;
+      int64_t oy = f / layout.wq, ox = f % layout.wq, k = 0;
+      while (k < kernel.width && oy < ys.h) {
+        const int64_t segment = std::min<int64_t>(kernel.width - k, layout.wq - ox);
+        const int64_t count = std::max<int64_t>(0, std::min(segment, ys.w - ox));
+        for (int64_t o = 0; o < channels; ++o) {
+          write_out(acc + (o * kernel.rows + r) * kernel.width + k, count, scale[o], bias[o], act,
+                    y + (o * ys.h + oy) * ys.w + ox);
+        }
+        k += segment;
+        ox = 0;
+        ++oy;
+      }
+    }
+  }
+
+  // Lane layout: lane L of position (yl + r, ox + column) is output row L * lane_rows + yl + r.
+  void lane_tile(int64_t channels, int64_t start) const {
+    const int64_t lanes = layout.lanes, columns = kernel.width / lanes;
+    const int64_t yl = start / layout.row_stride, ox = (start % layout.row_stride) / lanes;
+    const int64_t count = std::min(columns, ys.w - ox);
+    const int64_t rows = std::min<int64_t>(kernel.rows, layout.lane_rows - yl);
+    with_activation(act, [&](auto f) {
+      for (int64_t o = 0; o < channels; ++o) {
+        const float s = scale[o], b = bias[o];
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* sums = acc + (o * kernel.rows + r) * kernel.width;
+          for (int64_t lane = 0; lane < lanes; ++lane) {
+            const int64_t oy = lane * layout.lane_rows + yl + r;
+            if (oy >= ys.h) break;
+            float* out = y + (o * ys.h + oy) * ys.w + ox;
+            for (int64_t k = 0; k < count; ++k) out[k] = f(s * sums[k * lanes + lane] + b);
+          }
+        }
+      }
+    });
+  }
+};
 
 void check_code_bytes(const uint8_t* data, int64_t cout, int64_t row_bytes) {
   for (int64_t i = 0; i < cout * row_bytes; ++i) {
@@ -150,23 +223,28 @@ class TernaryConvImpl {
   std::shared_ptr<const TilePlan> plan_for(const Prepared& prepared, const Shape4& x, const Shape4& y) {
     std::lock_guard<std::mutex> lock(state_mutex_);
     if (!plan_ || !plan_->layout.same_input(x) || plan_program_ != &prepared.program) {
-      plan_ = std::make_shared<TilePlan>(make_tile_plan(params, prepared.program, x, y.h, y.w, kernel.width));
+      plan_ = std::make_shared<TilePlan>(
+          make_tile_plan(params, prepared.program, x, y.h, y.w, kernel.rows, kernel.width, kernel.lanes));
       plan_program_ = &prepared.program;
     }
     return plan_;
   }
 
-  // The zero-padded scratch buffer for layout; reused across runs when no other run holds it.
+  // The zero-padded scratch buffer for layout (64-byte aligned, so lane-layout loads are whole
+  // cache lines); reused across runs when no other run holds it.
   float* scratch_for(const InputLayout& layout, std::unique_lock<std::mutex>& lock, std::vector<float>& local) {
+    constexpr size_t kAlignFloats = 16;
     lock = std::unique_lock<std::mutex>(scratch_mutex_, std::try_to_lock);
     std::vector<float>& buffer = lock.owns_lock() ? scratch_ : local;
-    const bool fits = lock.owns_lock() && scratch_layout_.same_input(layout.input) &&
-                      scratch_.size() == layout.buffer_floats;
+    const size_t size = layout.buffer_floats + kAlignFloats;
+    const bool fits = lock.owns_lock() && scratch_layout_.same_input(layout.input) && scratch_.size() == size;
     if (!fits) {
-      buffer.assign(layout.buffer_floats, 0.0f);
+      buffer.assign(size, 0.0f);
       if (lock.owns_lock()) scratch_layout_ = layout;
     }
-    return buffer.data();
+    const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
+    const uintptr_t mask = kAlignFloats * sizeof(float) - 1;
+    return reinterpret_cast<float*>((address + mask) & ~mask);
   }
 
  private:
@@ -208,10 +286,6 @@ TernaryConv TernaryConv::from_int8(const ConvParams& params, const int8_t* data,
 
 int64_t TernaryConv::out_channels() const { return impl_->cout; }
 
-std::string TernaryConv::path_name() const {
-  return impl_->path == Path::kReference ? "reference" : impl_->kernel.name;
-}
-
 Shape4 TernaryConv::output_shape(const Shape4& x) const {
   const ConvParams& p = impl_->params;
   if (x.n < 1 || x.c < 1 || x.h < 1 || x.w < 1) throw KernelError("TernaryConv input must be a non-empty [N, C, H, W] tensor");
@@ -236,14 +310,13 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
   const Shape4 ys = output_shape(xs);
   const auto prepared = impl.prepared_for(xs.c / p.group);
   const int64_t plane = ys.h * ys.w;
-  auto epilogue = [&](float v, int64_t o) { return activate(scale[o] * v + bias[o], p.activation); };
 
   if (impl.path == Path::kReference) {
     parallel_for(static_cast<size_t>(ys.n * ys.c), [&](size_t item) {
       const int64_t n = static_cast<int64_t>(item) / ys.c, o = static_cast<int64_t>(item) % ys.c;
       float* out = y + (n * ys.c + o) * plane;
       reference_channel(p, prepared->weights, ys.c, x, xs, ys.h, ys.w, n, o, out);
-      for (int64_t i = 0; i < plane; ++i) out[i] = epilogue(out[i], o);
+      write_out(out, plane, scale[o], bias[o], p.activation, out);
     });
     return;
   }
@@ -257,34 +330,36 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
     copy_input(p, layout, x, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c, buffer);
   });
 
+  // Work items are runs of kTilesPerItem tiles (a few output rows: their input stays in L2);
+  // each item runs every channel block over all its tiles in turn, so one block's program and
+  // branch pattern repeat back to back.
+  constexpr int64_t kTilesPerItem = 2;
   const PatternProgram& program = prepared->program;
   const tile::TileKernel kernel = impl.kernel;
   const int64_t tiles = static_cast<int64_t>(plan->tile_starts.size());
+  const int64_t items_per_batch = (tiles + kTilesPerItem - 1) / kTilesPerItem;
   const int64_t cout_g = ys.c / p.group;
-  parallel_for(static_cast<size_t>(xs.n * tiles), [&](size_t item) {
-    const int64_t n = static_cast<int64_t>(item) / tiles;
-    const int64_t f0 = plan->tile_starts[static_cast<size_t>(static_cast<int64_t>(item) % tiles)];
-    const float* base = buffer + n * layout.batch_stride + f0;
-    alignas(64) float acc[tile::kBlock * 256];
+  parallel_for(static_cast<size_t>(xs.n * items_per_batch), [&](size_t item) {
+    const int64_t n = static_cast<int64_t>(item) / items_per_batch;
+    const int64_t first_tile = (static_cast<int64_t>(item) % items_per_batch) * kTilesPerItem;
+    const int64_t last_tile = std::min(tiles, first_tile + kTilesPerItem);
+    alignas(64) float acc[tile::kBlock * tile::kMaxTileFloats];
     for (int64_t b = 0; b < program.blocks(); ++b) {
-      const size_t start = program.block_start[static_cast<size_t>(b)];
-      kernel.fn(base, program.counts.data() + b * 2 * tile::kPatterns, plan->offsets.data() + start, acc);
+      const int32_t* counts = program.counts.data() + b * 2 * tile::kPatterns;
+      const int32_t* offsets = plan->offsets.data() + program.block_start[static_cast<size_t>(b)];
       const int64_t g = b / program.blocks_per_group;
       const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
       const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
-      // Walk the tile's flat indices f = oy * wq + ox row segment by row segment.
-      int64_t oy = f0 / layout.wq, ox = f0 % layout.wq, k = 0;
-      while (k < kernel.width && oy < ys.h) {
-        const int64_t segment = std::min<int64_t>(kernel.width - k, layout.wq - ox);
-        const int64_t count = std::max<int64_t>(0, std::min(segment, ys.w - ox));
-        for (int64_t o = 0; o < valid; ++o) {
-          float* out = y + ((n * ys.c + first + o) * ys.h + oy) * ys.w + ox;
-          const float* sums = acc + o * kernel.width + k;
-          for (int64_t i = 0; i < count; ++i) out[i] = epilogue(sums[i], first + o);
+      for (int64_t t = first_tile; t < last_tile; ++t) {
+        const int64_t f0 = plan->tile_starts[static_cast<size_t>(t)];
+        kernel.fn(buffer + n * layout.batch_stride + f0, plan->row_stride, counts, offsets, acc);
+        const Epilogue epilogue{acc, kernel, layout, ys, scale + first, bias + first, p.activation,
+                                y + (n * ys.c + first) * plane};
+        if (layout.lanes > 1) {
+          epilogue.lane_tile(valid, f0);
+        } else {
+          epilogue.flat_tile(valid, f0, plan->row_stride);
         }
-        k += segment;
-        ox = 0;
-        ++oy;
       }
     }
   });

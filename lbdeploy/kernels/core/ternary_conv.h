@@ -49,9 +49,6 @@ struct ConvParams {
 // Runs body(i) for every i in [0, count), possibly on several threads; returns when all are done.
 using ParallelFor = std::function<void(size_t count, const std::function<void(size_t)>& body)>;
 
-// Runs every index on the calling thread.
-void serial_for(size_t count, const std::function<void(size_t)>& body);
-
 struct Shape4 {
   int64_t n, c, h, w;
 };
@@ -74,8 +71,6 @@ class TernaryConv {
   int64_t out_channels() const;
   // Output shape for input shape x; throws KernelError if x does not fit these weights.
   Shape4 output_shape(const Shape4& x) const;
-  // Name of the code path in use: "reference", "avx512", "avx2", "neon" or "scalar".
-  std::string path_name() const;
   // y[N, Cout, OH, OW] = act(scale * conv(x, W) + bias); scale and bias have out_channels() values.
   void run(const float* x, const Shape4& x_shape, const float* scale, const float* bias, float* y,
            const ParallelFor& parallel_for) const;

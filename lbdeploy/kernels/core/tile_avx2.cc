@@ -1,5 +1,5 @@
 // AVX2 tile kernel (x86-64; built with -mavx2, run only where the CPU reports AVX2).
-// 2 vectors of 8 floats per tile: 8 accumulators + 4 pattern sums of the 16 ymm registers.
+// Tiles of 3 rows x 2 vectors of 8 floats: 12 of the 16 ymm registers hold pattern sums.
 #include <immintrin.h>
 
 #include "tile_kernel.h"
@@ -18,11 +18,11 @@ struct VecAvx2 {
   static void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
 };
 
-using Impl = TileImpl<VecAvx2, 2>;
+using Impl = TileImpl<VecAvx2, 2, 3>;
 
 }  // namespace
 
-TileKernel avx2_kernel() { return {"avx2", Impl::kWidth, &Impl::run}; }
+TileKernel avx2_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
 
 }  // namespace tile
 }  // namespace lbdeploy

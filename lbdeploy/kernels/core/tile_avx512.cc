@@ -1,5 +1,5 @@
 // AVX-512F tile kernel (x86-64; built with -mavx512f, run only where the CPU reports AVX-512F).
-// 4 vectors of 16 floats per tile: 16 accumulators + 8 pattern sums of the 32 zmm registers.
+// Tiles of 2 rows x 4 vectors of 16 floats: 16 of the 32 zmm registers hold pattern sums.
 #include <immintrin.h>
 
 #include "tile_kernel.h"
@@ -18,11 +18,11 @@ struct VecAvx512 {
   static void store(float* p, Reg a) { _mm512_storeu_ps(p, a); }
 };
 
-using Impl = TileImpl<VecAvx512, 4>;
+using Impl = TileImpl<VecAvx512, 4, 2>;
 
 }  // namespace
 
-TileKernel avx512_kernel() { return {"avx512", Impl::kWidth, &Impl::run}; }
+TileKernel avx512_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -6,8 +6,8 @@
 // (c, i, j) has a joint ternary pattern, e.g. (+1, 0, -1, +1). Taps whose patterns are equal up
 // to sign are summed once into S (taps with the opposite sign are subtracted), and S is then
 // added to or subtracted from each channel where the pattern is non-zero. With kBlock = 4 there
-// are 40 patterns up to sign; at density 0.5 this needs about half the additions and a quarter
-// of the input loads of a per-channel pass. The patterns are enumerated in a fixed order so the
+// are 40 patterns up to sign; at density 0.5 this needs about half the additions and half the
+// input loads of a per-channel pass (270 instead of 576 taps per output channel). The patterns are enumerated in a fixed order so the
 // combine step is straight-line code; the weights arrive pre-sorted by pattern (see plan.cc).
 //
 // ISA files include only this header and their intrinsics header: no standard library code is
@@ -21,14 +21,19 @@
 namespace lbdeploy {
 namespace tile {
 
-// Computes out[o][k] = sum over the block's taps of +-base[offset + k] for o < kBlock and
-// k < width, where the program (counts, offsets) lists for each pattern in kPatternTable order
-// the offsets of its + taps then its - taps (counts holds the two lengths per pattern).
-using TileFn = void (*)(const float* base, const int32_t* counts, const int32_t* offsets, float* out);
+// Computes out[o][r][k] = sum over the block's taps of +-base[r * row_stride + offset + k] for
+// o < kBlock, r < rows and k < width, where the program (counts, offsets) lists for each pattern
+// in kPatternTable order the offsets of its + taps then its - taps (counts: both lengths).
+using TileFn = void (*)(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets,
+                        float* out);
+
+// Upper bound of rows * width of any tile kernel (the caller's tile buffer holds kBlock of these).
+constexpr int kMaxTileFloats = 1024;
 
 struct TileKernel {
-  const char* name;
-  int width;  // output pixels per tile (a multiple of the vector width)
+  int rows;   // output rows per tile
+  int width;  // floats per tile row (a multiple of the vector width)
+  int lanes;  // floats per vector
   TileFn fn;
 };
 
@@ -39,57 +44,62 @@ TileKernel neon_kernel();
 TileKernel scalar_kernel();
 
 // V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b), store(p, a).
-// P: vectors per tile row (registers: kBlock*P accumulators + 2*P pattern sums).
-template <class V, int P>
+// Pc vectors per tile row, R rows: R*Pc independent sums per tap hide the add latency, and
+// 2*R*Pc registers hold the + and - sums of the current pattern. The per-channel totals live in
+// `out` (L1): they are touched once per pattern, the input once per tap.
+template <class V, int Pc, int R>
 struct TileImpl {
   using Reg = typename V::Reg;
-  static constexpr int kWidth = V::kWidth * P;
+  static constexpr int kWidth = V::kWidth * Pc;
+  static constexpr int kRows = R;
+  static constexpr int kLanes = V::kWidth;
+  static constexpr int kVectors = Pc * R;
+  static_assert(kWidth * R <= kMaxTileFloats, "tile too large for the caller's buffer");
 
   template <int I>
-  static inline __attribute__((always_inline)) void pattern(const float* base, const int32_t* counts,
-                                                            const int32_t*& offsets, Reg (&acc)[kBlock][P]) {
-    Reg plus[P], minus[P];
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) {
-      plus[p] = V::zero();
-      minus[p] = V::zero();
+  static inline __attribute__((always_inline)) void pattern(const float* base, int64_t row_stride,
+                                                            const int32_t* counts, const int32_t*& offsets,
+                                                            float* out) {
+    Reg plus[kVectors], minus[kVectors];
+#pragma GCC unroll 32
+    for (int v = 0; v < kVectors; ++v) {
+      plus[v] = V::zero();
+      minus[v] = V::zero();
     }
     const int n_plus = counts[2 * I], n_minus = counts[2 * I + 1];
     for (int t = 0; t < n_plus; ++t) {
       const float* src = base + offsets[t];
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) plus[p] = V::add(plus[p], V::load(src + p * V::kWidth));
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v)
+        plus[v] = V::add(plus[v], V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth));
     }
     offsets += n_plus;
     for (int t = 0; t < n_minus; ++t) {
       const float* src = base + offsets[t];
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) minus[p] = V::add(minus[p], V::load(src + p * V::kWidth));
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v)
+        minus[v] = V::add(minus[v], V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth));
     }
     offsets += n_minus;
-#pragma GCC unroll 16
-    for (int p = 0; p < P; ++p) {
-      const Reg sum = V::sub(plus[p], minus[p]);
+    if (n_plus + n_minus > 0) {
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) {
+        const Reg sum = V::sub(plus[v], minus[v]);
 #pragma GCC unroll 8
-      for (int o = 0; o < kBlock; ++o) {
-        if (kPatternTable.digit[I][o] > 0) acc[o][p] = V::add(acc[o][p], sum);
-        if (kPatternTable.digit[I][o] < 0) acc[o][p] = V::sub(acc[o][p], sum);
+        for (int o = 0; o < kBlock; ++o) {
+          float* total = out + (o * R + v / Pc) * kWidth + (v % Pc) * V::kWidth;
+          if (kPatternTable.digit[I][o] > 0) V::store(total, V::add(V::load(total), sum));
+          if (kPatternTable.digit[I][o] < 0) V::store(total, V::sub(V::load(total), sum));
+        }
       }
     }
-    if constexpr (I + 1 < kPatterns) pattern<I + 1>(base, counts, offsets, acc);
+    if constexpr (I + 1 < kPatterns) pattern<I + 1>(base, row_stride, counts, offsets, out);
   }
 
-  static void run(const float* base, const int32_t* counts, const int32_t* offsets, float* out) {
-    Reg acc[kBlock][P];
-#pragma GCC unroll 16
-    for (int o = 0; o < kBlock; ++o)
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) acc[o][p] = V::zero();
-    pattern<0>(base, counts, offsets, acc);
-#pragma GCC unroll 16
-    for (int o = 0; o < kBlock; ++o)
-#pragma GCC unroll 16
-      for (int p = 0; p < P; ++p) V::store(out + o * kWidth + p * V::kWidth, acc[o][p]);
+  static void run(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets, float* out) {
+#pragma GCC unroll 32
+    for (int v = 0; v < kBlock * kVectors; ++v) V::store(out + v * V::kWidth, V::zero());
+    pattern<0>(base, row_stride, counts, offsets, out);
   }
 };
 

@@ -1,5 +1,5 @@
 // NEON tile kernel (aarch64, where NEON is always present).
-// 4 vectors of 4 floats per tile: 16 accumulators + 8 pattern sums of the 32 q registers.
+// Tiles of 2 rows x 4 vectors of 4 floats: 16 of the 32 q registers hold pattern sums.
 #include <arm_neon.h>
 
 #include "tile_kernel.h"
@@ -18,11 +18,11 @@ struct VecNeon {
   static void store(float* p, Reg a) { vst1q_f32(p, a); }
 };
 
-using Impl = TileImpl<VecNeon, 4>;
+using Impl = TileImpl<VecNeon, 4, 2>;
 
 }  // namespace
 
-TileKernel neon_kernel() { return {"neon", Impl::kWidth, &Impl::run}; }
+TileKernel neon_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -20,11 +20,11 @@ struct VecScalar {
   }
 };
 
-using Impl = TileImpl<VecScalar, 2>;
+using Impl = TileImpl<VecScalar, 2, 1>;
 
 }  // namespace
 
-TileKernel scalar_kernel() { return {"scalar", Impl::kWidth, &Impl::run}; }
+TileKernel scalar_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -58,7 +58,7 @@ __device__ __forceinline__ float activate(float v, int activation)
 
 template <typename T>
 __global__ void __launch_bounds__(TILE_W * TILE_H) ternary_conv_kernel(LbdTernaryConvGeometry g, int tile_ih,
-    int tile_iw, int chunk_max, const T* __restrict__ x, const uint8_t* __restrict__ w,
+    int tile_iw, int chunk_max, const T* __restrict__ x, const uint8_t* __restrict__ w, int row_stride,
     const float* __restrict__ scale, const float* __restrict__ bias, T* __restrict__ y)
 {
     extern __shared__ float smem[];
@@ -75,7 +75,6 @@ __global__ void __launch_bounds__(TILE_W * TILE_H) ternary_conv_kernel(LbdTernar
     const int ix0 = (blockIdx.x % tiles_w) * TILE_W * g.stride_w - g.pad_left;
     const int n = blockIdx.z;
     const int taps = g.kh * g.kw;
-    const int row_bytes = (cin_g * taps + 3) / 4;
     const int tid = threadIdx.y * TILE_W + threadIdx.x;
     const int nthreads = TILE_W * TILE_H;
     const bool active = oy < g.oh && ox < g.ow;
@@ -114,7 +113,7 @@ __global__ void __launch_bounds__(TILE_W * TILE_H) ternary_conv_kernel(LbdTernar
             const int o = e % OC_TILE;
             int8_t value = 0;
             if (o < oc_count) {
-                value = decode_weight(w + static_cast<size_t>(oc0 + o) * row_bytes, c0 * taps + kk);
+                value = decode_weight(w + static_cast<size_t>(oc0 + o) * row_stride, c0 * taps + kk);
             }
             w_s[e] = value;
         }
@@ -202,10 +201,10 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
 
 template <typename T>
 int32_t launch(const LbdTernaryConvGeometry& g, const LaunchPlan& plan, const void* x, const uint8_t* w,
-    const float* scale, const float* bias, void* y, cudaStream_t stream)
+    int32_t row_stride, const float* scale, const float* bias, void* y, cudaStream_t stream)
 {
     ternary_conv_kernel<T><<<plan.grid, dim3(TILE_W, TILE_H), plan.smem, stream>>>(g, plan.tile_ih, plan.tile_iw,
-        plan.chunk, static_cast<const T*>(x), w, scale, bias, static_cast<T*>(y));
+        plan.chunk, static_cast<const T*>(x), w, row_stride, scale, bias, static_cast<T*>(y));
     return static_cast<int32_t>(cudaGetLastError());
 }
 
@@ -223,18 +222,18 @@ extern "C" int32_t lbd_ternary_conv_packed_row_bytes(const LbdTernaryConvGeometr
 }
 
 extern "C" int32_t lbd_ternary_conv_launch(const LbdTernaryConvGeometry* geometry, int32_t dtype, const void* x,
-    const uint8_t* w_packed, const float* scale, const float* bias, void* y, void* stream)
+    const uint8_t* w_packed, int32_t w_row_stride, const float* scale, const float* bias, void* y, void* stream)
 {
     LaunchPlan plan;
-    if (make_plan(geometry, &plan) != nullptr) {
+    if (make_plan(geometry, &plan) != nullptr || w_row_stride < lbd_ternary_conv_packed_row_bytes(geometry)) {
         return -1;
     }
     const cudaStream_t s = static_cast<cudaStream_t>(stream);
     if (dtype == LBD_FLOAT32) {
-        return launch<float>(*geometry, plan, x, w_packed, scale, bias, y, s);
+        return launch<float>(*geometry, plan, x, w_packed, w_row_stride, scale, bias, y, s);
     }
     if (dtype == LBD_FLOAT16) {
-        return launch<__half>(*geometry, plan, x, w_packed, scale, bias, y, s);
+        return launch<__half>(*geometry, plan, x, w_packed, w_row_stride, scale, bias, y, s);
     }
     return -1;
 }

@@ -56,13 +56,15 @@ int32_t lbd_ternary_conv_packed_row_bytes(const LbdTernaryConvGeometry* geometry
 /*
  * Enqueue Y = TernaryConv(X, W, scale, bias) on `stream`.
  *
- * Args: geometry (see above), dtype (enum LbdDType of x and y), x [n,c,h,w], w_packed
- * [cout, packed_row_bytes], scale [cout] and bias [cout] float32, y [n,cout,oh,ow] (written).
+ * Args: geometry (see above), dtype (enum LbdDType of x and y), x [n,c,h,w], w_packed (cout rows
+ * of packed bytes, row o starting at byte o * w_row_stride; w_row_stride >= packed_row_bytes, e.g.
+ * packed_row_bytes itself, or rows padded to whole int32 words as TensorRT receives them),
+ * scale [cout] and bias [cout] float32, y [n,cout,oh,ow] (written).
  * Returns: 0 (cudaSuccess) when the kernel was enqueued; a cudaError_t value for a launch error;
- * -1 when the geometry or dtype is invalid (see lbd_ternary_conv_check_geometry).
+ * -1 when the geometry, row stride or dtype is invalid (see lbd_ternary_conv_check_geometry).
  */
 int32_t lbd_ternary_conv_launch(const LbdTernaryConvGeometry* geometry, int32_t dtype, const void* x,
-    const uint8_t* w_packed, const float* scale, const float* bias, void* y, void* stream);
+    const uint8_t* w_packed, int32_t w_row_stride, const float* scale, const float* bias, void* y, void* stream);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,7 @@
 # Build libternary_trt.so (the TernaryConv TensorRT plugin) with CMake and copy it to OUT_DIR.
 #
 # Usage: build.sh [CUDA_ARCH] [OUT_DIR]
-#   CUDA_ARCH  SM number without "sm_": 87 (Orin, default), 72 (Xavier), 53 (Nano), or "native".
+#   CUDA_ARCH  SM number without "sm_": 87 (Orin, default), 90, ..., or "native" (CMake >= 3.24).
 #   OUT_DIR    where libternary_trt.so goes (default: this folder).
 # Environment: TENSORRT_ROOT (TensorRT prefix when it is not in /usr), CUDACXX (nvcc path; defaults to
 # /usr/local/cuda/bin/nvcc when that exists), BUILD_DIR (default: a temporary folder).

@@ -2,8 +2,9 @@
  * IPluginV3 implementation of ai.lbdeploy::TernaryConv (see ternary_conv_plugin.h).
  *
  * Build-time work: output shape expressions, type/format negotiation (X/Y float32 or float16 in
- * linear NCHW, W uint8, scale/bias float32) and shape checks. Run-time work: one call to the CUDA
- * kernel's C entry point per enqueue; no workspace, no per-plugin device state, so clones are cheap.
+ * linear NCHW, W int32 words or uint8 bytes, scale/bias float32) and shape checks. Run-time work:
+ * one call to the CUDA kernel's C entry point per enqueue; no workspace and no per-plugin device
+ * state, so clones are cheap.
  */
 #include "ternary_conv_plugin.h"
 
@@ -28,7 +29,7 @@ constexpr int32_t kNbInputs = 4;  // X, W, scale, bias
 constexpr int32_t kNbOutputs = 1;
 constexpr char const* kActivationNames[] = {"none", "relu", "sigmoid"};
 
-// Copies `count` integers of an INT32/INT64 field into `out`; returns false on a type or length mismatch.
+// Copies the N integers of an INT32/INT64 field into `out`; returns false on a type or length mismatch.
 template <size_t N>
 bool readInts(PluginField const& field, std::array<int32_t, N>& out)
 {
@@ -194,13 +195,14 @@ char const* TernaryConvPlugin::getPluginVersion() const noexcept { return kPlugi
 char const* TernaryConvPlugin::getPluginNamespace() const noexcept { return mNamespace.c_str(); }
 int32_t TernaryConvPlugin::getNbOutputs() const noexcept { return kNbOutputs; }
 
-std::string TernaryConvPlugin::checkShapes(Dims const& x, Dims const& w, Dims const& scale, Dims const& bias) const
+std::string TernaryConvPlugin::checkShapes(
+    Dims const& x, Dims const& w, DataType wType, Dims const& scale, Dims const& bias) const
 {
     if (x.nbDims != 4) {
         return "X must be 4-D NCHW";
     }
     if (w.nbDims != 2) {
-        return "W must be the packed 2-D uint8 weights [Cout, ceil(K/4)] written by lbdeploy export";
+        return "W must be the packed 2-D weights (uint8 [Cout, ceil(K/4)] or int32 words) written by lbdeploy export";
     }
     int64_t const channels = knownOrMinusOne(x, 1);
     int64_t const cout = knownOrMinusOne(w, 0);
@@ -210,12 +212,14 @@ std::string TernaryConvPlugin::checkShapes(Dims const& x, Dims const& w, Dims co
     if (cout > 0 && cout % mAttrs.group != 0) {
         return "the output channels (W rows) are not divisible by group";
     }
-    int64_t const rowBytes = knownOrMinusOne(w, 1);
-    if (channels > 0 && rowBytes > 0) {
+    int64_t const rowElements = knownOrMinusOne(w, 1);
+    if (channels > 0 && rowElements > 0) {
         int64_t const k = channels / mAttrs.group * mAttrs.kernelShape[0] * mAttrs.kernelShape[1];
-        if (rowBytes != (k + 3) / 4) {
-            return "W rows hold " + std::to_string(rowBytes) + " bytes but C/group*kH*kW = " + std::to_string(k)
-                + " weights need " + std::to_string((k + 3) / 4);
+        int64_t const packedBytes = (k + 3) / 4;
+        int64_t const expected = wType == DataType::kINT32 ? (packedBytes + 3) / 4 : packedBytes;
+        if (rowElements != expected) {
+            return "W rows hold " + std::to_string(rowElements) + " elements but C/group*kH*kW = " + std::to_string(k)
+                + " packed weights need " + std::to_string(expected);
         }
     }
     for (Dims const* v : {&scale, &bias}) {
@@ -233,7 +237,8 @@ int32_t TernaryConvPlugin::configurePlugin(nvinfer1::DynamicPluginTensorDesc con
         logMessage(nvinfer1::ILogger::Severity::kERROR, "TernaryConv takes 4 inputs (X, W, scale, bias) and 1 output");
         return -1;
     }
-    std::string const problem = checkShapes(in[0].desc.dims, in[1].desc.dims, in[2].desc.dims, in[3].desc.dims);
+    std::string const problem
+        = checkShapes(in[0].desc.dims, in[1].desc.dims, in[1].desc.type, in[2].desc.dims, in[3].desc.dims);
     if (!problem.empty()) {
         logMessage(nvinfer1::ILogger::Severity::kERROR, "TernaryConv: " + problem);
         return -1;
@@ -289,7 +294,7 @@ bool TernaryConvPlugin::supportsFormatCombination(
     }
     switch (pos) {
     case 0: return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
-    case 1: return desc.type == DataType::kUINT8;
+    case 1: return desc.type == DataType::kINT32 || desc.type == DataType::kUINT8;
     case 2:
     case 3: return desc.type == DataType::kFLOAT;
     default: return desc.type == inOut[0].desc.type;
@@ -302,7 +307,7 @@ int32_t TernaryConvPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, i
     if (nbInputs != kNbInputs || nbOutputs != kNbOutputs) {
         return -1;
     }
-    std::string problem = checkShapes(in[0].dims, in[1].dims, in[2].dims, in[3].dims);
+    std::string problem = checkShapes(in[0].dims, in[1].dims, in[1].type, in[2].dims, in[3].dims);
     if (problem.empty()) {
         LbdTernaryConvGeometry const g = makeGeometry(mAttrs, in[0].dims, out[0].dims);
         char const* reason = lbd_ternary_conv_check_geometry(&g);
@@ -321,8 +326,10 @@ int32_t TernaryConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
 {
     LbdTernaryConvGeometry const g = makeGeometry(mAttrs, inputDesc[0].dims, outputDesc[0].dims);
     int32_t const dtype = inputDesc[0].type == DataType::kHALF ? LBD_FLOAT16 : LBD_FLOAT32;
+    int32_t const elementBytes = inputDesc[1].type == DataType::kINT32 ? 4 : 1;
+    int32_t const rowStride = static_cast<int32_t>(inputDesc[1].dims.d[1]) * elementBytes;
     int32_t const status = lbd_ternary_conv_launch(&g, dtype, inputs[0], static_cast<uint8_t const*>(inputs[1]),
-        static_cast<float const*>(inputs[2]), static_cast<float const*>(inputs[3]), outputs[0], stream);
+        rowStride, static_cast<float const*>(inputs[2]), static_cast<float const*>(inputs[3]), outputs[0], stream);
     if (status != 0) {
         logMessage(nvinfer1::ILogger::Severity::kERROR,
             "TernaryConv kernel launch failed with status " + std::to_string(status));

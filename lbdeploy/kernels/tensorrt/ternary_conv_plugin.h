@@ -1,9 +1,11 @@
 /*
  * TensorRT IPluginV3 plugin for ai.lbdeploy::TernaryConv (plugin name "TernaryConv", version "1").
  *
- * The plugin wraps the CUDA kernel of ../cuda/ternary_conv.cuh. Inputs, as written by the lbdeploy
- * ONNX exporter: X [N,C,H,W] (float32 or float16), W packed uint8 [Cout, ceil(C/group*kH*kW/4)],
- * scale [Cout] and bias [Cout] (float32); output Y [N,Cout,OH,OW] with X's type. Attributes arrive
+ * The plugin wraps the CUDA kernel of ../cuda/ternary_conv.cuh. Inputs: X [N,C,H,W] (float32 or
+ * float16); W, the packed 2-bit weights, either as int32 words [Cout, ceil(ceil(K/4)/4)] (each row's
+ * packed bytes padded to whole words, little-endian: what ARTIFACT/tensorrt/model.onnx carries, because
+ * TensorRT constants cannot be uint8) or as uint8 bytes [Cout, ceil(K/4)]; scale [Cout] and bias [Cout]
+ * (float32). Output Y [N,Cout,OH,OW] with X's type. K = C/group*kH*kW. Attributes arrive
  * as plugin fields named like the ONNX attributes (kernel_shape, strides, pads, dilations, group,
  * activation); unknown fields (plugin_version, plugin_namespace) are ignored.
  *
@@ -86,8 +88,8 @@ public:
 
 private:
     //! Checks W, scale and bias shapes against X's channels; returns an empty string or the reason.
-    std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::Dims const& scale,
-        nvinfer1::Dims const& bias) const;
+    std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::DataType wType,
+        nvinfer1::Dims const& scale, nvinfer1::Dims const& bias) const;
     void refreshSerializedFields();
 
     TernaryConvAttrs mAttrs;

@@ -1,0 +1,40 @@
+# Two entry points (see README.md):
+#   make demo   install lbdeploy into .venv and run the end-to-end demo on the bundled model
+#   make test   install the development set into .venv, build the emulated ARM lane, run the tests
+# Development and CI installs use constraints.txt (torch==2.13.0 CPU and the other pins);
+# `pip install lbdeploy[...]` without it lets users bring their own torch.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-dev arm-lane bench clean-demo
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+install: $(PY)
+	$(PIP_INSTALL) -e ".[all]"
+
+install-dev: $(PY)
+	$(PIP_INSTALL) -e ".[dev]"
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh demo-out
+
+# Exit code 3: qemu or the cross compiler cannot be installed here; the ARM tests then skip
+# (unless LBDEPLOY_REQUIRE_ARM=1, as in CI, makes that a failure).
+arm-lane:
+	bash scripts/arm-lane.sh || [ $$? -eq 3 ]
+
+# pytest's exit code 5 (no test collected) is a failure here too.
+test: install-dev arm-lane
+	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+bench: install
+	$(PY) bench/run.py
+
+clean-demo:
+	rm -rf demo-out

@@ -1,0 +1,149 @@
+"""Training and evaluation commands of the CLI: `lbdeploy train` and `lbdeploy eval`.
+
+Thin wrappers: parse options, call lbdeploy.training.trainer / lbdeploy.evaluation, print.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lbdeploy.commands import parse_size
+from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
+
+DATA_HELP = "Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (sizes of the generated splits)."
+
+
+@click.command("train")
+@click.option("--arch", default="lbrn-s", help="Model preset (a pose network, see `lbdeploy models`).")
+@click.option("--data", "data", required=True, help=DATA_HELP)
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder (last.pt, best.pt, state.pt, log.jsonl).")
+@click.option("--stacks", type=int, help="Stacked hourglasses (preset default if omitted).")
+@click.option("--modules", type=int, help="Residual modules per hourglass position.")
+@click.option("--feats", type=int, help="Feature channels of the hourglass.")
+@click.option("--density", type=float, help="Fraction of non-zero ternary weights.")
+@click.option("--input-size", help="Input HxW, multiples of 64 (e.g. 256x256).")
+@click.option("--seed", type=int, default=0, help="Seed of the ternary weights, initialization, shuffling and augmentation.")
+@click.option("--epochs", type=int, default=250, help="Epochs to train.")
+@click.option("--batch-size", type=int, default=6, help="Mini-batch size (per process with torchrun).")
+@click.option("--lr", type=float, default=2.5e-4, help="RMSprop learning rate.")
+@click.option("--lr-drops", default="150,170,200", help="Epochs at which the learning rate is divided by 10 ('' for none).")
+@click.option("--sigma", type=float, help="Target Gaussian sigma in heatmap pixels [default: 1 at 64x64 heatmaps, scaled].")
+@click.option("--workers", type=int, default=2, help="DataLoader worker processes.")
+@click.option("--threads", type=int, help="Torch CPU threads [default: torch's].")
+@click.option("--val-limit", type=int, help="Validate on at most this many people per epoch.")
+@click.option("--no-augment", is_flag=True, help="Train on plain crops (no scale/rotation/flip/colour augmentation).")
+@click.option("--resume", is_flag=True, help="Continue the run in OUTPUT exactly where it stopped.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar with loss and images/s.")
+def train_command(arch, data, output, stacks, modules, feats, density, input_size, seed, epochs, batch_size, lr,
+                  lr_drops, sigma, workers, threads, val_limit, no_augment, resume, progress):
+    """Train a pose network with the paper's recipe (RMSprop, MSE on every stack, augmentation).
+
+    Writes OUTPUT/last.pt every epoch and OUTPUT/best.pt (best validation PCK); both are
+    model.pt checkpoints for `lbdeploy export`. The fixed ternary weights are checked to be
+    bit-identical to their seeded draw at the end. For several GPUs launch it with torchrun
+    (see docs/training.md).
+
+    \b
+    Example:
+      lbdeploy train --arch lbrn-s --data mpii:/data/mpii --stacks 8 -o runs/lbrn-s
+      lbdeploy train --data synthetic:2000,200 --stacks 1 --feats 64 --input-size 128x128 \\
+          --epochs 5 --batch-size 16 --lr-drops '' -o runs/demo
+      lbdeploy train --data mpii:/data/mpii -o runs/lbrn-s --resume
+    """
+    from lbdeploy.data.augment import NO_AUGMENTATION, AugmentConfig
+    from lbdeploy.training.schedule import parse_drops
+    from lbdeploy.training.trainer import TrainConfig, train
+
+    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density,
+               "input_size": parse_size(input_size)}
+    config = TrainConfig(
+        output=output, arch=arch, data=data, model_options={k: v for k, v in options.items() if v is not None},
+        seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_drops=parse_drops(lr_drops), workers=workers,
+        sigma=sigma, augment=NO_AUGMENTATION if no_augment else AugmentConfig(), val_limit=val_limit,
+        threads=threads, progress=progress, resume=resume)
+    train(config, log=click.echo)
+
+
+def _sources(paths, backend: str, compare: str | None) -> list[tuple[str, str, str]]:
+    """(label, path, backend) for every evaluation column."""
+    from runtime.backends.base import resolve_backend_name
+
+    names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
+    columns = []
+    for path in paths:
+        for name in names:
+            try:
+                resolved = resolve_backend_name(name, Path(path), {})
+            except ConfigError:
+                if compare:
+                    continue  # this backend does not run this kind of source (model.pt vs artifact)
+                raise
+            label = resolved if len(paths) == 1 else f"{resolved}:{Path(path).name}"
+            columns.append((label, path, name))
+    if not columns:
+        raise ConfigError(f"none of the backends {names} runs {list(paths)}: torch runs a model.pt, "
+                          "ort/tvm/tensorrt an exported artifact folder")
+    return columns
+
+
+@click.command("eval")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--data", "data", required=True, help=DATA_HELP)
+@click.option("--split", type=click.Choice(["val", "train"]), default="val", help="Dataset split to evaluate.")
+@click.option("--backend", default="auto", help="auto, torch, ort, tvm or tensorrt (auto: torch for model.pt, the artifact's own otherwise).")
+@click.option("--compare", help="Comma-separated backends to evaluate side by side, e.g. torch,ort (each on the sources it runs).")
+@click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop.")
+@click.option("--threshold", type=float, help="PCK threshold [default: the dataset's, 0.5 MPII / 0.2 LSP].")
+@click.option("--norm", type=click.Choice(["head", "torso"]), help="PCK normalization [default: the dataset's].")
+@click.option("--limit", type=int, help="Evaluate only the first N people.")
+@click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json):
+    """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve.
+
+    SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
+    one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
+    side by side.
+
+    \b
+    Example:
+      lbdeploy eval runs/lbrn-s/best.pt --data mpii:/data/mpii --flip
+      lbdeploy eval lbdeploy/data/demo.pt demo-out/model --data synthetic --compare torch,ort
+      lbdeploy eval out/ --data lsp:/data/lsp --json
+    """
+    from lbdeploy.data import open_dataset
+    from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor
+    from lbdeploy.evaluation.pck import format_reports
+    from runtime.predictor import Predictor
+
+    dataset = open_dataset(data, split, seed)
+    if len(dataset) == 0:
+        raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
+    reports, skipped = {}, {}
+    for label, path, name in _sources(sources, backend, compare):
+        try:
+            predictor = Predictor(path, backend=name)
+        except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
+            if not compare:
+                raise
+            skipped[label] = str(err)
+            continue
+        predictions = predict_with_predictor(predictor, dataset, flip=flip, limit=limit, progress=not as_json)
+        reports[label] = evaluate(dataset, predictions, threshold, norm)
+    if not reports:
+        raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    if as_json:
+        click.echo(json.dumps({"dataset": dataset.describe(), "flip": flip,
+                               "results": {k: r.to_dict() for k, r in reports.items()},
+                               "skipped": skipped}, indent=2))
+        return
+    click.echo(f"{dataset.describe()}{', flip test' if flip else ''}")
+    click.echo(format_reports(reports))
+    for label, reason in skipped.items():
+        click.echo(f"{label}: skipped ({reason})")
+
+
+COMMANDS = [train_command, eval_command]

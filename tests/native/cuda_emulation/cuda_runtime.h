@@ -1,0 +1,70 @@
+// CPU stand-in for the parts of cuda_runtime.h that lbdeploy/kernels/cuda/ternary_conv.cu uses, so the
+// real kernel source can be compiled with g++ and run on the CPU by kernel_cpu_emulation.cpp.
+// A block runs as blockDim threads (std::thread) sharing one shared-memory array; __syncthreads is a
+// std::barrier. Only for tests: it checks the kernel's indexing, tiling and decoding, not its speed.
+#pragma once
+
+#include <algorithm>
+#include <barrier>
+#include <cassert>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __shared__
+
+using std::max;
+using std::min;
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+using cudaStream_t = void*;
+using cudaError_t = int;
+inline cudaError_t cudaGetLastError() { return 0; }
+
+inline thread_local dim3 threadIdx;
+inline thread_local dim3 blockIdx;
+inline std::barrier<>* gBlockBarrier = nullptr;
+inline void __syncthreads() { gBlockBarrier->arrive_and_wait(); }
+
+namespace {
+// The kernel's `extern __shared__ float smem[]` (declared in the same unnamed namespace) binds here.
+alignas(16) float smem[64 * 1024 / sizeof(float)];
+}  // namespace
+
+// Stands in for kernel<<<grid, block, sharedBytes, stream>>>(args...).
+template <typename Kernel, typename... Args>
+void emulateLaunch(dim3 grid, dim3 block, size_t sharedBytes, cudaStream_t, Kernel kernel, Args... args)
+{
+    assert(sharedBytes <= sizeof(smem));
+    unsigned const threads = block.x * block.y * block.z;
+    for (unsigned bz = 0; bz < grid.z; ++bz) {
+        for (unsigned by = 0; by < grid.y; ++by) {
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                std::barrier<> barrier(threads);
+                gBlockBarrier = &barrier;
+                std::vector<std::thread> pool;
+                for (unsigned t = 0; t < threads; ++t) {
+                    pool.emplace_back([&, t] {
+                        blockIdx = dim3(bx, by, bz);
+                        threadIdx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
+                        kernel(args...);
+                    });
+                }
+                for (std::thread& thread : pool) {
+                    thread.join();
+                }
+            }
+        }
+    }
+}

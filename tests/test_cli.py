@@ -1,0 +1,71 @@
+"""The command line: create / inspect / models, help examples, one-line errors with exit code 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from lbdeploy import __version__
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def test_version(runner):
+    result = runner.invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_every_command_has_an_example(runner):
+    for name in main.commands:
+        result = runner.invoke(main, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert "Example:" in result.output, f"`lbdeploy {name} --help` has no Example block"
+
+
+def test_create_then_inspect_json(runner, tmp_path):
+    path = tmp_path / "m.pt"
+    result = runner.invoke(main, ["create", "lbrn-s", "--stacks", "2", "--density", "0.25", "--input-size", "128x128",
+                                  "-o", str(path)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(main, ["inspect", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    for key in ("arch", "trainable_params", "fixed_params", "flops", "ternary_layers", "density"):
+        assert key in data
+    assert data["arch"] == "lbrn-s" and data["density"] == pytest.approx(0.25, abs=1e-3)
+    assert data["ternary_layers"] == 31 and data["input_size"] == [128, 128]
+    table = runner.invoke(main, ["inspect", str(path)])
+    assert "trainable params" in table.output and "hg.0.hg.0.0.0.conv2" in table.output
+
+
+def test_models_lists_presets(runner):
+    result = runner.invoke(main, ["models"])
+    assert result.exit_code == 0 and "lbrn-p" in result.output and "resnet-lbb-56" in result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["create", "nope", "-o", "x.pt"], "unknown model"),
+    (["create", "lbrn-s", "--input-size", "100x100", "-o", "x.pt"], "multiples of 64"),
+    (["create", "lbrn-s", "--input-size", "big", "-o", "x.pt"], "--input-size"),
+    (["inspect", "missing.pt"], "no such file"),
+])
+def test_user_errors_are_one_line_exit_2(runner, tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_console_entry_point_reports_corrupt_file(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x80\x02garbage")
+    proc = subprocess.run([sys.executable, "-m", "cli", "inspect", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Error:") and "Traceback" not in proc.stderr

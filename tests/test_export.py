@@ -1,0 +1,165 @@
+"""`lbdeploy export`: ONNX with TernaryConv, atomic artifact folders, manifest, and the parity gate."""
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from exporters import parity
+from exporters.export import export_model
+from exporters.onnx import check_onnx
+from lbdeploy.checkpoint import save_checkpoint
+from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError
+from lbdeploy.models import build_model, list_models
+from runtime.artifact import file_sha256
+
+SMALL = {"stacks": 2, "input_size": (64, 64)}
+
+
+def _checkpoint(tmp_path, name, **overrides):
+    kwargs = {} if name.startswith("resnet") else {**SMALL, **overrides}
+    return save_checkpoint(tmp_path / f"{name}.pt", build_model(name, **kwargs))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_exports_and_passes_parity(tmp_path, name):
+    manifest = export_model(_checkpoint(tmp_path, name), tmp_path / "out", target="onnx")
+    assert manifest["parity"]["passed"]
+    model = onnx.load(tmp_path / "out" / "model.onnx")
+    check_onnx(model)
+    ops = Counter(node.op_type for node in model.graph.node)
+    has_ternary = name not in ("shn", "prm", "resnet56", "lbrn-1")
+    assert (ops["TernaryConv"] > 0) == has_ternary
+    assert "BatchNormalization" not in ops or ops["BatchNormalization"] < ops["Conv"] + ops["TernaryConv"]
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert manifest["kernel_library"] if has_ternary else manifest["kernel_library"] is None
+
+
+def test_manifest_contents_and_checksums(tmp_path):
+    manifest = export_model(_checkpoint(tmp_path, "lbrn-s"), tmp_path / "out", target="x86")
+    saved = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert saved == manifest
+    for key in ("format_version", "arch", "config", "input", "outputs", "pose", "target", "backend", "opset",
+                "custom_ops", "files", "tools", "parity"):
+        assert key in saved, key
+    assert saved["input"]["shape"] == ["N", 3, 64, 64] and saved["input"]["layout"] == "NCHW"
+    assert [o["final"] for o in saved["outputs"]] == [False, True]
+    assert saved["pose"]["heatmap_stride"] == 4 and len(saved["pose"]["flip_pairs"]) == 6
+    assert saved["custom_ops"] == [{"domain": "ai.lbdeploy", "op_type": "TernaryConv", "version": 1}]
+    assert saved["kernel_library"] == {"path": "kernels/libternary_ort.so", "arch": "x86_64"}
+    assert set(saved["files"]) == {"model.onnx", "kernels/libternary_ort.so"}
+    for rel, digest in saved["files"].items():
+        assert file_sha256(tmp_path / "out" / rel) == digest
+    report = saved["parity"]
+    assert report["keypoint_agreement"] == 1.0 and all(o["max_abs_error"] <= o["tolerance"] for o in report["outputs"])
+
+
+def test_ternary_node_attributes(tmp_path):
+    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
+    model = onnx.load(tmp_path / "out" / "model.onnx")
+    nodes = [n for n in model.graph.node if n.op_type == "TernaryConv"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert nodes[0].domain == "ai.lbdeploy"
+    assert attrs["kernel_shape"] == [3, 3] and attrs["pads"] == [1, 1, 1, 1]
+    assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
+    # the BN + ReLU after every 3x3 ternary conv of an LBB is fused into the op
+    assert all(onnx.helper.get_attribute_value(a) == b"relu" for n in nodes for a in n.attribute if a.name == "activation")
+    weights = {i.name: i for i in model.graph.initializer}
+    packed = weights[nodes[0].input[1]]
+    assert packed.data_type == onnx.TensorProto.UINT8 and packed.dims[1] == 128 * 9 // 4
+
+
+def test_standard_ops_need_no_kernel_library(tmp_path):
+    manifest = export_model(_checkpoint(tmp_path, "lbrn-s"), tmp_path / "out", ops="standard")
+    model = onnx.load(tmp_path / "out" / "model.onnx")
+    assert not any(n.op_type == "TernaryConv" for n in model.graph.node)
+    assert manifest["custom_ops"] == [] and manifest["kernel_library"] is None and manifest["parity"]["passed"]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "out" / "model.onnx"))
+    out = session.run(None, {"image": np.zeros((3, 3, 64, 64), np.float32)})
+    assert out[-1].shape == (3, 16, 16, 16)
+
+
+def test_plain_onnx_runtime_gets_our_error(tmp_path):
+    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
+    from runtime.backends.ort import OrtBackend
+
+    with pytest.raises(KernelLibraryError, match="ai.lbdeploy::TernaryConv"):
+        OrtBackend(tmp_path / "out", {"custom_ops": []})
+
+
+def test_interrupted_export_leaves_nothing(tmp_path):
+    ckpt = _checkpoint(tmp_path, "lbrn-s", stacks=1)
+
+    def interrupt(message):
+        if message.startswith("parity gate"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_model(ckpt, tmp_path / "out", progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lbrn-s.pt"]
+
+
+def test_parity_failure_is_fatal_unless_no_verify(tmp_path, monkeypatch):
+    ckpt = _checkpoint(tmp_path, "lbrn-s", stacks=1)
+    monkeypatch.setattr(parity, "RTOL", 0.0)
+    monkeypatch.setattr(parity, "ATOL", 0.0)
+    with pytest.raises(ParityError, match="beyond tolerance"):
+        export_model(ckpt, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    manifest = export_model(ckpt, tmp_path / "out", verify=False)
+    assert not manifest["parity"]["passed"] and (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_existing_folder_needs_force(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="--force"):
+        export_model(ckpt, tmp_path / "out")
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    export_model(ckpt, tmp_path / "out", force=True)
+    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_unknown_target_or_backend(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
+    with pytest.raises(ConfigError, match="supports --backend"):
+        export_model(ckpt, tmp_path / "out", target="onnx", backend="tvm")
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None, reason="aarch64 cross compiler not installed")
+def test_arm64_artifact_carries_aarch64_library(tmp_path):
+    from lbdeploy.kernels.elf import elf_arch
+
+    manifest = export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out", target="arm64")
+    assert manifest["kernel_library"]["arch"] == "aarch64"
+    assert elf_arch(tmp_path / "out" / "kernels" / "libternary_ort.so") == "aarch64"
+    assert manifest["parity"]["passed"] and manifest["parity"]["backend"] == "ort (this machine)"
+    from runtime.backends.ort import OrtBackend
+
+    with pytest.raises(KernelLibraryError, match="built for aarch64"):
+        OrtBackend(tmp_path / "out", manifest)
+
+
+def test_cli_export(tmp_path):
+    ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
+    result = CliRunner().invoke(main, ["export", str(ckpt), "--target", "x86", "-o", str(tmp_path / "cli-out")])
+    assert result.exit_code == 0, result.output
+    assert "parity passed" in result.output and (tmp_path / "cli-out" / "manifest.json").is_file()
+    again = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "cli-out")])
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+@pytest.mark.slow
+def test_paper_size_lbrn_s_exports(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "m.pt", build_model("lbrn-s"))
+    manifest = export_model(ckpt, tmp_path / "out", target="x86")
+    assert manifest["parity"]["passed"] and len(manifest["outputs"]) == 8
