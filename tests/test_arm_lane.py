@@ -25,6 +25,7 @@ from lbdeploy.testing.arm_lane import (
     REPO_ROOT,
     UNAVAILABLE_EXIT_CODE,
     OnnxRun,
+    predict_emulated,
     run_arm_python,
     run_artifact_emulated,
     run_onnx_emulated,
@@ -268,3 +269,44 @@ def test_artifact_with_x86_kernels_is_refused_by_the_arm_runtime(arm_python, tmp
     artifact, arrays = _ternary_artifact(tmp_path / "artifact", _kernel_library("x86_64"))
     with pytest.raises(KernelLibraryError, match="built for x86_64.*aarch64 runtime"):
         run_artifact_emulated(artifact, arrays["x"])
+
+
+DEMO_MODEL = REPO_ROOT / "lbdeploy" / "data" / "demo.pt"
+SAMPLE_IMAGE = REPO_ROOT / "lbdeploy" / "data" / "sample.jpg"
+
+
+@pytest.fixture(scope="module")
+def demo_artifacts(tmp_path_factory):
+    """The bundled demo LBRN-S exported twice with TernaryConv: for arm64 and for this x86 machine."""
+    pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
+    from exporters.export import export_model
+
+    folder = tmp_path_factory.mktemp("demo")
+    return {target: export_model(DEMO_MODEL, folder / target, target=target) and folder / target
+            for target in ("arm64", "x86")}
+
+
+def test_whole_lbrn_s_runs_on_arm_like_on_x86(arm_python, demo_artifacts, tmp_path):
+    from runtime.artifact import open_artifact
+    from runtime.backends import create_backend
+
+    arm = demo_artifacts["arm64"]
+    manifest = json.loads((arm / "manifest.json").read_text())
+    assert manifest["kernel_library"]["arch"] == "aarch64" and manifest["custom_ops"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 128, 128)).astype(np.float32)
+    expected = create_backend("auto", *open_artifact(demo_artifacts["x86"])).run({"image": x})
+    outputs = run_artifact_emulated(arm, x)
+    assert set(outputs) == set(expected)
+    for name, value in expected.items():
+        tolerance = 1e-5 + 1e-4 * float(np.abs(value).max())
+        np.testing.assert_allclose(outputs[name], value, rtol=0, atol=tolerance)
+
+
+def test_predictor_on_arm_returns_the_x86_keypoints(arm_python, demo_artifacts):
+    from runtime.predictor import Predictor
+
+    expected = Predictor(demo_artifacts["x86"]).predict(str(SAMPLE_IMAGE))
+    on_arm = predict_emulated(demo_artifacts["arm64"], SAMPLE_IMAGE)
+    np.testing.assert_allclose(on_arm["keypoints"], expected.keypoints, atol=1e-3)
+    np.testing.assert_allclose(on_arm["scores"], expected.scores, rtol=1e-4, atol=1e-5)
+    assert on_arm["keypoints"].shape == (1, 16, 2)

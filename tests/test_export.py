@@ -70,9 +70,15 @@ def test_ternary_node_attributes(tmp_path):
     assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
     # the BN + ReLU after every 3x3 ternary conv of an LBB is fused into the op
     assert all(onnx.helper.get_attribute_value(a) == b"relu" for n in nodes for a in n.attribute if a.name == "activation")
+    # weights packed 2 bits each: [Cout, ceil(Cin * 3 * 3 / 4)] uint8
+    inferred = onnx.shape_inference.infer_shapes(model)
+    channels = {v.name: v.type.tensor_type.shape.dim[1].dim_value for v in inferred.graph.value_info
+                if len(v.type.tensor_type.shape.dim) == 4}
     weights = {i.name: i for i in model.graph.initializer}
-    packed = weights[nodes[0].input[1]]
-    assert packed.data_type == onnx.TensorProto.UINT8 and packed.dims[1] == 128 * 9 // 4
+    for node in nodes:
+        packed = weights[node.input[1]]
+        assert packed.data_type == onnx.TensorProto.UINT8
+        assert packed.dims[1] == -(-channels[node.input[0]] * 9 // 4)
 
 
 def test_standard_ops_need_no_kernel_library(tmp_path):

@@ -8,6 +8,7 @@ docs/arm-lane.md. This module finds or builds that lane and runs things in it:
     run_arm_python("import platform; print(platform.machine())")
     outputs = run_onnx_emulated([OnnxRun("m.onnx", {"x": x})], library=aarch64_lib)
     outputs = run_artifact_emulated("out/", batch)      # a whole exported artifact, via runtime/
+    pose = predict_emulated("out/", "person.jpg")       # the Predictor, image to keypoints
 
 The repo root is on the lane's PYTHONPATH, so `lbdeploy` and `runtime` import there (pure Python);
 torch does not, as on a board. To run a new kind of workload, write a function that prepares files
@@ -201,9 +202,9 @@ def run_artifact_emulated(
 ) -> dict[str, np.ndarray]:
     """Run an exported artifact (docs/artifact.md) through the runtime as an aarch64 board would, under qemu.
 
-    The emulated side runs `lbdeploy.testing.artifact_runner`: the runtime's own artifact checks and
-    backend, our aarch64 kernel library when the artifact carries one. Compare the result with the
-    same artifact run on x86 (or with PyTorch) to check a whole exported network on ARM.
+    The emulated side runs `lbdeploy.testing.artifact_runner run`: the runtime's own artifact checks
+    and backend, our aarch64 kernel library when the artifact carries one. Compare the result with
+    the same artifact run on x86 (or with PyTorch) to check a whole exported network on ARM.
 
     Args:
         artifact_dir: the exported folder.
@@ -220,17 +221,38 @@ def run_artifact_emulated(
         subprocess.CalledProcessError: the emulated process failed in another way.
     """
     with tempfile.TemporaryDirectory(prefix="lbdeploy-arm-") as tmp:
-        folder = Path(tmp)
         array = np.load(inputs) if isinstance(inputs, (str, Path)) else np.asarray(inputs)
-        np.save(folder / "input.npy", array)
-        args = [str(Path(artifact_dir).resolve()), str(folder / "input.npy"), str(folder / "output.npz"), backend]
-        done = run_arm_python(["-m", "lbdeploy.testing.artifact_runner", *args], timeout=timeout, check=False)
-        if done.returncode == artifact_runner.ERROR_EXIT_CODE:
-            raise _runtime_error(done.stderr)
-        if done.returncode != 0:
-            raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
-        with np.load(folder / "output.npz") as data:
-            return {name: data[name] for name in data.files}
+        np.save(Path(tmp) / "input.npy", array)
+        return _run_runner("run", artifact_dir, Path(tmp) / "input.npy", Path(tmp), backend, timeout)
+
+
+def predict_emulated(
+    artifact_dir: str | Path,
+    image: str | Path,
+    backend: str = "auto",
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, np.ndarray]:
+    """Estimate the pose in `image` with `runtime.Predictor` on the artifact, as an aarch64 board would.
+
+    Returns:
+        keypoints [N, J, 2], scores [N, J], centers [N, 2] and scales [N] by name.
+    Raises:
+        The same as `run_artifact_emulated`.
+    """
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-arm-") as tmp:
+        return _run_runner("predict", artifact_dir, Path(image).resolve(), Path(tmp), backend, timeout)
+
+
+def _run_runner(mode: str, artifact_dir, source: Path, folder: Path, backend: str, timeout: float) -> dict:
+    """Run `artifact_runner MODE` in the lane; its saved arrays by name, or its error re-raised here."""
+    args = [mode, str(Path(artifact_dir).resolve()), str(source), str(folder / "output.npz"), backend]
+    done = run_arm_python(["-m", "lbdeploy.testing.artifact_runner", *args], timeout=timeout, check=False)
+    if done.returncode == artifact_runner.ERROR_EXIT_CODE:
+        raise _runtime_error(done.stderr)
+    if done.returncode != 0:
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
+    with np.load(folder / "output.npz") as data:
+        return {name: data[name] for name in data.files}
 
 
 def _runtime_error(stderr: str) -> errors.LbdeployError:

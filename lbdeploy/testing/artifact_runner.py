@@ -1,12 +1,15 @@
-"""Run an exported artifact through the board-side runtime and save its outputs.
+"""Run an exported artifact through the board-side runtime and save what it returns.
 
-Executed inside the emulated ARM lane by `lbdeploy.testing.arm_lane.run_artifact_emulated`, so the
-artifact goes through exactly what a board runs: `runtime.artifact.open_artifact` (manifest and
-sha256 checks) and `runtime.backends.create_backend` (kernel-library architecture check, custom-op
-registration). It needs no torch.
+Executed inside the emulated ARM lane by `lbdeploy.testing.arm_lane` (`run_artifact_emulated`,
+`predict_emulated`), so the artifact goes through exactly what a board runs:
+`runtime.artifact.open_artifact` (manifest and sha256 checks), `runtime.backends.create_backend`
+(kernel-library architecture check, custom-op registration) and, for `predict`, the whole
+`runtime.predictor.Predictor` (image decoding, affine crop, decoding of keypoints). No torch.
 
-    python -m lbdeploy.testing.artifact_runner ARTIFACT_DIR INPUT.npy OUTPUT.npz [BACKEND]
+    python -m lbdeploy.testing.artifact_runner run ARTIFACT_DIR INPUT.npy OUTPUT.npz [BACKEND]
+    python -m lbdeploy.testing.artifact_runner predict ARTIFACT_DIR IMAGE OUTPUT.npz [BACKEND]
 
+`run` saves every model output; `predict` saves `keypoints`, `scores`, `centers` and `scales`.
 An LbdeployError is printed as one last stderr line `ErrorClass: message` with exit code 2 (as the
 CLI does), so the caller can raise the same error class on its side.
 """
@@ -20,6 +23,8 @@ import numpy as np
 from lbdeploy.errors import LbdeployError
 
 ERROR_EXIT_CODE = 2
+USAGE = ("usage: python -m lbdeploy.testing.artifact_runner run|predict ARTIFACT_DIR INPUT.npy|IMAGE "
+         "OUTPUT.npz [BACKEND]")
 
 
 def run_artifact(artifact_dir: str, input_npy: str, output_npz: str, backend: str = "auto") -> list[str]:
@@ -40,18 +45,37 @@ def run_artifact(artifact_dir: str, input_npy: str, output_npz: str, backend: st
     return list(outputs)
 
 
+def predict_image(artifact_dir: str, image: str, output_npz: str, backend: str = "auto") -> list[str]:
+    """Estimate the pose in `image` with a Predictor on the artifact; save its arrays.
+
+    Returns:
+        The array names written to `output_npz` (keypoints, scores, centers, scales).
+    Raises:
+        LbdeployError: the artifact or the image is refused, or the backend cannot run here.
+    """
+    from runtime.predictor import Predictor
+
+    result = Predictor(artifact_dir, backend=backend).predict(image)
+    arrays = {"keypoints": result.keypoints, "scores": result.scores, "centers": result.centers,
+              "scales": result.scales}
+    np.savez(output_npz, **arrays)
+    return list(arrays)
+
+
+MODES = {"run": run_artifact, "predict": predict_image}
+
+
 def main(argv: list[str]) -> int:
     """Entry point; see the module docstring for the arguments."""
-    if len(argv) not in (3, 4):
-        print("usage: python -m lbdeploy.testing.artifact_runner ARTIFACT_DIR INPUT.npy OUTPUT.npz [BACKEND]",
-              file=sys.stderr)
+    if len(argv) not in (4, 5) or argv[0] not in MODES:
+        print(USAGE, file=sys.stderr)
         return ERROR_EXIT_CODE
     try:
-        names = run_artifact(*argv)
+        names = MODES[argv[0]](*argv[1:])
     except LbdeployError as err:
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return ERROR_EXIT_CODE
-    print(f"artifact_runner: outputs {names}")
+    print(f"artifact_runner: saved {names}")
     return 0
 
 
