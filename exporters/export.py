@@ -21,6 +21,7 @@ from typing import Callable
 from lbdeploy import __version__
 from lbdeploy.errors import ExportError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
+from runtime.artifact import io_manifest
 
 FORMAT = "lbdeploy-artifact"
 FORMAT_VERSION = 1
@@ -76,23 +77,15 @@ def _tool_versions() -> dict:
 
 
 def _io_manifest(ckpt, names: list[str], task: str) -> dict:
+    """The manifest's task/input/outputs/pose sections for the exported outputs `names`."""
     meta = ckpt.metadata
     h, w = meta.get("input_size", ckpt.config.get("input_size"))
-    section = {
-        "task": task,
-        "input": {"name": "image", "shape": ["N", 3, h, w], "layout": "NCHW", "dtype": "float32", "color": "RGB",
-                  "pixel_scale": 1.0 / 255.0, "mean": list(meta["mean"]), "std": list(meta["std"])},
-    }
     if task == "pose":
         stride = meta.get("heatmap_stride", 4)
-        joints = len(meta["joints"])
-        section["outputs"] = [{"name": n, "shape": ["N", joints, h // stride, w // stride], "stack": i,
-                               "final": i == len(names) - 1} for i, n in enumerate(names)]
-        section["pose"] = {"joints": meta["joints"], "flip_pairs": meta["flip_pairs"], "skeleton": meta["skeleton"],
-                           "heatmap_stride": stride}
+        shapes = [(1, len(meta["joints"]), h // stride, w // stride)] * len(names)
     else:
-        section["outputs"] = [{"name": names[0], "shape": ["N", meta["classes"]], "final": True}]
-    return section
+        shapes = [(1, meta["classes"])]
+    return io_manifest({**meta, "task": task}, ckpt.config, names, shapes)
 
 
 def _ort_runner(work: Path, library: Path | None, threads: int | None = None):

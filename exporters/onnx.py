@@ -16,15 +16,11 @@ from pathlib import Path
 
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
+from runtime.artifact import output_names
 
 OPSET = 18
 INPUT_NAME = "image"
 BATCH_DIM = "batch"
-
-
-def output_names(task: str, count: int) -> list[str]:
-    """ONNX output names: heatmaps_0..heatmaps_{S-1} for pose, logits for classification."""
-    return [f"heatmaps_{i}" for i in range(count)] if task == "pose" else ["logits"]
 
 
 @contextlib.contextmanager

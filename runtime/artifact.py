@@ -108,29 +108,51 @@ def summarize(manifest: dict) -> dict:
     return summary
 
 
+def output_names(task: str, count: int) -> list[str]:
+    """Model output names: heatmaps_0..heatmaps_{S-1} for pose (one per stack), logits for classification."""
+    return [f"heatmaps_{i}" for i in range(count)] if task == "pose" else ["logits"]
+
+
+def io_manifest(metadata: dict, config: dict, output_names: list[str], output_shapes: list) -> dict:
+    """The task, input, outputs and pose sections of a manifest, from a checkpoint's metadata.
+
+    Args:
+        metadata: the checkpoint metadata (task, input_size, mean, std, heatmap_stride, joints,
+            flip_pairs, skeleton); config: the build config (input_size when metadata lacks it).
+        output_names: the model's outputs in order, last = final.
+        output_shapes: the shape of each output for a batch of one.
+    Returns:
+        {"task", "input", "outputs"} and, for pose models, "pose".
+    """
+    height, width = (int(v) for v in metadata.get("input_size", config.get("input_size", (256, 256))))
+    task = metadata.get("task", "pose")
+    last = len(output_names) - 1
+    section = {
+        "task": task,
+        "input": {"name": "image", "shape": ["N", 3, height, width], "layout": "NCHW", "dtype": "float32",
+                  "color": "RGB", "pixel_scale": float(metadata.get("pixel_scale", 1.0 / 255.0)),
+                  "mean": list(metadata.get("mean", (0.0, 0.0, 0.0))), "std": list(metadata.get("std", (1.0, 1.0, 1.0)))},
+        "outputs": [{"name": name, "shape": ["N", *[int(d) for d in shape[1:]]], **({"stack": i} if task == "pose" else {}),
+                     "final": i == last} for i, (name, shape) in enumerate(zip(output_names, output_shapes))],
+    }
+    if task == "pose":
+        section["pose"] = {key: metadata[key] for key in ("joints", "flip_pairs", "skeleton") if key in metadata}
+        section["pose"]["heatmap_stride"] = int(metadata.get("heatmap_stride", height // output_shapes[-1][2]))
+    return section
+
+
 def checkpoint_manifest(arch: str, config: dict, metadata: dict, output_shapes: list) -> dict:
     """The manifest equivalent of a model.pt, from its checkpoint metadata (no files, backend "torch").
 
     Args:
-        arch: preset name; config: the build config; metadata: the checkpoint metadata
-            (input_size, mean, std, heatmap_stride, joints, flip_pairs, skeleton).
-        output_shapes: the shape of each stack's output for a batch of one, last = final.
-
+        arch: preset name; config: the build config; metadata: the checkpoint metadata.
+        output_shapes: the shape of each output for a batch of one, last = final.
     Returns:
         A manifest dict with the sections the Predictor reads (input, outputs, pose).
     """
-    height, width = (int(v) for v in metadata.get("input_size", config.get("input_size", (256, 256))))
-    manifest = {
+    names = output_names(metadata.get("task", "pose"), len(output_shapes))
+    return {
         "format": FORMAT_NAME, "format_version": 1, "arch": arch, "config": config,
-        "task": metadata.get("task", "pose"),
-        "input": {"name": "image", "shape": ["N", 3, height, width], "layout": "NCHW", "dtype": "float32",
-                  "color": "RGB", "pixel_scale": float(metadata.get("pixel_scale", 1.0 / 255.0)),
-                  "mean": list(metadata.get("mean", (0.0, 0.0, 0.0))), "std": list(metadata.get("std", (1.0, 1.0, 1.0)))},
-        "outputs": [{"name": f"heatmaps_{i}", "shape": ["N", *shape[1:]], "stack": i, "final": i == len(output_shapes) - 1}
-                    for i, shape in enumerate(output_shapes)],
+        **io_manifest(metadata, config, names, output_shapes),
         "target": "host", "backend": "torch", "ops": "standard", "custom_ops": [], "kernel_library": None, "files": {},
     }
-    if manifest["task"] == "pose":
-        manifest["pose"] = {key: metadata[key] for key in ("joints", "flip_pairs", "skeleton") if key in metadata}
-        manifest["pose"]["heatmap_stride"] = int(metadata.get("heatmap_stride", height // output_shapes[-1][2]))
-    return manifest
