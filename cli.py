@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lbdeploy.training.commands",
     "exporters.tvm_commands",
     "exporters.tensorrt_commands",
+    "runtime.profile_commands",
 )
 
 

@@ -87,6 +87,16 @@ class TVMBackend:
         self.batch = int(info.get("batch", 1))
         self._sample_shapes = {name: tuple(shape[1:]) for name, shape in info.get("input_shapes", {}).items()}
 
+    @property
+    def vm(self):
+        """The Relax VirtualMachine running the module (for instrumentation, e.g. the profiler)."""
+        return self._vm
+
+    @property
+    def device(self):
+        """The TVM device the module runs on."""
+        return self._device
+
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the module on named float32 arrays (any batch size); returns every output by name.
 
