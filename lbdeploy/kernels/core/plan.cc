@@ -11,7 +11,7 @@
 namespace lbdeploy {
 
 PatternProgram build_pattern_program(const ConvParams& params, const std::vector<int8_t>& weights, int64_t cout,
-                                     int64_t cin_per_group) {
+                                     int64_t cin_per_group, int64_t chunk_channels) {
   using tile::kBlock;
   using tile::kPatterns;
   const int64_t taps_per_channel = params.kernel_h * params.kernel_w;
@@ -21,30 +21,41 @@ PatternProgram build_pattern_program(const ConvParams& params, const std::vector
   program.cout = cout;
   program.cin_per_group = cin_per_group;
   program.blocks_per_group = (cout_g + kBlock - 1) / kBlock;
-  program.block_start.push_back(0);
+  program.block_count = params.group * program.blocks_per_group;
+  // Near-equal chunks of at most chunk_channels (a short last chunk would mean short tap lists).
+  const int64_t limit = std::max<int64_t>(1, chunk_channels);
+  const int64_t chunks = (cin_per_group + limit - 1) / limit;
+  program.chunk_channels = (cin_per_group + chunks - 1) / chunks;
+  program.step_start.push_back(0);
   std::vector<std::vector<int32_t>> lists(2 * kPatterns);
   for (int64_t g = 0; g < params.group; ++g) {
     const int64_t tap_base = g * cin_per_group * taps_per_channel;
-    for (int64_t b = 0; b < program.blocks_per_group; ++b) {
-      for (auto& list : lists) list.clear();
-      const int64_t first = g * cout_g + b * kBlock;
-      const int64_t valid = std::min<int64_t>(kBlock, cout_g - b * kBlock);
-      for (int64_t t = 0; t < k; ++t) {
-        int code = 0, power = 1;
-        for (int o = 0; o < kBlock; ++o, power *= 3) {
-          const int digit = o < valid ? weights[static_cast<size_t>((first + o) * k + t)] : 0;
-          code += (digit + 1) * power;
+    for (int64_t c0 = 0; c0 < cin_per_group; c0 += program.chunk_channels) {
+      const int64_t t_begin = c0 * taps_per_channel;
+      const int64_t t_end = std::min(cin_per_group, c0 + program.chunk_channels) * taps_per_channel;
+      for (int64_t b = 0; b < program.blocks_per_group; ++b) {
+        for (auto& list : lists) list.clear();
+        const int64_t first = g * cout_g + b * kBlock;
+        const int64_t valid = std::min<int64_t>(kBlock, cout_g - b * kBlock);
+        for (int64_t t = t_begin; t < t_end; ++t) {
+          int code = 0, power = 1;
+          for (int o = 0; o < kBlock; ++o, power *= 3) {
+            const int digit = o < valid ? weights[static_cast<size_t>((first + o) * k + t)] : 0;
+            code += (digit + 1) * power;
+          }
+          const int sign = tile::kPatternTable.sign[code];
+          if (sign == 0) continue;
+          const int index = tile::kPatternTable.index[code];
+          lists[2 * index + (sign > 0 ? 0 : 1)].push_back(static_cast<int32_t>(tap_base + t));
         }
-        const int sign = tile::kPatternTable.sign[code];
-        if (sign == 0) continue;
-        const int index = tile::kPatternTable.index[code];
-        lists[2 * index + (sign > 0 ? 0 : 1)].push_back(static_cast<int32_t>(tap_base + t));
+        for (const auto& list : lists) {
+          program.counts.push_back(static_cast<int32_t>(list.size()));
+          program.taps.insert(program.taps.end(), list.begin(), list.end());
+        }
+        program.step_start.push_back(program.taps.size());
+        program.step_block.push_back(static_cast<int32_t>(g * program.blocks_per_group + b));
+        program.step_first.push_back(c0 == 0 ? 1 : 0);
       }
-      for (const auto& list : lists) {
-        program.counts.push_back(static_cast<int32_t>(list.size()));
-        program.taps.insert(program.taps.end(), list.begin(), list.end());
-      }
-      program.block_start.push_back(program.taps.size());
     }
   }
   return program;
@@ -87,28 +98,36 @@ InputLayout make_layout(const ConvParams& params, const Shape4& x, int64_t out_h
 
 }  // namespace
 
-void copy_input(const ConvParams& params, const InputLayout& layout, const float* x, int64_t n, int64_t c,
-                float* buffer) {
+void copy_input(const ConvParams& params, const InputLayout& layout, tile::GatherFn gather, const float* x, int64_t n,
+                int64_t c, float* buffer) {
   const Shape4& s = layout.input;
   const int64_t sh = params.stride_h, sw = params.stride_w;
   const float* src = x + ((n * s.c + c) * s.h) * s.w;
   float* dst = buffer + n * layout.batch_stride + c * layout.channel_stride;
-  // Lane L's plane row rr of phase a is padded input row (L * lane_rows + rr) * sH + a. Columns
-  // go in chunks of 16 positions so each chunk's lanes are filled while it sits in L1.
+  // Lane L's plane row rr of phase a is padded input row (L * lane_rows + rr) * sH + a. With
+  // stride 1 the lanes of a row are one transpose (gather); otherwise columns go in chunks of 16
+  // positions so each chunk's lanes are filled while it sits in L1.
   constexpr int64_t kChunk = 16;
   std::vector<const float*> lane_rows(static_cast<size_t>(layout.lanes));
   for (int64_t a = 0; a < sh; ++a) {
     for (int64_t rr = 0; rr < layout.hl; ++rr) {
+      bool any = false;
       for (int64_t lane = 0; lane < layout.lanes; ++lane) {
         const int64_t y = (lane * layout.lane_rows + rr) * sh + a - params.pad_top;
         const bool used = lane * layout.lane_rows < layout.out_h && y >= 0 && y < s.h;
         lane_rows[static_cast<size_t>(lane)] = used ? src + y * s.w : nullptr;
+        any = any || used;
       }
+      if (!any) continue;
       float* row = dst + a * sw * layout.plane_stride + rr * layout.row_stride;
       if (sw == 1 && layout.lanes == 1) {
-        if (lane_rows[0] == nullptr) continue;
         const int64_t count = std::max<int64_t>(0, std::min(s.w, layout.wq - params.pad_left));
         std::memcpy(row + params.pad_left, lane_rows[0], static_cast<size_t>(count) * sizeof(float));
+        continue;
+      }
+      if (sw == 1) {
+        const int64_t count = std::max<int64_t>(0, std::min(s.w, layout.wq - params.pad_left));
+        gather(lane_rows.data(), count, row + params.pad_left * layout.lanes);
         continue;
       }
       for (int64_t m0 = 0; m0 < params.pad_left + s.w; m0 += kChunk) {
@@ -116,13 +135,7 @@ void copy_input(const ConvParams& params, const InputLayout& layout, const float
         for (int64_t lane = 0; lane < layout.lanes; ++lane) {
           const float* src_row = lane_rows[static_cast<size_t>(lane)];
           if (src_row == nullptr) continue;
-          const int64_t m_first = std::max(m0, params.pad_left);
-          if (sw == 1) {
-            const int64_t stop = std::min(m_end, layout.wq);
-            for (int64_t m = m_first; m < stop; ++m) row[m * layout.lanes + lane] = src_row[m - params.pad_left];
-            continue;
-          }
-          for (int64_t m = m_first; m < m_end && m / sw < layout.wq; ++m) {
+          for (int64_t m = std::max(m0, params.pad_left); m < m_end && m / sw < layout.wq; ++m) {
             row[(m % sw) * layout.plane_stride + (m / sw) * layout.lanes + lane] = src_row[m - params.pad_left];
           }
         }

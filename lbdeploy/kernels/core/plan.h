@@ -1,6 +1,7 @@
 // Pre-processing for the optimized TernaryConv path:
-//   * PatternProgram: the weights regrouped, once per node, into per-block tap lists sorted by
-//     joint ternary pattern (the input of tile::TileImpl);
+//   * PatternProgram: the weights regrouped, once per node, into steps (one block of output
+//     channels over one chunk of input channels), each a set of tap lists sorted by joint ternary
+//     pattern (the input of tile::TileImpl);
 //   * InputLayout: how an input of a given shape is laid out in the zero-padded, stride-split
 //     scratch buffer, so that every tap of every output tile reads contiguous floats;
 //   * TilePlan: the program's taps turned into buffer offsets, and the output tiles, per shape.
@@ -10,21 +11,27 @@
 #include <vector>
 
 #include "ternary_conv.h"
+#include "tile_kernel.h"
 
 namespace lbdeploy {
 
+// Steps run group by group, chunk by chunk, and within a chunk block by block, so a tile's input
+// for one chunk is reused by every block while it sits in L1.
 struct PatternProgram {
-  int64_t cout = 0, cin_per_group = 0, blocks_per_group = 0;
-  std::vector<int32_t> counts;        // [block][pattern][+/-] list lengths
+  int64_t cout = 0, cin_per_group = 0, blocks_per_group = 0, block_count = 0, chunk_channels = 0;
+  std::vector<int32_t> counts;        // [step][pattern][+/-] list lengths
   std::vector<int32_t> taps;          // tap ids (c_global * kH + i) * kW + j, in list order
-  std::vector<size_t> block_start;    // first entry of each block in taps; size blocks + 1
+  std::vector<size_t> step_start;     // first entry of each step in taps; size steps + 1
+  std::vector<int32_t> step_block;    // global block index of each step
+  std::vector<uint8_t> step_first;    // 1 where the step is its block's first chunk
 
-  int64_t blocks() const { return static_cast<int64_t>(block_start.size()) - 1; }
+  int64_t steps() const { return static_cast<int64_t>(step_block.size()); }
 };
 
-// weights: int8 [cout][cin_per_group * kH * kW], values in {-1, 0, +1}.
+// weights: int8 [cout][cin_per_group * kH * kW], values in {-1, 0, +1}; chunk_channels: at most
+// this many input channels per step (the chunks are made near-equal).
 PatternProgram build_pattern_program(const ConvParams& params, const std::vector<int8_t>& weights, int64_t cout,
-                                     int64_t cin_per_group);
+                                     int64_t cin_per_group, int64_t chunk_channels);
 
 // Scratch layout of the (zero-padded) input. The buffer is a grid of "positions", each holding
 // `lanes` floats: per batch item, per channel, sH*sW phase planes (plane (a, b) holds padded rows
@@ -48,9 +55,10 @@ struct InputLayout {
   }
 };
 
-// Copies channel c of batch item n of x into its place in buffer (padding stays zero).
-void copy_input(const ConvParams& params, const InputLayout& layout, const float* x, int64_t n, int64_t c,
-                float* buffer);
+// Copies channel c of batch item n of x into its place in buffer (padding stays zero); gather is
+// the tile kernel's lane transpose.
+void copy_input(const ConvParams& params, const InputLayout& layout, tile::GatherFn gather, const float* x, int64_t n,
+                int64_t c, float* buffer);
 
 struct TilePlan {
   InputLayout layout;

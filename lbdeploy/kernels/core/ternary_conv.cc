@@ -86,8 +86,8 @@ void write_out(const float* sums, int64_t count, float scale, float bias, Activa
   });
 }
 
-// Writes one finished tile (sums for kBlock channels) into Y with the fused epilogue.
-struct Epilogue {
+// Writes one finished flat-layout tile (sums for kBlock channels) into Y with the fused epilogue.
+struct FlatEpilogue {
   const float* acc;           // [kBlock][kernel.rows][kernel.width]
   const tile::TileKernel& kernel;
   const InputLayout& layout;
@@ -97,8 +97,8 @@ struct Epilogue {
   Activation act;
   float* y;                   // plane of the tile's first channel in this batch item
 
-  // Flat layout: tile row r covers flat indices f = oy * wq + ox from f0 + r * row_stride.
-  void flat_tile(int64_t channels, int64_t f0, int64_t row_stride) const {
+  // Tile row r covers flat indices f = oy * wq + ox from f0 + r * row_stride.
+  void write(int64_t channels, int64_t f0, int64_t row_stride) const {
     for (int r = 0; r < kernel.rows; ++r) {
       const int64_t f = f0 + r * row_stride;
       int64_t oy = f / layout.wq, ox = f % layout.wq, k = 0;
@@ -115,29 +115,14 @@ struct Epilogue {
       }
     }
   }
-
-  // Lane layout: lane L of position (yl + r, ox + column) is output row L * lane_rows + yl + r.
-  void lane_tile(int64_t channels, int64_t start) const {
-    const int64_t lanes = layout.lanes, columns = kernel.width / lanes;
-    const int64_t yl = start / layout.row_stride, ox = (start % layout.row_stride) / lanes;
-    const int64_t count = std::min(columns, ys.w - ox);
-    const int64_t rows = std::min<int64_t>(kernel.rows, layout.lane_rows - yl);
-    with_activation(act, [&](auto f) {
-      for (int64_t o = 0; o < channels; ++o) {
-        const float s = scale[o], b = bias[o];
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* sums = acc + (o * kernel.rows + r) * kernel.width;
-          for (int64_t lane = 0; lane < lanes; ++lane) {
-            const int64_t oy = lane * layout.lane_rows + yl + r;
-            if (oy >= ys.h) break;
-            float* out = y + (o * ys.h + oy) * ys.w + ox;
-            for (int64_t k = 0; k < count; ++k) out[k] = f(s * sums[k * lanes + lane] + b);
-          }
-        }
-      }
-    });
-  }
 };
+
+// The first 64-byte aligned address at or after data (data must have 15 floats of slack).
+float* aligned_floats(float* data) {
+  const uintptr_t address = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t mask = 16 * sizeof(float) - 1;
+  return reinterpret_cast<float*>((address + mask) & ~mask);
+}
 
 void check_code_bytes(const uint8_t* data, int64_t cout, int64_t row_bytes) {
   for (int64_t i = 0; i < cout * row_bytes; ++i) {
@@ -191,9 +176,17 @@ class TernaryConvImpl {
     prepared->cin_per_group = cin_per_group;
     prepared->weights = std::move(weights);
     if (path == Path::kTiles) {
-      prepared->program = build_pattern_program(params, prepared->weights, cout, cin_per_group);
+      prepared->program = build_pattern_program(params, prepared->weights, cout, cin_per_group, chunk_channels());
     }
     prepared_ = prepared;
+  }
+
+  // Input channels per program step: as many as keep one tile's input within kTileInputBytes.
+  int64_t chunk_channels() const {
+    constexpr int64_t kTileInputBytes = 24 * 1024;
+    const int64_t rows = kernel.rows + (params.kernel_h - 1) * params.dilation_h;
+    const int64_t width = kernel.width + (params.kernel_w - 1) * params.dilation_w * kernel.lanes;
+    return std::max<int64_t>(1, kTileInputBytes / (rows * width * static_cast<int64_t>(sizeof(float))));
   }
 
   std::shared_ptr<const Prepared> prepared_for(int64_t cin_per_group) {
@@ -242,9 +235,7 @@ class TernaryConvImpl {
       buffer.assign(size, 0.0f);
       if (lock.owns_lock()) scratch_layout_ = layout;
     }
-    const uintptr_t address = reinterpret_cast<uintptr_t>(buffer.data());
-    const uintptr_t mask = kAlignFloats * sizeof(float) - 1;
-    return reinterpret_cast<float*>((address + mask) & ~mask);
+    return aligned_floats(buffer.data());
   }
 
  private:
@@ -326,39 +317,83 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
   std::unique_lock<std::mutex> scratch_lock;
   std::vector<float> local;
   float* buffer = impl.scratch_for(layout, scratch_lock, local);
+  const tile::TileKernel kernel = impl.kernel;
   parallel_for(static_cast<size_t>(xs.n * xs.c), [&](size_t item) {
-    copy_input(p, layout, x, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c, buffer);
+    copy_input(p, layout, kernel.gather, x, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c,
+               buffer);
   });
 
-  // Work items are runs of kTilesPerItem tiles (a few output rows: their input stays in L2);
-  // each item runs every channel block over all its tiles in turn, so one block's program and
-  // branch pattern repeat back to back.
-  constexpr int64_t kTilesPerItem = 2;
+  // Work items: lane layout, up to kGroupTiles neighbouring tiles of one tile row (groups of
+  // near-equal size); flat layout, one tile. For each tile the program's steps run chunk by chunk
+  // of input channels, every channel block over one chunk while the chunk's tile input sits in
+  // L1. The tile kernel accumulates an item's sums in `sums` ([block][channel][tile row][item
+  // column]); then the epilogue writes them to Y: lane layout, one transpose per channel row with
+  // scale, bias and relu fused (whole vectors, not a few floats per output row); flat layout,
+  // per tile.
+  constexpr int64_t kGroupTiles = 4;
   const PatternProgram& program = prepared->program;
-  const tile::TileKernel kernel = impl.kernel;
   const int64_t tiles = static_cast<int64_t>(plan->tile_starts.size());
-  const int64_t items_per_batch = (tiles + kTilesPerItem - 1) / kTilesPerItem;
+  const bool lanes = layout.lanes > 1;
+  const int64_t tile_rows = lanes ? (layout.lane_rows + kernel.rows - 1) / kernel.rows : tiles;
+  const int64_t tiles_per_row = tiles / tile_rows;
+  const int64_t group_tiles = lanes ? kGroupTiles : 1;
+  const int64_t groups_per_row = (tiles_per_row + group_tiles - 1) / group_tiles;
+  const int64_t items_per_batch = tile_rows * groups_per_row;
   const int64_t cout_g = ys.c / p.group;
+  const int64_t sums_row = group_tiles * kernel.width;
+  const int64_t channel_floats = kernel.rows * sums_row;
+  const int64_t block_floats = tile::kBlock * channel_floats;
   parallel_for(static_cast<size_t>(xs.n * items_per_batch), [&](size_t item) {
     const int64_t n = static_cast<int64_t>(item) / items_per_batch;
-    const int64_t first_tile = (static_cast<int64_t>(item) % items_per_batch) * kTilesPerItem;
-    const int64_t last_tile = std::min(tiles, first_tile + kTilesPerItem);
-    alignas(64) float acc[tile::kBlock * tile::kMaxTileFloats];
-    for (int64_t b = 0; b < program.blocks(); ++b) {
-      const int32_t* counts = program.counts.data() + b * 2 * tile::kPatterns;
-      const int32_t* offsets = plan->offsets.data() + program.block_start[static_cast<size_t>(b)];
-      const int64_t g = b / program.blocks_per_group;
-      const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
-      const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
-      for (int64_t t = first_tile; t < last_tile; ++t) {
-        const int64_t f0 = plan->tile_starts[static_cast<size_t>(t)];
-        kernel.fn(buffer + n * layout.batch_stride + f0, plan->row_stride, counts, offsets, acc);
-        const Epilogue epilogue{acc, kernel, layout, ys, scale + first, bias + first, p.activation,
-                                y + (n * ys.c + first) * plane};
-        if (layout.lanes > 1) {
-          epilogue.lane_tile(valid, f0);
+    const int64_t row = (static_cast<int64_t>(item) % items_per_batch) / groups_per_row;
+    const int64_t group = (static_cast<int64_t>(item) % items_per_batch) % groups_per_row;
+    const int64_t group_begin = group * tiles_per_row / groups_per_row;
+    const int64_t item_tiles = (group + 1) * tiles_per_row / groups_per_row - group_begin;
+    std::unique_ptr<float[]> storage(new float[static_cast<size_t>(program.block_count * block_floats + 16)]);
+    float* sums = aligned_floats(storage.get());
+    const int64_t first_tile = row * tiles_per_row + group_begin;
+    for (int64_t slot = 0; slot < item_tiles; ++slot) {
+      const float* base = buffer + n * layout.batch_stride + plan->tile_starts[static_cast<size_t>(first_tile + slot)];
+      for (int64_t s = 0; s < program.steps(); ++s) {
+        const size_t step = static_cast<size_t>(s);
+        kernel.fn(base, plan->row_stride, program.counts.data() + s * 2 * tile::kPatterns,
+                  plan->offsets.data() + program.step_start[step],
+                  sums + program.step_block[step] * block_floats + slot * kernel.width, sums_row,
+                  program.step_first[step] == 0);
+      }
+    }
+    if (!lanes) {
+      const int64_t f0 = plan->tile_starts[static_cast<size_t>(first_tile)];
+      for (int64_t b = 0; b < program.block_count; ++b) {
+        const int64_t g = b / program.blocks_per_group;
+        const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
+        const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
+        const FlatEpilogue epilogue{sums + b * block_floats, kernel, layout, ys, scale + first, bias + first,
+                                    p.activation, y + (n * ys.c + first) * plane};
+        epilogue.write(valid, f0, plan->row_stride);
+      }
+      return;
+    }
+    // Lane L of sums row r is output row L * lane_rows + yl + r, from column ox0.
+    const int64_t yl = row * kernel.rows;
+    const int64_t columns = kernel.width / layout.lanes;
+    const int64_t ox0 = group_begin * columns;
+    const int64_t count = std::min(item_tiles * columns, ys.w - ox0);
+    std::vector<float*> rows(static_cast<size_t>(layout.lanes));
+    for (int64_t c = 0; c < ys.c; ++c) {
+      // Channel c's sums sit in its group's block (c % cout_g) / kBlock, channel (c % cout_g) % kBlock.
+      const int64_t slot = (c / cout_g * program.blocks_per_group) * tile::kBlock + c % cout_g;
+      for (int64_t r = 0; r < kernel.rows && yl + r < layout.lane_rows; ++r) {
+        float* values = sums + slot * channel_floats + r * sums_row;
+        for (int64_t lane = 0; lane < layout.lanes; ++lane) {
+          const int64_t oy = lane * layout.lane_rows + yl + r;
+          rows[static_cast<size_t>(lane)] = oy < ys.h ? y + ((n * ys.c + c) * ys.h + oy) * ys.w + ox0 : nullptr;
+        }
+        if (p.activation == Activation::kSigmoid) {
+          write_out(values, count * layout.lanes, scale[c], bias[c], p.activation, values);
+          kernel.scatter(values, count, rows.data(), 1.0f, 0.0f, false);
         } else {
-          epilogue.flat_tile(valid, f0, plan->row_stride);
+          kernel.scatter(values, count, rows.data(), scale[c], bias[c], p.activation == Activation::kRelu);
         }
       }
     }

@@ -1,5 +1,6 @@
 // AVX2 tile kernel (x86-64; built with -mavx2, run only where the CPU reports AVX2).
-// Tiles of 3 rows x 2 vectors of 8 floats: 12 of the 16 ymm registers hold pattern sums.
+// Tiles of 1 row x 3 vectors of 8 floats: 15 of the 16 ymm registers hold totals (12) and
+// pattern sums (3).
 #include <immintrin.h>
 
 #include "tile_kernel.h"
@@ -18,11 +19,14 @@ struct VecAvx2 {
   static void store(float* p, Reg a) { _mm256_storeu_ps(p, a); }
 };
 
-using Impl = TileImpl<VecAvx2, 2, 3>;
+using Impl = TileImpl<VecAvx2, 3, 1>;
 
 }  // namespace
 
-TileKernel avx2_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
+TileKernel avx2_kernel() {
+  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+          &scatter_lanes<Impl::kLanes>};
+}
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -1,14 +1,21 @@
 // The inner loop of the optimized TernaryConv: one tile of output pixels for a block of
-// kBlock output channels, written once as a template over a small vector type and compiled
-// once per instruction set (tile_avx512.cc, tile_avx2.cc, tile_neon.cc, tile_scalar.cc).
+// kBlock output channels over one chunk of input channels, written once as a template over a
+// small vector type and compiled once per instruction set (tile_avx512.cc, tile_avx2.cc,
+// tile_neon.cc, tile_scalar.cc).
 //
 // Idea (sharing sums across output channels): for kBlock output channels, every input tap
 // (c, i, j) has a joint ternary pattern, e.g. (+1, 0, -1, +1). Taps whose patterns are equal up
 // to sign are summed once into S (taps with the opposite sign are subtracted), and S is then
 // added to or subtracted from each channel where the pattern is non-zero. With kBlock = 4 there
 // are 40 patterns up to sign; at density 0.5 this needs about half the additions and half the
-// input loads of a per-channel pass (270 instead of 576 taps per output channel). The patterns are enumerated in a fixed order so the
-// combine step is straight-line code; the weights arrive pre-sorted by pattern (see plan.cc).
+// input loads of a per-channel pass (270 instead of 576 taps per output channel). The patterns
+// are enumerated in a fixed order so the combine step is straight-line code; the weights arrive
+// pre-sorted by pattern (see plan.cc).
+//
+// Cache and register blocking: a tile is small (AVX-512: 2 x 3 vectors) so that the kBlock
+// channel totals of the tile stay in registers through a whole call and the combine step touches
+// no memory; a call covers one chunk of input channels, whose tile input (~24 KiB) the caller
+// keeps in L1 while every channel block runs over it.
 //
 // ISA files include only this header and their intrinsics header: no standard library code is
 // instantiated here, so nothing compiled with wider vector flags can leak into shared code.
@@ -21,20 +28,28 @@
 namespace lbdeploy {
 namespace tile {
 
-// Computes out[o][r][k] = sum over the block's taps of +-base[r * row_stride + offset + k] for
-// o < kBlock, r < rows and k < width, where the program (counts, offsets) lists for each pattern
-// in kPatternTable order the offsets of its + taps then its - taps (counts: both lengths).
+// Computes out[(o * rows + r) * out_row + k] (+)= sum over the listed taps of
+// +-base[r * row_stride + offset + k] for o < kBlock, r < rows and k < width, where the program
+// (counts, offsets) lists for each pattern in kPatternTable order the offsets of its + taps then
+// its - taps (counts: both lengths). With accumulate the sums are added to out, else they
+// overwrite it.
 using TileFn = void (*)(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets,
-                        float* out);
+                        float* out, int64_t out_row, bool accumulate);
 
-// Upper bound of rows * width of any tile kernel (the caller's tile buffer holds kBlock of these).
-constexpr int kMaxTileFloats = 1024;
+// Lane transposes between `lanes` rows of plain floats and positions of `lanes` floats (the lane
+// layout of plan.h), for m < count. gather: dst[m * lanes + L] = rows[L][m] (0 where rows[L] is
+// null). scatter, with the fused epilogue: rows[L][m] = v or max(v, 0) (relu) for
+// v = scale * src[m * lanes + L] + bias (row L skipped where null).
+using GatherFn = void (*)(const float* const* rows, int64_t count, float* dst);
+using ScatterFn = void (*)(const float* src, int64_t count, float* const* rows, float scale, float bias, bool relu);
 
 struct TileKernel {
   int rows;   // output rows per tile
   int width;  // floats per tile row (a multiple of the vector width)
   int lanes;  // floats per vector
   TileFn fn;
+  GatherFn gather;
+  ScatterFn scatter;
 };
 
 // One variant per instruction set (each defined in its own translation unit).
@@ -43,10 +58,32 @@ TileKernel avx2_kernel();
 TileKernel neon_kernel();
 TileKernel scalar_kernel();
 
+// Plain-loop lane transposes, for instruction sets without a faster variant (static: each ISA
+// file gets its own copy, so none compiled with wider vector flags is shared).
+template <int kLanes>
+static void gather_lanes(const float* const* rows, int64_t count, float* dst) {
+  for (int lane = 0; lane < kLanes; ++lane) {
+    const float* row = rows[lane];
+    for (int64_t m = 0; m < count; ++m) dst[m * kLanes + lane] = row ? row[m] : 0.0f;
+  }
+}
+
+template <int kLanes>
+static void scatter_lanes(const float* src, int64_t count, float* const* rows, float scale, float bias, bool relu) {
+  for (int lane = 0; lane < kLanes; ++lane) {
+    float* row = rows[lane];
+    if (row == nullptr) continue;
+    for (int64_t m = 0; m < count; ++m) {
+      const float v = scale * src[m * kLanes + lane] + bias;
+      row[m] = relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
 // V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b), store(p, a).
-// Pc vectors per tile row, R rows: R*Pc independent sums per tap hide the add latency, and
-// 2*R*Pc registers hold the + and - sums of the current pattern. The per-channel totals live in
-// `out` (L1): they are touched once per pattern, the input once per tap.
+// Pc vectors per tile row, R rows. Registers: kBlock * R * Pc channel totals plus R * Pc pattern
+// sums, one add chain each (plus and minus taps go into the same sums; a second set of sums to
+// break the chains needed a remainder branch per list and was slower).
 template <class V, int Pc, int R>
 struct TileImpl {
   using Reg = typename V::Reg;
@@ -54,52 +91,62 @@ struct TileImpl {
   static constexpr int kRows = R;
   static constexpr int kLanes = V::kWidth;
   static constexpr int kVectors = Pc * R;
-  static_assert(kWidth * R <= kMaxTileFloats, "tile too large for the caller's buffer");
+
+  // Adds (kAdd) or subtracts one list of taps to the pattern sums.
+  template <bool kAdd>
+  static inline __attribute__((always_inline)) void sum_list(const float* base, int64_t row_stride,
+                                                             const int32_t* offsets, int count, Reg* sum) {
+    for (int t = 0; t < count; ++t) {
+      const float* src = base + offsets[t];
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) {
+        const Reg x = V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth);
+        sum[v] = kAdd ? V::add(sum[v], x) : V::sub(sum[v], x);
+      }
+    }
+  }
 
   template <int I>
   static inline __attribute__((always_inline)) void pattern(const float* base, int64_t row_stride,
                                                             const int32_t* counts, const int32_t*& offsets,
-                                                            float* out) {
-    Reg plus[kVectors], minus[kVectors];
-#pragma GCC unroll 32
-    for (int v = 0; v < kVectors; ++v) {
-      plus[v] = V::zero();
-      minus[v] = V::zero();
-    }
+                                                            Reg (&total)[kBlock][kVectors]) {
     const int n_plus = counts[2 * I], n_minus = counts[2 * I + 1];
-    for (int t = 0; t < n_plus; ++t) {
-      const float* src = base + offsets[t];
-#pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v)
-        plus[v] = V::add(plus[v], V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth));
-    }
-    offsets += n_plus;
-    for (int t = 0; t < n_minus; ++t) {
-      const float* src = base + offsets[t];
-#pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v)
-        minus[v] = V::add(minus[v], V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth));
-    }
-    offsets += n_minus;
     if (n_plus + n_minus > 0) {
+      Reg sum[kVectors];
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) sum[v] = V::zero();
+      sum_list<true>(base, row_stride, offsets, n_plus, sum);
+      sum_list<false>(base, row_stride, offsets + n_plus, n_minus, sum);
+      offsets += n_plus + n_minus;
 #pragma GCC unroll 32
       for (int v = 0; v < kVectors; ++v) {
-        const Reg sum = V::sub(plus[v], minus[v]);
 #pragma GCC unroll 8
         for (int o = 0; o < kBlock; ++o) {
-          float* total = out + (o * R + v / Pc) * kWidth + (v % Pc) * V::kWidth;
-          if (kPatternTable.digit[I][o] > 0) V::store(total, V::add(V::load(total), sum));
-          if (kPatternTable.digit[I][o] < 0) V::store(total, V::sub(V::load(total), sum));
+          if (kPatternTable.digit[I][o] > 0) total[o][v] = V::add(total[o][v], sum[v]);
+          if (kPatternTable.digit[I][o] < 0) total[o][v] = V::sub(total[o][v], sum[v]);
         }
       }
     }
-    if constexpr (I + 1 < kPatterns) pattern<I + 1>(base, row_stride, counts, offsets, out);
+    if constexpr (I + 1 < kPatterns) pattern<I + 1>(base, row_stride, counts, offsets, total);
   }
 
-  static void run(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets, float* out) {
+  static void run(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets, float* out,
+                  int64_t out_row, bool accumulate) {
+    Reg total[kBlock][kVectors];
 #pragma GCC unroll 32
-    for (int v = 0; v < kBlock * kVectors; ++v) V::store(out + v * V::kWidth, V::zero());
-    pattern<0>(base, row_stride, counts, offsets, out);
+    for (int o = 0; o < kBlock; ++o) {
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) {
+        float* p = out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth;
+        total[o][v] = accumulate ? V::load(p) : V::zero();
+      }
+    }
+    pattern<0>(base, row_stride, counts, offsets, total);
+#pragma GCC unroll 32
+    for (int o = 0; o < kBlock; ++o) {
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) V::store(out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth, total[o][v]);
+    }
   }
 };
 

@@ -1,5 +1,6 @@
 // NEON tile kernel (aarch64, where NEON is always present).
-// Tiles of 2 rows x 4 vectors of 4 floats: 16 of the 32 q registers hold pattern sums.
+// Tiles of 2 rows x 2 vectors of 4 floats: 20 of the 32 q registers hold totals and pattern sums; the
+// rest take the loads (aarch64 adds have no memory operands).
 #include <arm_neon.h>
 
 #include "tile_kernel.h"
@@ -18,11 +19,14 @@ struct VecNeon {
   static void store(float* p, Reg a) { vst1q_f32(p, a); }
 };
 
-using Impl = TileImpl<VecNeon, 4, 2>;
+using Impl = TileImpl<VecNeon, 2, 2>;
 
 }  // namespace
 
-TileKernel neon_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
+TileKernel neon_kernel() {
+  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+          &scatter_lanes<Impl::kLanes>};
+}
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -24,7 +24,10 @@ using Impl = TileImpl<VecScalar, 2, 1>;
 
 }  // namespace
 
-TileKernel scalar_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run}; }
+TileKernel scalar_kernel() {
+  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+          &scatter_lanes<Impl::kLanes>};
+}
 
 }  // namespace tile
 }  // namespace lbdeploy
