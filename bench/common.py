@@ -98,6 +98,8 @@ class Comparison:
     target: float | None  # None: informative only
     target_text: str
     repeats: int
+    density: float | None = None  # of the ternary weights, where one applies
+    cpu_ratio_of_mins: float | None = None  # calling-thread CPU time; meaningful with 1 thread only
 
     @property
     def passed(self) -> bool | None:
@@ -110,30 +112,35 @@ class Comparison:
 
 
 def compare(group: str, name: str, times: dict, subject: str, baseline: str, target: float | None = None,
-            target_text: str | None = None) -> Comparison:
+            target_text: str | None = None, density: float | None = None) -> Comparison:
     """A `Comparison` of two runners of one `interleaved_times` result.
 
     Args:
         target: the ratio subject/baseline must be at most this (None: no target).
         target_text: how the target reads (default "<= 0.50x").
+        density: the ternary density of the subject, recorded with the result.
     """
-    wall = times["wall"]
+    wall, cpu = times["wall"], times["cpu"]
     med_s, med_b = statistics.median(wall[subject]), statistics.median(wall[baseline])
     min_s, min_b = min(wall[subject]), min(wall[baseline])
     text = target_text or ("" if target is None else f"<= {target:.2f}x")
+    cpu_ratio = min(cpu[subject]) / min(cpu[baseline]) if min(cpu[baseline]) > 0 else None
     return Comparison(group, name, subject, baseline, med_s * 1e3, med_b * 1e3, min_s * 1e3, min_b * 1e3,
-                      med_s / med_b, min_s / min_b, target, text, len(wall[subject]))
+                      med_s / med_b, min_s / min_b, target, text, len(wall[subject]), density, cpu_ratio)
 
 
-def format_comparison(c: Comparison) -> str:
-    """One result line: medians (mins), the ratio and the target with its verdict."""
+def format_comparison(c: Comparison, cpu: bool = False) -> str:
+    """One result line: medians (mins), the ratio and the target with its verdict (+ the CPU-time ratio)."""
     verdict = {True: "ok", False: "MISSED", None: ""}[c.passed]
-    return (f"{c.name:<44} {c.subject_ms:>9.2f} ({c.subject_min_ms:8.2f}) {c.baseline_ms:>9.2f} "
-            f"({c.baseline_min_ms:8.2f}) {c.ratio:>7.3f}x ({c.ratio_of_mins:.3f}x)  {c.target_text:<18} {verdict}")
+    line = (f"{c.name:<44} {c.subject_ms:>9.2f} ({c.subject_min_ms:8.2f}) {c.baseline_ms:>9.2f} "
+            f"({c.baseline_min_ms:8.2f}) {c.ratio:>7.3f}x ({c.ratio_of_mins:.3f}x)  {c.target_text:<18} {verdict:<7}")
+    return line + (f" {c.cpu_ratio_of_mins:.3f}x" if cpu and c.cpu_ratio_of_mins is not None else "")
 
 
-HEADER = (f"{'comparison (subject vs baseline)':<44} {'subject ms':>20} {'baseline ms':>20} {'ratio':>17}  "
-          f"{'target':<18} verdict")
+def header(cpu: bool = False) -> str:
+    """The column titles of `format_comparison` lines."""
+    return (f"{'comparison (subject vs baseline)':<44} {'subject ms':>20} {'baseline ms':>20} {'ratio':>17}  "
+            f"{'target':<18} verdict" + (" 1-thread CPU-time ratio (mins)" if cpu else ""))
 
 
 def _cpu_model() -> str:
@@ -147,7 +154,7 @@ def _cpu_model() -> str:
 
 
 def machine_description(threads: int) -> dict:
-    """CPU model, usable cores, load average, library versions, threads and the date (UTC)."""
+    """CPU model, usable cores, load average (now), library versions, threads and the date (UTC)."""
     import onnxruntime
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -167,6 +174,8 @@ def machine_description(threads: int) -> dict:
 def describe_machine(machine: dict) -> str:
     """The machine as one line for the printed report."""
     load = ", ".join(f"{v:.2f}" for v in machine["load_average"])
+    after = machine.get("load_average_after")
+    load += f" before, {', '.join(f'{v:.2f}' for v in after)} after the run" if after else ""
     return (f"{machine['cpu']} ({machine['arch']}), {machine['cores']} cores, {machine['threads']} threads; "
             f"onnxruntime {machine['onnxruntime']}, tvm {machine['tvm'] or 'absent'}; load average {load}; "
             f"{machine['date']}")

@@ -16,7 +16,7 @@ import argparse
 
 import numpy as np
 
-from common import HEADER, Comparison, compare, format_comparison, interleaved_times, ort_session, session_runner
+from common import Comparison, compare, format_comparison, header, interleaved_times, ort_session, session_runner
 
 TARGETS = {0.5: 0.50, 0.1: 0.20}
 
@@ -60,12 +60,8 @@ def sessions(cin: int, cout: int, size: int, density: float, threads: int, libra
 
 
 def kernel_comparisons(densities, threads: int, repeats: int, library: str, cin: int = 128, cout: int = 128,
-                       size: int = 64) -> list[tuple[Comparison, dict]]:
-    """TernaryConv vs dense Conv at each density.
-
-    Returns:
-        [(Comparison, times)] per density, `times` as from `interleaved_times` (for CPU-time ratios).
-    """
+                       size: int = 64) -> list[Comparison]:
+    """TernaryConv vs dense Conv at each density, one `Comparison` per density."""
     results = []
     for density in densities:
         ternary, dense, x = sessions(cin, cout, size, density, threads, library)
@@ -73,7 +69,7 @@ def kernel_comparisons(densities, threads: int, repeats: int, library: str, cin:
         times = interleaved_times({"ternary": session_runner(ternary, feed), "dense": session_runner(dense, feed)},
                                   repeats, warmup=5)
         name = f"TernaryConv d={density:g} vs Conv {cin}->{cout} 3x3 {size}x{size}"
-        results.append((compare("kernel", name, times, "ternary", "dense", TARGETS.get(density)), times))
+        results.append(compare("kernel", name, times, "ternary", "dense", TARGETS.get(density), density=density))
     return results
 
 
@@ -92,13 +88,10 @@ def main() -> None:
     library = args.library or str(build_ort_library())
     print(f"batch 1, pad 1, {args.threads} threads; wall clock, median (min) of interleaved runs; "
           "the targets apply to the median ratio")
-    print(HEADER + ("   1-thread CPU-time ratio (min)" if args.threads == 1 else ""))
-    for comparison, times in kernel_comparisons(args.densities, args.threads, args.repeats, library,
-                                                args.cin, args.cout, args.size):
-        line = format_comparison(comparison)
-        if args.threads == 1:
-            line += f"   {min(times['cpu']['ternary']) / min(times['cpu']['dense']):.3f}x"
-        print(line)
+    print(header(cpu=args.threads == 1))
+    for comparison in kernel_comparisons(args.densities, args.threads, args.repeats, library,
+                                         args.cin, args.cout, args.size):
+        print(format_comparison(comparison, cpu=args.threads == 1))
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, input_shape: tuple, calibrati
         `out_path`.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
 
     class RandomImages(CalibrationDataReader):
         def __init__(self, input_name: str):

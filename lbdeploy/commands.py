@@ -91,6 +91,9 @@ def _table(analysis) -> str:
 def inspect(model_pt, as_json, layers):
     """Show trainable/fixed parameters, FLOPs and weight bytes of a model.pt.
 
+    For LBRN models it also shows what each ternary density buys: TernaryConv time relative to a
+    dense conv (measured by bench/run.py --save-advice) next to the paper's accuracy per density.
+
     \b
     Example:
       lbdeploy inspect m.pt
@@ -98,17 +101,21 @@ def inspect(model_pt, as_json, layers):
     """
     from lbdeploy.analysis import analyze, paper_totals
     from lbdeploy.checkpoint import load_model
+    from lbdeploy.density_advice import density_advice, format_advice, load_results
 
     model, ckpt = load_model(model_pt)
     analysis = analyze(model)
+    advice = density_advice(analysis.density, load_results()) if analysis.ternary_layers else None
     if as_json:
         data = analysis.to_dict(per_layer=layers)
         data["config"] = ckpt.config
         data["paper"] = paper_totals(analysis.arch)
         data["metadata"] = ckpt.metadata
+        data["density_advice"] = advice
         click.echo(json.dumps(data, indent=2))
     else:
-        click.echo(_table(analysis) if layers else _table(analysis).split("\n\n", 1)[-1])
+        table = _table(analysis) if layers else _table(analysis).split("\n\n", 1)[-1]
+        click.echo("\n".join([table, *format_advice(advice)]) if advice else table)
 
 
 @click.command("models")

@@ -1,0 +1,224 @@
+"""The benchmark suite of issue 6: every speed ratio with its target, measured side by side.
+
+    .venv/bin/python bench/run.py                        # kernel, block and end to end, 2 threads
+    .venv/bin/python bench/run.py --quick --only kernel  # smoke test
+    .venv/bin/python bench/run.py --json out.json --skip-tvm
+    .venv/bin/python bench/run.py --only kernel --save-advice --threads 1   # refresh lbdeploy/data/bench_results.json
+
+Groups (docs/benchmarks.md says what each one means):
+- kernel: TernaryConv (ORT + libternary_ort.so) vs ORT dense fp32 Conv, 128->128 3x3 64x64;
+- block: the LBB block vs the dense bottleneck (256 channels, 128 mid, 64x64), both exported
+  through the project exporter and run in ORT;
+- e2e: LBRN-S 8 stacks 256x256 (ORT, and TVM when installed) vs SHN fp32, SHN int8 (ORT static
+  quantization) and LBRN-S lowered to plain Conv (`--ops standard`).
+
+Within a group every contender runs once per round (interleaved), so machine load hits all alike;
+ratios are of medians (mins in brackets). The targets apply to the best backend. To add a
+comparison, add its runner to a group's `runners` and a `compare(...)` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
+                    machine_description, ort_session, progress, session_runner)
+from kernel import kernel_comparisons
+
+GROUPS = ("kernel", "block", "e2e")
+KERNEL_DENSITIES = (0.1, 0.5)
+# Densities of the density advice of `lbdeploy inspect`: the ones of the paper's Table 2.
+ADVICE_DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+ADVICE_FILE = REPO / "lbdeploy" / "data" / "bench_results.json"
+BLOCK_TARGET = 0.60  # LBB / dense bottleneck at density 0.5
+E2E_TARGETS = {0.5: 0.65, 0.1: 0.50}  # LBRN-S / SHN fp32
+PLAIN_SPEEDUP = 1.5  # LBRN-S at least this much faster than LBRN-S as plain Conv
+E2E_STACKS, E2E_SIZE = 8, 256
+# (kernel, block, e2e) repeats
+REPEATS = {"full": (50, 30, 10), "quick": (3, 3, 2)}
+
+
+def run_kernel(args, library: str) -> list:
+    """TernaryConv vs dense Conv at the target densities (all advice densities with --save-advice)."""
+    densities = sorted(set(KERNEL_DENSITIES) | (set(ADVICE_DENSITIES) if args.save_advice else set()))
+    progress(f"kernel: densities {', '.join(f'{d:g}' for d in densities)}")
+    return kernel_comparisons(densities, args.threads, args.repeats_for("kernel"), library)
+
+
+def run_block(args, library: str, work: Path) -> list:
+    """LBB vs the dense bottleneck, 256 channels, 128 mid, 64x64, in ORT."""
+    from models import export_block
+
+    x = np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32)
+    runners = {}
+    for variant, density in (("dense", 0.5), ("lbb", 0.5), ("lbb", 0.1)):
+        name = f"{variant}-{density:g}"
+        progress(f"block: exporting {variant} (density {density:g})")
+        path = export_block(variant, density, work / f"block-{name}.onnx")
+        session = ort_session(path, args.threads, library if variant != "dense" else None)
+        runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+    progress(f"block: timing {args.repeats_for('block')} interleaved rounds")
+    times = interleaved_times(runners, args.repeats_for("block"))
+    return [
+        compare("block", "LBB d=0.5 vs dense bottleneck 256/128 64x64", times, "lbb-0.5", "dense-0.5", BLOCK_TARGET,
+                density=0.5),
+        compare("block", "LBB d=0.1 vs dense bottleneck 256/128 64x64", times, "lbb-0.1", "dense-0.5", density=0.1),
+    ]
+
+
+def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, list]:
+    """Export (and quantize / compile) the end-to-end contenders; returns (runners, TVM backend names)."""
+    from models import export_network, quantize_int8, tvm_runner
+
+    stacks = args.stacks
+    paths = {}
+    for density in E2E_TARGETS:
+        progress(f"e2e: exporting LBRN-S {stacks} stacks, density {density:g} (TernaryConv)")
+        paths[f"lbrn-s-{density:g}"] = export_network("lbrn-s", work / f"lbrn-s-{density:g}.onnx", stacks=stacks,
+                                                      density=density)
+    progress(f"e2e: exporting LBRN-S {stacks} stacks as plain Conv (--ops standard)")
+    paths["lbrn-s-plain"] = export_network("lbrn-s", work / "lbrn-s-plain.onnx", ops="standard", stacks=stacks)
+    progress(f"e2e: exporting SHN {stacks} stacks")
+    paths["shn-fp32"] = export_network("shn", work / "shn.onnx", ops="standard", stacks=stacks)
+    progress("e2e: SHN int8 static quantization (calibrating on random images)")
+    paths["shn-int8"] = quantize_int8(paths["shn-fp32"], work / "shn-int8.onnx", x.shape, args.calibration_images)
+    ternary = {f"lbrn-s-{density:g}" for density in E2E_TARGETS}  # need our kernel library
+    runners = {}
+    for name, path in paths.items():
+        session = ort_session(path, args.threads, library if name in ternary else None)
+        runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+    tvm_names = []
+    if not args.skip_tvm:
+        try:
+            import tvm  # noqa: F401
+        except ImportError:
+            progress("e2e: apache-tvm is not installed, skipping the TVM backend")
+        else:
+            for density in E2E_TARGETS:
+                name = f"lbrn-s-{density:g}-tvm"
+                runners[name] = tvm_runner(paths[f"lbrn-s-{density:g}"], work / name, args.threads, x)
+                tvm_names.append(name)
+    return runners, tvm_names
+
+
+def run_e2e(args, library: str, work: Path) -> list:
+    """LBRN-S (each backend) vs SHN fp32, SHN int8 and LBRN-S as plain Conv; targets on the best backend."""
+    x = np.random.default_rng(0).standard_normal((1, 3, E2E_SIZE, E2E_SIZE)).astype(np.float32)
+    runners, tvm_names = _e2e_runners(args, library, work, x)
+    progress(f"e2e: timing {len(runners)} models, {args.repeats_for('e2e')} interleaved rounds")
+    times = interleaved_times(runners, args.repeats_for("e2e"), warmup=1)
+    results = []
+    for density, target in E2E_TARGETS.items():
+        backends = [f"lbrn-s-{density:g}"] + [n for n in tvm_names if n.startswith(f"lbrn-s-{density:g}-")]
+        best = min(backends, key=lambda n: float(np.median(times["wall"][n])))
+        baselines = [("shn-fp32", "SHN fp32", target, None),
+                     ("lbrn-s-plain", "LBRN-S plain Conv", 1 / PLAIN_SPEEDUP, f">= {PLAIN_SPEEDUP:g}x faster"),
+                     ("shn-int8", "SHN int8 (ORT QDQ)", None, None)]
+        for subject in backends:
+            engine = "TVM" if subject.endswith("-tvm") else "ORT"
+            label = f"LBRN-S{args.stacks} d={density:g} {engine}"
+            for baseline, baseline_label, goal, goal_text in baselines:
+                if goal is not None and subject != best:
+                    goal, goal_text = None, "(not best backend)"
+                results.append(compare("e2e", f"{label} vs {baseline_label}", times, subject, baseline, goal,
+                                       goal_text, density=density))
+    return results
+
+
+def save_advice(results: list, machine: dict, path: Path) -> None:
+    """Write the density-advice file read by `lbdeploy inspect` (lbdeploy/density_advice.py)."""
+    single = machine["threads"] == 1  # then ORT computes on the calling thread: CPU time is robust to load
+    kernel = [{"density": c.density, "ratio": round(c.ratio, 4), "ratio_of_mins": round(c.ratio_of_mins, 4),
+               "cpu_ratio_of_mins": round(c.cpu_ratio_of_mins, 4) if single else None,
+               "ternary_ms": round(c.subject_ms, 3), "dense_ms": round(c.baseline_ms, 3),
+               "ternary_min_ms": round(c.subject_min_ms, 3), "dense_min_ms": round(c.baseline_min_ms, 3)}
+              for c in results if c.group == "kernel"]
+    e2e = [{"comparison": c.name, "ratio": round(c.ratio, 4), "ratio_of_mins": round(c.ratio_of_mins, 4)}
+           for c in results if c.group == "e2e" and c.baseline == "shn-fp32" and c.target is not None]
+    repeats = max((c.repeats for c in results if c.group == "kernel"), default=0)
+    data = {"machine": machine, "kernel": {"shape": "128->128, 3x3, 64x64, batch 1", "repeats": repeats,
+                                           "ratios": kernel}, "e2e": e2e}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    progress(f"wrote the density advice to {path}")
+
+
+def _parse(argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
+    parser.add_argument("--repeats", type=int, help="interleaved rounds of every group (default: 50 kernel, "
+                        "30 block, 10 e2e; --quick: 3, 3, 2)")
+    parser.add_argument("--quick", action="store_true", help="a few rounds only (smoke test, not a measurement)")
+    parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
+    parser.add_argument("--calibration-images", type=int, default=4, help="random images for int8 calibration")
+    parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--save-advice", action="store_true",
+                        help=f"measure the kernel at {ADVICE_DENSITIES} and write {ADVICE_FILE.relative_to(REPO)}")
+    parser.add_argument("--library", help="libternary_ort.so to use (default: build for this host)")
+    args = parser.parse_args(argv)
+    defaults = dict(zip(GROUPS, REPEATS["quick" if args.quick else "full"]))
+    args.repeats_for = lambda group: args.repeats or defaults[group]
+    args.groups = [g for g in GROUPS if not args.only or g in args.only]
+    if args.save_advice and "kernel" not in args.groups:
+        parser.error("--save-advice needs the kernel group (add --only kernel)")
+    return args
+
+
+def main(argv=None) -> int:
+    """Run the selected groups, print the table, write --json / --save-advice.
+
+    Returns:
+        0: a missed target is a result, reported in the table, not an error.
+    """
+    from lbdeploy.kernels.build import build_ort_library
+
+    args = _parse(argv)
+    machine = machine_description(args.threads)  # before our own load
+    if not args.library:
+        progress("building the TernaryConv kernel library (cached)")
+    library = args.library or str(build_ort_library())
+    machine["kernel_library"] = library  # the build cache folder names the source hash
+    progress(f"kernel library: {library}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-bench-") as tmp:
+        for group in args.groups:
+            if group == "kernel":
+                results += run_kernel(args, library)
+            elif group == "block":
+                results += run_block(args, library, Path(tmp))
+            else:
+                results += run_e2e(args, library, Path(tmp))
+    machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+    print(describe_machine(machine))
+    print("wall clock per inference, batch 1: median (min) over interleaved rounds; ratio = subject / baseline")
+    print(header(cpu=args.threads == 1))
+    for group in args.groups:
+        for comparison in (c for c in results if c.group == group):
+            print(format_comparison(comparison, cpu=args.threads == 1))
+    if args.quick:
+        print("--quick: too few rounds to measure anything; for a smoke test only")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "quick": args.quick,
+                                         "comparisons": [c.to_dict() for c in results]}, indent=2) + "\n")
+        progress(f"wrote {args.json}")
+    if args.save_advice:
+        save_advice(results, machine, ADVICE_FILE)
+    return 0
+
+
+if __name__ == "__main__":
+    from lbdeploy.errors import LbdeployError
+
+    try:
+        sys.exit(main())
+    except LbdeployError as err:  # one line, like the CLI
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

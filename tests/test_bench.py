@@ -1,0 +1,68 @@
+"""Smoke test of the benchmark suite (bench/run.py): it runs and reports every ratio with its target.
+
+Speed itself is never asserted here (bench/ measures it); only that the suite runs end to end in a
+subprocess and writes the machine-readable results.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+pytest.importorskip("torch", reason="torch is not installed (needed to export the block models)")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def library() -> str:
+    from lbdeploy.errors import KernelLibraryError
+    from lbdeploy.kernels.build import build_ort_library
+
+    try:
+        return str(build_ort_library())
+    except KernelLibraryError as err:
+        pytest.skip(f"cannot build the kernel library here: {err}")
+
+
+def _run_suite(tmp_path: Path, library: str, *args: str) -> dict:
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--repeats", "2", "--library", library,
+         "--json", str(out), *args],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["quick"] is True
+    assert {"cpu", "cores", "threads", "onnxruntime", "date", "load_average"} <= set(data["machine"])
+    return {"data": data, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def test_kernel_and_block_report_ratios_with_targets(tmp_path, library):
+    run = _run_suite(tmp_path, library, "--only", "kernel", "--only", "block")
+    comparisons = run["data"]["comparisons"]
+    kernel = {c["density"]: c for c in comparisons if c["group"] == "kernel"}
+    block = [c for c in comparisons if c["group"] == "block"]
+    assert set(kernel) == {0.1, 0.5}
+    assert (kernel[0.5]["target"], kernel[0.1]["target"]) == (0.5, 0.2)
+    assert any(c["target"] == 0.6 and c["density"] == 0.5 for c in block)
+    for c in comparisons:
+        assert c["ratio"] > 0 and c["subject_ms"] > 0 and c["baseline_ms"] > 0 and c["repeats"] == 2
+        assert c["passed"] is None if c["target"] is None else c["passed"] == (c["ratio"] <= c["target"])
+        assert c["name"] in run["stdout"]
+    assert "<= 0.50x" in run["stdout"] and "<= 0.60x" in run["stdout"]
+    assert "block: exporting" in run["stderr"]  # progress goes to stderr
+
+
+@pytest.mark.slow
+def test_end_to_end_group_runs(tmp_path, library):
+    run = _run_suite(tmp_path, library, "--only", "e2e", "--stacks", "1", "--skip-tvm")
+    names = [c["name"] for c in run["data"]["comparisons"]]
+    for needle in ("vs SHN fp32", "vs SHN int8", "vs LBRN-S plain Conv"):
+        assert any(needle in name for name in names), needle
+    targets = {c["target"] for c in run["data"]["comparisons"] if c["target"] is not None}
+    assert sorted(targets) == pytest.approx([0.5, 0.65, 1 / 1.5])
