@@ -34,31 +34,22 @@ def export_block(variant: str, density: float, path: Path, channels: int = 256, 
     Raises:
         ExportError: tracing or checking failed.
     """
-    import onnx
     import torch
 
     from exporters.folding import prepare_for_export
-    from exporters.onnx import OPSET, _quiet, check_onnx
+    from exporters.onnx import trace_to_onnx
     from lbdeploy.errors import ExportError
     from lbdeploy.models.blocks import PreActBottleneck, block_layers
     from lbdeploy.models.ternary import init_ternary
-    from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
 
     block = PreActBottleneck(channels, channels, mid, block_layers(variant, density))
     init_ternary(block, seed)
     wrapped = prepare_for_export(block.eval(), "custom")
     try:
-        with _quiet():
-            program = torch.onnx.export(wrapped, (torch.zeros(1, channels, size, size),), dynamo=True,
-                                        opset_version=OPSET, input_names=["x"], output_names=["y"], verbose=False)
-    except Exception as err:  # the exporter raises many internal types
-        raise ExportError(f"exporting the {variant} block failed: {str(err).strip().splitlines()[0][:300]}") from None
-    proto = program.model_proto
-    if any(node.domain == DOMAIN for node in proto.graph.node) and not any(
-            op.domain == DOMAIN for op in proto.opset_import):
-        proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OP_VERSION))
-    check_onnx(proto)
-    onnx.save(proto, str(path))
+        trace_to_onnx(wrapped, torch.zeros(1, channels, size, size), path, "x", ["y"],
+                      ops="standard" if variant == "dense" else "custom", dynamic_batch=False)
+    except ExportError as err:
+        raise ExportError(f"exporting the {variant} block failed: {err}") from None
     return path
 
 

@@ -81,24 +81,43 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
     Raises:
         ExportError: tracing, conversion or checking failed.
     """
-    import onnx
     import torch
 
     from exporters.folding import prepare_for_export
 
-    if opset < 17:
-        raise ExportError(f"opset must be >= 17, got {opset}")
     wrapped = prepare_for_export(model, ops)
     example = torch.zeros(2, 3, *input_size)
     with torch.no_grad():
         count = len(wrapped(example))
     names = output_names(task, count)
+    trace_to_onnx(wrapped, example, path, INPUT_NAME, names, ops, opset, dynamic_batch=True)
+    return names
+
+
+def trace_to_onnx(wrapped, example, path: Path, input_name: str, names: list[str], ops: str = "custom",
+                  opset: int = OPSET, dynamic_batch: bool = True) -> None:
+    """Trace an export-ready module (from `prepare_for_export`) to a checked ONNX file.
+
+    Args:
+        wrapped: the module; example: an input tensor of the traced shape.
+        path: the .onnx to write; input_name / names: the graph's input and output names.
+        ops: "custom" keeps the ai.lbdeploy opset import, "standard" drops it.
+        opset: ONNX opset of the default domain (>= 17).
+        dynamic_batch: make the first input dimension symbolic.
+    Raises:
+        ExportError: tracing, conversion or checking failed.
+    """
+    import onnx
+    import torch
+
+    if opset < 17:
+        raise ExportError(f"opset must be >= 17, got {opset}")
+    dynamic = ({0: torch.export.Dim(BATCH_DIM, min=1, max=1024)},) if dynamic_batch else None
     try:
         with _quiet():
             program = torch.onnx.export(
-                wrapped, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                output_names=names, dynamic_shapes=({0: torch.export.Dim(BATCH_DIM, min=1, max=1024)},),
-                optimize=True, verbose=False,
+                wrapped, (example,), dynamo=True, opset_version=opset, input_names=[input_name],
+                output_names=names, dynamic_shapes=dynamic, optimize=True, verbose=False,
             )
     except Exception as err:  # the exporter raises many internal types
         raise ExportError(f"torch.onnx.export failed: {str(err).strip().splitlines()[0][:300]}") from None
@@ -113,4 +132,3 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
     proto.producer_name = "lbdeploy"
     check_onnx(proto)
     onnx.save(proto, str(path))
-    return names
