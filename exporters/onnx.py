@@ -39,6 +39,27 @@ def _quiet():
             lg.setLevel(level)
 
 
+def _name_nodes_by_module(model) -> None:
+    """Name each node after the module that produced it ("layer1.0.path.3/TernaryConv"), unique.
+
+    The dynamo exporter records the module path of every node in its `name_scopes` metadata; the
+    names it generates otherwise ("node__symbolic_16") say nothing in a profile.
+    """
+    import ast
+
+    taken: dict[str, int] = {}
+    for node in model.graph.node:
+        scopes = [p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"]
+        try:
+            modules = [s for s in ast.literal_eval(scopes[0]) if s.startswith("model.")] if scopes else []
+        except (ValueError, SyntaxError):
+            modules = []
+        base = f"{modules[-1][len('model.'):]}/{node.op_type}" if modules else node.op_type
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"
+
+
 def _drop_unused_initializers(model) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used |= {out.name for out in model.graph.output}
@@ -123,6 +144,7 @@ def trace_to_onnx(wrapped, example, path: Path, input_name: str, names: list[str
         raise ExportError(f"torch.onnx.export failed: {str(err).strip().splitlines()[0][:300]}") from None
     proto = program.model_proto
     _drop_unused_initializers(proto)
+    _name_nodes_by_module(proto)
     if ops == "custom" and not any(op.domain == DOMAIN for op in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OP_VERSION))
     if ops == "standard":

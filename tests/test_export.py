@@ -66,6 +66,9 @@ def test_ternary_node_attributes(tmp_path):
     nodes = [n for n in model.graph.node if n.op_type == "TernaryConv"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
     assert nodes[0].domain == "ai.lbdeploy"
+    # nodes are named after the (folded) module that made them, uniquely, for readable profiles
+    assert nodes[0].name == "layer1.0.path.3/TernaryConv"
+    assert len({n.name for n in model.graph.node}) == len(model.graph.node)
     assert attrs["kernel_shape"] == [3, 3] and attrs["pads"] == [1, 1, 1, 1]
     assert attrs["plugin_version"] == b"1" and attrs["plugin_namespace"] == b""
     # the BN + ReLU after every 3x3 ternary conv of an LBB is fused into the op
