@@ -3,6 +3,8 @@
 What runs where:
 - Everywhere with nvcc: the kernel compiles (-c) for the Jetson/datacenter SMs this nvcc supports,
   and its host-side C API (geometry checks, packed row size) is exercised through ctypes.
+- With the legacy kit (scripts/cuda-legacy-kit.sh: clang + CUDA 11.8 headers and ptxas from PyPI):
+  the kernel's device code compiles for Xavier's sm_72, which CUDA 13 dropped.
 - With TensorRT headers (downloaded from the PyPI package kernel-lens, which bundles TensorRT
   10.14 headers, into a cache folder; never into the repo): the plugin .cpp files pass
   g++ -fsyntax-only, libternary_trt.so builds from an exported artifact's own sources with its
@@ -90,10 +92,44 @@ def _run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
 def test_kernel_compiles_for_sm(sm, tmp_path):
     arches = subprocess.run([NVCC, "--list-gpu-arch"], capture_output=True, text=True).stdout.split()
     if f"compute_{sm}" not in arches:
-        pytest.skip(f"this nvcc cannot target sm_{sm} (CUDA 13 dropped sm_72 and older; JetPack 5's CUDA 11.4 can)")
+        pytest.skip(f"this nvcc cannot target sm_{sm} (CUDA 13 dropped sm_72 and older); "
+                    "test_kernel_compiles_for_jetson_xavier_sm72_with_the_legacy_kit covers sm_72")
     _run([NVCC, "-c", "-O3", "-std=c++17", "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra,-Werror",
           "-gencode", f"arch=compute_{sm},code=sm_{sm}", KERNEL_CU, "-o", tmp_path / "ternary_conv.o"])
     assert (tmp_path / "ternary_conv.o").stat().st_size > 0
+
+
+LEGACY_KIT_SCRIPT = REPO / "scripts" / "cuda-legacy-kit.sh"
+
+
+@pytest.fixture(scope="session")
+def legacy_cuda_kit() -> Path:
+    """clang + CUDA 11.8 headers and ptxas (scripts/cuda-legacy-kit.sh, built once and cached).
+
+    Skips with the reason when it cannot be built here; fails instead under
+    LBDEPLOY_REQUIRE_CUDA_KIT=1 (CI).
+    """
+    done = subprocess.run(["bash", str(LEGACY_KIT_SCRIPT)], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        reason = f"legacy CUDA kit unavailable (exit {done.returncode}): {' | '.join(done.stderr.splitlines()[-2:])}"
+        if os.environ.get("LBDEPLOY_REQUIRE_CUDA_KIT") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def test_kernel_compiles_for_jetson_xavier_sm72_with_the_legacy_kit(legacy_cuda_kit, tmp_path):
+    """CUDA 13 cannot target Xavier (sm_72, JetPack 5); clang + CUDA 11.8's ptxas can."""
+    kit = legacy_cuda_kit
+    ptx, cubin = tmp_path / "ternary_conv.ptx", tmp_path / "ternary_conv.cubin"
+    _run(["clang++-14", "-x", "cuda", "--cuda-gpu-arch=sm_72", f"--cuda-path={kit}", "--cuda-device-only", "-S",
+          "-O3", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-cuda-version", "-idirafter", kit / "stub",
+          KERNEL_CU, "-o", ptx])
+    text = ptx.read_text()
+    assert ".target sm_72" in text
+    assert len(re.findall(r"\.entry \S*ternary_conv_kernel", text)) == 2  # float and half instantiations
+    _run([kit / "bin" / "ptxas", "-arch=sm_72", ptx, "-o", cubin])
+    assert cubin.stat().st_size > 0
 
 
 class Geometry(ctypes.Structure):
