@@ -184,3 +184,15 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
                              for p in sorted(work.rglob("*")) if p.is_file()}
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def export_for_this_machine(model_pt, out_dir, backend: str,
+                            progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Export `model_pt` to run here with `backend` ("ort" or "tvm"), e.g. to compare backends on it.
+
+    Returns:
+        The manifest (the parity gate ran). Raises: as `export_model`.
+    """
+    from exporters.targets import host_target
+
+    return export_model(model_pt, out_dir, target=host_target(), backend=backend, force=True, progress=progress)

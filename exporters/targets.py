@@ -56,3 +56,17 @@ def get_export_target(name: str, backend: str | None = None) -> tuple[ExportTarg
     if chosen not in target.backends:
         raise ConfigError(f"target {name} supports --backend {' or '.join(target.backends)}, not {chosen!r}")
     return target, chosen
+
+
+def host_target() -> str:
+    """The first export target whose CPU is this machine's ("x86" on x86-64, "arm64" on aarch64).
+
+    Raises:
+        ConfigError: no target runs on this machine's architecture.
+    """
+    from lbdeploy.kernels.elf import host_arch
+
+    names = [target.name for target in TARGETS.values() if target.cpu_arch == host_arch()]
+    if not names:
+        raise ConfigError(f"no export target runs on this machine ({host_arch()}); export the model elsewhere")
+    return names[0]

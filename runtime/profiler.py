@@ -187,16 +187,6 @@ def peak_rss_mb() -> float | None:
 
 # --- planning -------------------------------------------------------------------------------------
 
-def _host_export_target() -> str:
-    from exporters.targets import TARGETS
-    from lbdeploy.kernels.elf import host_arch
-
-    names = [target.name for target in TARGETS.values() if target.cpu_arch == host_arch()]
-    if not names:
-        raise ConfigError(f"no export target runs on this machine ({host_arch()}); export the model elsewhere")
-    return names[0]
-
-
 def _open_source(source: Path) -> dict:
     from runtime.artifact import open_artifact
 
@@ -275,13 +265,13 @@ def plan_targets(sources, backend: str = "auto", compare: list[str] | None = Non
 
 
 def _export_for(model_pt: Path, backend: str, workdir, progress) -> Target:
-    from exporters.export import export_model
+    from exporters.export import export_for_this_machine
 
     if workdir is None:
         raise ConfigError("exporting for --compare needs a work folder")
     out = Path(workdir) / backend
     progress(f"exporting {model_pt} for {backend} (compare)")
-    manifest = export_model(model_pt, out, target=_host_export_target(), backend=backend, force=True)
+    manifest = export_for_this_machine(model_pt, out, backend)
     return Target(backend, out, backend, manifest, exported=True)
 
 

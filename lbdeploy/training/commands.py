@@ -6,6 +6,7 @@ Thin wrappers: parse options, call lbdeploy.training.trainer / lbdeploy.evaluati
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import click
@@ -67,22 +68,35 @@ def train_command(arch, data, output, stacks, modules, feats, density, input_siz
     train(config, log=click.echo)
 
 
-def _sources(paths, backend: str, compare: str | None) -> list[tuple[str, str, str]]:
-    """(label, path, backend) for every evaluation column."""
+EXPORTABLE = ("ort", "tvm")  # backends a model.pt is exported for on the fly by `eval --compare`
+
+
+def _sources(paths, backend: str, compare: str | None, workdir: Path) -> list[tuple[str, str, str]]:
+    """(label, path, backend) for every evaluation column.
+
+    With --compare, a model.pt asked for "ort" or "tvm" is exported for this machine into
+    `workdir` (parity gate included), so `eval m.pt --compare torch,ort` needs no prior export.
+    """
+    from exporters.export import export_for_this_machine
     from runtime.backends.base import resolve_backend_name
 
     names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
     columns = []
-    for path in paths:
+    for index, path in enumerate(paths):
         for name in names:
+            runs_on = path
+            if compare and name in EXPORTABLE and Path(path).is_file():
+                runs_on = workdir / f"{index}-{name}"
+                click.echo(f"exporting {path} for {name} to compare", err=True)
+                export_for_this_machine(path, runs_on, name)
             try:
-                resolved = resolve_backend_name(name, Path(path), {})
+                resolved = resolve_backend_name(name, Path(runs_on), {})
             except ConfigError:
                 if compare:
                     continue  # this backend does not run this kind of source (model.pt vs artifact)
                 raise
             label = resolved if len(paths) == 1 else f"{resolved}:{Path(path).name}"
-            columns.append((label, path, name))
+            columns.append((label, str(runs_on), name))
     if not columns:
         raise ConfigError(f"none of the backends {names} runs {list(paths)}: torch runs a model.pt, "
                           "ort/tvm/tensorrt an exported artifact folder")
@@ -106,12 +120,13 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
 
     SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
     one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
-    side by side.
+    side by side. With --compare, a model.pt is exported on the fly for ort/tvm on this machine
+    (`--compare torch,ort m.pt` alone shows what export costs in accuracy).
 
     \b
     Example:
       lbdeploy eval runs/lbrn-s/best.pt --data mpii:/data/mpii --flip
-      lbdeploy eval lbdeploy/data/demo.pt demo-out/model --data synthetic --compare torch,ort
+      lbdeploy eval lbdeploy/data/demo.pt --data synthetic --compare torch,ort,tvm
       lbdeploy eval out/ --data lsp:/data/lsp --json
     """
     from lbdeploy.data import open_dataset
@@ -123,16 +138,17 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
     reports, skipped = {}, {}
-    for label, path, name in _sources(sources, backend, compare):
-        try:
-            predictor = Predictor(path, backend=name)
-        except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
-            if not compare:
-                raise
-            skipped[label] = str(err)
-            continue
-        predictions = predict_with_predictor(predictor, dataset, flip=flip, limit=limit, progress=not as_json)
-        reports[label] = evaluate(dataset, predictions, threshold, norm)
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
+        for label, path, name in _sources(sources, backend, compare, Path(workdir)):
+            try:
+                predictor = Predictor(path, backend=name)
+            except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
+                if not compare:
+                    raise
+                skipped[label] = str(err)
+                continue
+            predictions = predict_with_predictor(predictor, dataset, flip=flip, limit=limit, progress=not as_json)
+            reports[label] = evaluate(dataset, predictions, threshold, norm)
     if not reports:
         raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if as_json:
