@@ -41,10 +41,15 @@ PatternProgram build_pattern_program(const ConvParams& params, const std::vector
 //   * lanes == vector width (lane layout): lane L holds the input of output rows
 //     [L*bh, (L+1)*bh) (with their halo rows), so one vector = one position = one aligned cache
 //     line and every tap of every tile loads whole lines. Used when the output has enough rows.
+//   * column layout (small maps, stride 1 in height, `columns`): per channel, kW planes; plane j
+//     holds padded rows of out_w floats, column ox of row r being padded input (r, ox * sW + j * dW).
+//     Tap (i, j) of output position p = oy * out_w + ox is then plane j at p + i * dH * out_w, so
+//     tiles run over p with no padding columns between output rows (kW copies of the input).
 struct InputLayout {
   Shape4 input{};
   int64_t out_h = 0, out_w = 0;
   int64_t lanes = 1;
+  bool columns = false;
   int64_t lane_rows = 0;  // bh: output rows per lane
   int64_t hl = 0, wq = 0;
   int64_t row_stride = 0, plane_stride = 0, channel_stride = 0, batch_stride = 0;  // in floats
@@ -60,14 +65,24 @@ struct InputLayout {
 void copy_input(const ConvParams& params, const InputLayout& layout, tile::GatherFn gather, const float* x, int64_t n,
                 int64_t c, float* buffer);
 
+// The output tiles of one input shape and the program's taps as buffer offsets. The lane layout
+// uses the kernel's widest tile shape; the flat and column layouts (few output rows) the shape
+// that wastes the fewest loads on padding.
 struct TilePlan {
   InputLayout layout;
-  std::vector<int32_t> offsets;      // program taps as float offsets into one batch item of the buffer
+  int shape = 0;                     // index into kernel.shapes
+  int rows = 0, width = 0;           // tile geometry: output rows, floats per row
   std::vector<int64_t> tile_starts;  // float offset of each tile's first position in a batch item
   int64_t row_stride = 0;            // float distance between the rows of a tile
+  int64_t channel_floats = 0;        // floats one tile reads from one input channel (its cache footprint)
+  std::vector<int32_t> offsets;      // program taps as float offsets into one batch item of the buffer
 };
 
-TilePlan make_tile_plan(const ConvParams& params, const PatternProgram& program, const Shape4& x, int64_t out_h,
-                        int64_t out_w, int tile_rows, int tile_width, int lanes);
+// Layout and tiles for input x (no offsets yet: the program depends on the tiles' footprint).
+TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w,
+                        const tile::TileKernel& kernel);
+
+// Fills plan.offsets from the program's tap ids.
+void set_tap_offsets(const ConvParams& params, const PatternProgram& program, TilePlan& plan);
 
 }  // namespace lbdeploy

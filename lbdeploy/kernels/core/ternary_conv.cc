@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <map>
 #include <mutex>
 
 #include "patterns.h"
@@ -88,8 +89,9 @@ void write_out(const float* sums, int64_t count, float scale, float bias, Activa
 
 // Writes one finished flat-layout tile (sums for kBlock channels) into Y with the fused epilogue.
 struct FlatEpilogue {
-  const float* acc;           // [kBlock][kernel.rows][kernel.width]
-  const tile::TileKernel& kernel;
+  const float* acc;           // [kBlock][plan.rows][acc_row], plan.width floats per row used
+  int64_t acc_row;
+  const TilePlan& plan;
   const InputLayout& layout;
   const Shape4& ys;
   const float* scale;         // of the tile's first channel
@@ -99,14 +101,14 @@ struct FlatEpilogue {
 
   // Tile row r covers flat indices f = oy * wq + ox from f0 + r * row_stride.
   void write(int64_t channels, int64_t f0, int64_t row_stride) const {
-    for (int r = 0; r < kernel.rows; ++r) {
+    for (int r = 0; r < plan.rows; ++r) {
       const int64_t f = f0 + r * row_stride;
       int64_t oy = f / layout.wq, ox = f % layout.wq, k = 0;
-      while (k < kernel.width && oy < ys.h) {
-        const int64_t segment = std::min<int64_t>(kernel.width - k, layout.wq - ox);
+      while (k < plan.width && oy < ys.h) {
+        const int64_t segment = std::min<int64_t>(plan.width - k, layout.wq - ox);
         const int64_t count = std::max<int64_t>(0, std::min(segment, ys.w - ox));
         for (int64_t o = 0; o < channels; ++o) {
-          write_out(acc + (o * kernel.rows + r) * kernel.width + k, count, scale[o], bias[o], act,
+          write_out(acc + (o * plan.rows + r) * acc_row + k, count, scale[o], bias[o], act,
                     y + (o * ys.h + oy) * ys.w + ox);
         }
         k += segment;
@@ -153,7 +155,15 @@ class TernaryConvImpl {
   struct Prepared {
     int64_t cin_per_group = 0;
     std::vector<int8_t> weights;  // [cout][K]
-    PatternProgram program;
+    // Programs by chunk size (built when a shape first needs one; guarded by state_mutex_).
+    mutable std::map<int64_t, std::shared_ptr<const PatternProgram>> programs;
+  };
+
+  // A shape's tiles with their program (the chunk size follows the tiles' cache footprint).
+  struct Plan {
+    TilePlan tiles;
+    std::shared_ptr<const PatternProgram> program;
+    std::shared_ptr<const Prepared> prepared;  // kept alive so the pointer identifies it
   };
 
   TernaryConvImpl(const ConvParams& p, int64_t out_channels) : params(p), cout(out_channels) {
@@ -175,18 +185,15 @@ class TernaryConvImpl {
     auto prepared = std::make_shared<Prepared>();
     prepared->cin_per_group = cin_per_group;
     prepared->weights = std::move(weights);
-    if (path == Path::kTiles) {
-      prepared->program = build_pattern_program(params, prepared->weights, cout, cin_per_group, chunk_channels());
-    }
     prepared_ = prepared;
   }
 
-  // Input channels per program step: as many as keep one tile's input within kTileInputBytes.
-  int64_t chunk_channels() const {
+  // Input channels per program step: as many as keep one tile's input within kTileInputBytes (a
+  // chunk of at least the group's channels is one step per block).
+  static int64_t chunk_channels(const TilePlan& tiles, int64_t cin_per_group) {
     constexpr int64_t kTileInputBytes = 24 * 1024;
-    const int64_t rows = kernel.rows + (params.kernel_h - 1) * params.dilation_h;
-    const int64_t width = kernel.width + (params.kernel_w - 1) * params.dilation_w * kernel.lanes;
-    return std::max<int64_t>(1, kTileInputBytes / (rows * width * static_cast<int64_t>(sizeof(float))));
+    const int64_t chunk = kTileInputBytes / (tiles.channel_floats * static_cast<int64_t>(sizeof(float)));
+    return std::clamp<int64_t>(chunk, 1, cin_per_group);
   }
 
   std::shared_ptr<const Prepared> prepared_for(int64_t cin_per_group) {
@@ -213,13 +220,23 @@ class TernaryConvImpl {
     return prepared_;
   }
 
-  std::shared_ptr<const TilePlan> plan_for(const Prepared& prepared, const Shape4& x, const Shape4& y) {
+  std::shared_ptr<const Plan> plan_for(const std::shared_ptr<const Prepared>& prepared_ptr, const Shape4& x,
+                                       const Shape4& y) {
     std::lock_guard<std::mutex> lock(state_mutex_);
-    if (!plan_ || !plan_->layout.same_input(x) || plan_program_ != &prepared.program) {
-      plan_ = std::make_shared<TilePlan>(
-          make_tile_plan(params, prepared.program, x, y.h, y.w, kernel.rows, kernel.width, kernel.lanes));
-      plan_program_ = &prepared.program;
+    const Prepared& prepared = *prepared_ptr;
+    if (plan_ && plan_->tiles.layout.same_input(x) && plan_->prepared == prepared_ptr) return plan_;
+    auto plan = std::make_shared<Plan>();
+    plan->tiles = make_tile_plan(params, x, y.h, y.w, kernel);
+    const int64_t chunk = chunk_channels(plan->tiles, prepared.cin_per_group);
+    auto& program = prepared.programs[chunk];
+    if (!program) {
+      program = std::make_shared<const PatternProgram>(
+          build_pattern_program(params, prepared.weights, cout, prepared.cin_per_group, chunk));
     }
+    plan->program = program;
+    plan->prepared = prepared_ptr;
+    set_tap_offsets(params, *program, plan->tiles);
+    plan_ = plan;
     return plan_;
   }
 
@@ -241,8 +258,7 @@ class TernaryConvImpl {
  private:
   std::mutex state_mutex_;
   std::shared_ptr<const Prepared> prepared_;
-  std::shared_ptr<const TilePlan> plan_;
-  const PatternProgram* plan_program_ = nullptr;
+  std::shared_ptr<const Plan> plan_;
   std::mutex scratch_mutex_;
   std::vector<float> scratch_;
   InputLayout scratch_layout_;
@@ -312,88 +328,137 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
     return;
   }
 
-  const auto plan = impl.plan_for(*prepared, xs, ys);
-  const InputLayout& layout = plan->layout;
+  const auto plan = impl.plan_for(prepared, xs, ys);
+  const TilePlan& tiles = plan->tiles;
+  const PatternProgram& program = *plan->program;
+  const InputLayout& layout = tiles.layout;
   std::unique_lock<std::mutex> scratch_lock;
   std::vector<float> local;
   float* buffer = impl.scratch_for(layout, scratch_lock, local);
   const tile::TileKernel kernel = impl.kernel;
-  parallel_for(static_cast<size_t>(xs.n * xs.c), [&](size_t item) {
+  const auto copy_channel = [&](size_t item) {
     copy_input(p, layout, kernel.gather, x, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c,
                buffer);
-  });
+  };
+  // A small input is copied by the calling thread: waking the pool for it costs more than it saves.
+  constexpr int64_t kSerialCopyFloats = 16 * 1024;
+  if (xs.n * xs.c * xs.h * xs.w <= kSerialCopyFloats) {
+    for (size_t item = 0; item < static_cast<size_t>(xs.n * xs.c); ++item) copy_channel(item);
+  } else {
+    parallel_for(static_cast<size_t>(xs.n * xs.c), copy_channel);
+  }
 
-  // Work items: lane layout, up to kGroupTiles neighbouring tiles of one tile row (groups of
-  // near-equal size); flat layout, one tile. For each tile the program's steps run chunk by chunk
-  // of input channels, every channel block over one chunk while the chunk's tile input sits in
-  // L1. The tile kernel accumulates an item's sums in `sums` ([block][channel][tile row][item
-  // column]); then the epilogue writes them to Y: lane layout, one transpose per channel row with
-  // scale, bias and relu fused (whole vectors, not a few floats per output row); flat layout,
-  // per tile.
+  // Work items: up to kGroupTiles neighbouring tiles (lane layout: of one tile row; groups of
+  // near-equal size). Lane-layout maps with fewer than kMinItems items take smaller groups; then
+  // the channel blocks are split into near-equal ranges until there are kMinItems items (flat and
+  // column layouts: 2), so that two threads both get work (each range re-reads its tiles' input,
+  // so only as many as needed). Within a chunk of input channels every block of the range runs
+  // over a tile while the chunk's tile input sits in L1. The tile kernel accumulates an item's
+  // sums in `sums` ([block][channel][tile row][item column]); then the epilogue writes them to Y:
+  // lane layout, one transpose per channel row with scale, bias and relu fused (whole vectors,
+  // not a few floats per output row); flat and column layouts, per tile.
   constexpr int64_t kGroupTiles = 4;
-  const PatternProgram& program = prepared->program;
-  const int64_t tiles = static_cast<int64_t>(plan->tile_starts.size());
+  constexpr int64_t kMinItems = 4;
+  const tile::TileFn tile_fn = kernel.shapes[tiles.shape].fn;
+  const int64_t tile_count = static_cast<int64_t>(tiles.tile_starts.size());
   const bool lanes = layout.lanes > 1;
-  const int64_t tile_rows = lanes ? (layout.lane_rows + kernel.rows - 1) / kernel.rows : tiles;
-  const int64_t tiles_per_row = tiles / tile_rows;
-  const int64_t group_tiles = lanes ? kGroupTiles : 1;
-  const int64_t groups_per_row = (tiles_per_row + group_tiles - 1) / group_tiles;
-  const int64_t items_per_batch = tile_rows * groups_per_row;
+  const int64_t tile_rows = lanes ? (layout.lane_rows + tiles.rows - 1) / tiles.rows : 1;
+  const int64_t tiles_per_row = tile_count / tile_rows;
+  const int64_t groups_per_row =
+      lanes ? std::min(tiles_per_row, std::max((tiles_per_row + kGroupTiles - 1) / kGroupTiles,
+                                               (kMinItems + tile_rows - 1) / tile_rows))
+            : (tiles_per_row + kGroupTiles - 1) / kGroupTiles;
+  const int64_t tile_items = xs.n * tile_rows * groups_per_row;
+  const int64_t min_items = lanes ? kMinItems : 2;
+  const int64_t block_ranges = std::min(program.block_count, (min_items + tile_items - 1) / tile_items);
+  const int64_t items_per_batch = tile_rows * groups_per_row * block_ranges;
   const int64_t cout_g = ys.c / p.group;
-  const int64_t sums_row = group_tiles * kernel.width;
-  const int64_t channel_floats = kernel.rows * sums_row;
-  const int64_t block_floats = tile::kBlock * channel_floats;
+  const int64_t group_tiles = (tiles_per_row + groups_per_row - 1) / groups_per_row;  // most tiles in an item
+  const int64_t sums_row = group_tiles * tiles.width;
+  const int64_t channel_floats = tiles.rows * sums_row;
+  // One cache line between blocks, so that blocks of 4 KiB multiples do not share L1 sets.
+  const int64_t block_floats = tile::kBlock * channel_floats + 16;
+  // Each tile runs all steps in turn (a tile's chunk input stays in L1 over the blocks), unless
+  // the tap lists outgrow kListBytes: then an item goes chunk by chunk (the program's steps come
+  // in runs of blocks_per_group, one run per chunk) and tile by tile within a chunk, so each
+  // chunk's lists are read once per item rather than once per tile and the lists and the input
+  // need not share L2 (256 -> 128 channels at 32x32, density 0.5: 2.5 -> 1.4 ms). With small
+  // lists the tile-major order is ~3% faster (64x64, density 0.1).
+  constexpr size_t kListBytes = 128 * 1024;
+  const int64_t pass_steps =
+      tiles.offsets.size() * sizeof(int32_t) > kListBytes ? program.blocks_per_group : program.steps();
   parallel_for(static_cast<size_t>(xs.n * items_per_batch), [&](size_t item) {
     const int64_t n = static_cast<int64_t>(item) / items_per_batch;
-    const int64_t row = (static_cast<int64_t>(item) % items_per_batch) / groups_per_row;
-    const int64_t group = (static_cast<int64_t>(item) % items_per_batch) % groups_per_row;
+    const int64_t in_batch = static_cast<int64_t>(item) % items_per_batch;
+    const int64_t range = in_batch % block_ranges;
+    const int64_t row = in_batch / block_ranges / groups_per_row;
+    const int64_t group = in_batch / block_ranges % groups_per_row;
+    const int64_t block_begin = range * program.block_count / block_ranges;
+    const int64_t block_end = (range + 1) * program.block_count / block_ranges;
     const int64_t group_begin = group * tiles_per_row / groups_per_row;
     const int64_t item_tiles = (group + 1) * tiles_per_row / groups_per_row - group_begin;
-    std::unique_ptr<float[]> storage(new float[static_cast<size_t>(program.block_count * block_floats + 16)]);
-    float* sums = aligned_floats(storage.get());
+    // Sums of blocks block_begin .. block_end - 1, in a per-thread buffer reused across items and
+    // runs (a fresh allocation of this size is an mmap with page faults on every item).
+    thread_local std::vector<float> storage;
+    const size_t sums_size = static_cast<size_t>((block_end - block_begin) * block_floats + 16);
+    if (storage.size() < sums_size) storage.resize(sums_size);
+    float* sums = aligned_floats(storage.data());
     const int64_t first_tile = row * tiles_per_row + group_begin;
-    for (int64_t slot = 0; slot < item_tiles; ++slot) {
-      const float* base = buffer + n * layout.batch_stride + plan->tile_starts[static_cast<size_t>(first_tile + slot)];
-      for (int64_t s = 0; s < program.steps(); ++s) {
-        const size_t step = static_cast<size_t>(s);
-        kernel.fn(base, plan->row_stride, program.counts.data() + s * 2 * tile::kPatterns,
-                  plan->offsets.data() + program.step_start[step],
-                  sums + program.step_block[step] * block_floats + slot * kernel.width, sums_row,
+    for (int64_t s0 = 0; s0 < program.steps(); s0 += pass_steps) {
+      for (int64_t slot = 0; slot < item_tiles; ++slot) {
+        const float* base =
+            buffer + n * layout.batch_stride + tiles.tile_starts[static_cast<size_t>(first_tile + slot)];
+        for (int64_t s = s0; s < s0 + pass_steps; ++s) {
+          const size_t step = static_cast<size_t>(s);
+          const int64_t block = program.step_block[step];
+          if (block < block_begin || block >= block_end) continue;
+          tile_fn(base, tiles.row_stride, program.counts.data() + s * 2 * tile::kPatterns,
+                  tiles.offsets.data() + program.step_start[step],
+                  sums + (block - block_begin) * block_floats + slot * tiles.width, sums_row,
                   program.step_first[step] == 0);
+        }
       }
     }
     if (!lanes) {
-      const int64_t f0 = plan->tile_starts[static_cast<size_t>(first_tile)];
-      for (int64_t b = 0; b < program.block_count; ++b) {
-        const int64_t g = b / program.blocks_per_group;
-        const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
-        const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
-        const FlatEpilogue epilogue{sums + b * block_floats, kernel, layout, ys, scale + first, bias + first,
-                                    p.activation, y + (n * ys.c + first) * plane};
-        epilogue.write(valid, f0, plan->row_stride);
+      for (int64_t slot = 0; slot < item_tiles; ++slot) {
+        const int64_t f0 = tiles.tile_starts[static_cast<size_t>(first_tile + slot)];
+        for (int64_t b = block_begin; b < block_end; ++b) {
+          const int64_t g = b / program.blocks_per_group;
+          const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
+          const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
+          const FlatEpilogue epilogue{sums + (b - block_begin) * block_floats + slot * tiles.width, sums_row, tiles,
+                                      layout, ys, scale + first, bias + first, p.activation,
+                                      y + (n * ys.c + first) * plane};
+          epilogue.write(valid, f0, tiles.row_stride);
+        }
       }
       return;
     }
     // Lane L of sums row r is output row L * lane_rows + yl + r, from column ox0.
-    const int64_t yl = row * kernel.rows;
-    const int64_t columns = kernel.width / layout.lanes;
+    const int64_t yl = row * tiles.rows;
+    const int64_t columns = tiles.width / layout.lanes;
     const int64_t ox0 = group_begin * columns;
     const int64_t count = std::min(item_tiles * columns, ys.w - ox0);
     std::vector<float*> rows(static_cast<size_t>(layout.lanes));
-    for (int64_t c = 0; c < ys.c; ++c) {
-      // Channel c's sums sit in its group's block (c % cout_g) / kBlock, channel (c % cout_g) % kBlock.
-      const int64_t slot = (c / cout_g * program.blocks_per_group) * tile::kBlock + c % cout_g;
-      for (int64_t r = 0; r < kernel.rows && yl + r < layout.lane_rows; ++r) {
-        float* values = sums + slot * channel_floats + r * sums_row;
-        for (int64_t lane = 0; lane < layout.lanes; ++lane) {
-          const int64_t oy = lane * layout.lane_rows + yl + r;
-          rows[static_cast<size_t>(lane)] = oy < ys.h ? y + ((n * ys.c + c) * ys.h + oy) * ys.w + ox0 : nullptr;
-        }
-        if (p.activation == Activation::kSigmoid) {
-          write_out(values, count * layout.lanes, scale[c], bias[c], p.activation, values);
-          kernel.scatter(values, count, rows.data(), 1.0f, 0.0f, false);
-        } else {
-          kernel.scatter(values, count, rows.data(), scale[c], bias[c], p.activation == Activation::kRelu);
+    for (int64_t b = block_begin; b < block_end; ++b) {
+      // Block b holds channels first .. first + valid - 1 of its group, as its slots 0 .. valid - 1.
+      const int64_t g = b / program.blocks_per_group;
+      const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
+      const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
+      for (int64_t o = 0; o < valid; ++o) {
+        const int64_t c = first + o;
+        for (int64_t r = 0; r < tiles.rows && yl + r < layout.lane_rows; ++r) {
+          float* values = sums + (b - block_begin) * block_floats + o * channel_floats + r * sums_row;
+          for (int64_t lane = 0; lane < layout.lanes; ++lane) {
+            const int64_t oy = lane * layout.lane_rows + yl + r;
+            rows[static_cast<size_t>(lane)] = oy < ys.h ? y + ((n * ys.c + c) * ys.h + oy) * ys.w + ox0 : nullptr;
+          }
+          if (p.activation == Activation::kSigmoid) {
+            write_out(values, count * layout.lanes, scale[c], bias[c], p.activation, values);
+            kernel.scatter(values, count, rows.data(), 1.0f, 0.0f, false);
+          } else {
+            kernel.scatter(values, count, rows.data(), scale[c], bias[c], p.activation == Activation::kRelu);
+          }
         }
       }
     }

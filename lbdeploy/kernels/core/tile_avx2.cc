@@ -1,6 +1,7 @@
 // AVX2 tile kernel (x86-64; built with -mavx2, run only where the CPU reports AVX2).
 // Tiles of 1 row x 3 vectors of 8 floats: 15 of the 16 ymm registers hold totals (12) and
 // pattern sums (3).
+// Narrower shapes for small maps: 1 row x 2 vectors (2 partial sums), 1 vector (4 partial sums).
 #include <immintrin.h>
 
 #include "tile_kernel.h"
@@ -21,10 +22,17 @@ struct VecAvx2 {
 
 using Impl = TileImpl<VecAvx2, 3, 1>;
 
+using MediumImpl = TileImpl<VecAvx2, 2, 1, 2>;
+using SmallImpl = TileImpl<VecAvx2, 1, 1, 4>;
+
 }  // namespace
 
 TileKernel avx2_kernel() {
-  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+  return {Impl::kLanes,
+          {{Impl::kRows, Impl::kWidth, &Impl::run},
+           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
+           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
+          &gather_lanes<Impl::kLanes>,
           &scatter_lanes<Impl::kLanes>};
 }
 

@@ -1,6 +1,7 @@
 // AVX-512F tile kernel (x86-64; built with -mavx512f, run only where the CPU reports AVX-512F).
 // Tiles of 2 rows x 3 vectors of 16 floats: 30 of the 32 zmm registers hold totals (24) and pattern
 // sums (6); fast 16 x 16 lane transposes for the input copy and the epilogue.
+// Narrower shapes for small maps: 1 row x 4 vectors, and 1 vector with 4 partial sums.
 #include <immintrin.h>
 
 #include "tile_kernel.h"
@@ -78,9 +79,16 @@ void scatter16(const float* src, int64_t count, float* const* rows, float scale,
   }
 }
 
+using MediumImpl = TileImpl<VecAvx512, 4, 1>;
+using SmallImpl = TileImpl<VecAvx512, 1, 1, 4>;
+
 }  // namespace
 
-TileKernel avx512_kernel() { return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather16, &scatter16}; }
+TileKernel avx512_kernel() { return {Impl::kLanes,
+          {{Impl::kRows, Impl::kWidth, &Impl::run},
+           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
+           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
+          &gather16, &scatter16}; }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -43,11 +43,20 @@ using TileFn = void (*)(const float* base, int64_t row_stride, const int32_t* co
 using GatherFn = void (*)(const float* const* rows, int64_t count, float* dst);
 using ScatterFn = void (*)(const float* src, int64_t count, float* const* rows, float scale, float bias, bool relu);
 
-struct TileKernel {
+// One instantiation of the tile loop.
+struct TileShape {
   int rows;   // output rows per tile
   int width;  // floats per tile row (a multiple of the vector width)
-  int lanes;  // floats per vector
   TileFn fn;
+};
+
+// shapes[0] is the widest (the lane layout's); the narrower ones serve small maps, where wide
+// tiles would mostly cover padding (see make_tile_plan).
+constexpr int kTileShapes = 3;
+
+struct TileKernel {
+  int lanes;  // floats per vector
+  TileShape shapes[kTileShapes];
   GatherFn gather;
   ScatterFn scatter;
 };
@@ -81,10 +90,12 @@ static void scatter_lanes(const float* src, int64_t count, float* const* rows, f
 }
 
 // V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b), store(p, a).
-// Pc vectors per tile row, R rows. Registers: kBlock * R * Pc channel totals plus R * Pc pattern
-// sums, one add chain each (plus and minus taps go into the same sums; a second set of sums to
-// break the chains needed a remainder branch per list and was slower).
-template <class V, int Pc, int R>
+// Pc vectors per tile row, R rows. Registers: kBlock * R * Pc channel totals plus Split * R * Pc
+// pattern sums. With Split == 1 each pattern sum is one add chain (plus and minus taps go into the
+// same sums; a second set of sums to break the chains cost a remainder branch per list and was
+// slower for 6-vector tiles). Small tiles (1 vector) have too few chains to hide the add latency,
+// so they spread each pattern's taps round-robin over Split partial sums, merged once per pattern.
+template <class V, int Pc, int R, int Split = 1>
 struct TileImpl {
   using Reg = typename V::Reg;
   static constexpr int kWidth = V::kWidth * Pc;
@@ -92,17 +103,30 @@ struct TileImpl {
   static constexpr int kLanes = V::kWidth;
   static constexpr int kVectors = Pc * R;
 
+  template <bool kAdd>
+  static inline __attribute__((always_inline)) Reg tap(Reg sum, const float* src, int64_t row_stride, int v) {
+    const Reg x = V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth);
+    return kAdd ? V::add(sum, x) : V::sub(sum, x);
+  }
+
   // Adds (kAdd) or subtracts one list of taps to the pattern sums.
   template <bool kAdd>
   static inline __attribute__((always_inline)) void sum_list(const float* base, int64_t row_stride,
-                                                             const int32_t* offsets, int count, Reg* sum) {
-    for (int t = 0; t < count; ++t) {
-      const float* src = base + offsets[t];
+                                                             const int32_t* offsets, int count,
+                                                             Reg (&sum)[Split][kVectors]) {
+    int t = 0;
+    if constexpr (Split > 1) {
+      for (; t + Split <= count; t += Split) {
+#pragma GCC unroll 8
+        for (int s = 0; s < Split; ++s) {
 #pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v) {
-        const Reg x = V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth);
-        sum[v] = kAdd ? V::add(sum[v], x) : V::sub(sum[v], x);
+          for (int v = 0; v < kVectors; ++v) sum[s][v] = tap<kAdd>(sum[s][v], base + offsets[t + s], row_stride, v);
+        }
       }
+    }
+    for (; t < count; ++t) {
+#pragma GCC unroll 32
+      for (int v = 0; v < kVectors; ++v) sum[0][v] = tap<kAdd>(sum[0][v], base + offsets[t], row_stride, v);
     }
   }
 
@@ -112,12 +136,22 @@ struct TileImpl {
                                                             Reg (&total)[kBlock][kVectors]) {
     const int n_plus = counts[2 * I], n_minus = counts[2 * I + 1];
     if (n_plus + n_minus > 0) {
+      Reg parts[Split][kVectors];
+#pragma GCC unroll 8
+      for (int s = 0; s < Split; ++s) {
+#pragma GCC unroll 32
+        for (int v = 0; v < kVectors; ++v) parts[s][v] = V::zero();
+      }
+      sum_list<true>(base, row_stride, offsets, n_plus, parts);
+      sum_list<false>(base, row_stride, offsets + n_plus, n_minus, parts);
+      offsets += n_plus + n_minus;
       Reg sum[kVectors];
 #pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v) sum[v] = V::zero();
-      sum_list<true>(base, row_stride, offsets, n_plus, sum);
-      sum_list<false>(base, row_stride, offsets + n_plus, n_minus, sum);
-      offsets += n_plus + n_minus;
+      for (int v = 0; v < kVectors; ++v) {
+        sum[v] = parts[0][v];
+#pragma GCC unroll 8
+        for (int s = 1; s < Split; ++s) sum[v] = V::add(sum[v], parts[s][v]);
+      }
 #pragma GCC unroll 32
       for (int v = 0; v < kVectors; ++v) {
 #pragma GCC unroll 8

@@ -1,6 +1,7 @@
 // NEON tile kernel (aarch64, where NEON is always present).
 // Tiles of 2 rows x 2 vectors of 4 floats: 20 of the 32 q registers hold totals and pattern sums; the
 // rest take the loads (aarch64 adds have no memory operands).
+// Narrower shapes for small maps: 1 row x 4 vectors, and 1 vector with 4 partial sums.
 #include <arm_neon.h>
 
 #include "tile_kernel.h"
@@ -21,10 +22,17 @@ struct VecNeon {
 
 using Impl = TileImpl<VecNeon, 2, 2>;
 
+using MediumImpl = TileImpl<VecNeon, 4, 1>;
+using SmallImpl = TileImpl<VecNeon, 1, 1, 4>;
+
 }  // namespace
 
 TileKernel neon_kernel() {
-  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+  return {Impl::kLanes,
+          {{Impl::kRows, Impl::kWidth, &Impl::run},
+           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
+           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
+          &gather_lanes<Impl::kLanes>,
           &scatter_lanes<Impl::kLanes>};
 }
 

@@ -1,5 +1,6 @@
 // Portable tile kernel: plain C++ on 4-float groups (the compiler vectorizes it for the
 // baseline instruction set). Used where no better variant runs, and selectable for tests.
+// Narrower shape for small maps (used twice): 1 group of 4 floats with 2 partial sums.
 #include "tile_kernel.h"
 
 namespace lbdeploy {
@@ -22,10 +23,16 @@ struct VecScalar {
 
 using Impl = TileImpl<VecScalar, 2, 1>;
 
+using SmallImpl = TileImpl<VecScalar, 1, 1, 2>;
+
 }  // namespace
 
 TileKernel scalar_kernel() {
-  return {Impl::kRows, Impl::kWidth, Impl::kLanes, &Impl::run, &gather_lanes<Impl::kLanes>,
+  return {Impl::kLanes,
+          {{Impl::kRows, Impl::kWidth, &Impl::run},
+           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run},
+           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
+          &gather_lanes<Impl::kLanes>,
           &scatter_lanes<Impl::kLanes>};
 }
 
