@@ -20,7 +20,8 @@ from exporters.tvm.compile import build, compile_artifact  # noqa: E402
 from exporters.tvm.importer import import_onnx  # noqa: E402
 from exporters.tvm.targets import get_target, list_targets  # noqa: E402
 from exporters.tvm.ternary_kernel import (  # noqa: E402
-    BLOCK, CODES, TernaryGeometry, cpu_kernel, cpu_tile, encode_weights, pattern_digits,
+    BLOCK, PATTERNS, TernaryGeometry, chunk_count, cpu_kernel, cpu_tile, encode_weights, pattern_digits,
+    row_alignment_padding,
 )
 from lbdeploy.errors import ConfigError, ExportError, InputError  # noqa: E402
 from lbdeploy.kernels.elf import elf_arch  # noqa: E402
@@ -71,6 +72,26 @@ def test_unpacked_int8_weights_give_the_same_result():
     np.testing.assert_allclose(_run(executable, arrays["x"]), arrays["y"], **KERNEL_TOLERANCE)
 
 
+def test_channel_chunks_with_groups_match_the_reference():
+    """Input channels split into L1-sized chunks (partial sums kept in the output between them),
+    input rows padded to whole vectors, groups and a padded last channel block: the reference result."""
+    from lbdeploy.ops.ternary_conv import ternary_conv_reference
+
+    rng = np.random.default_rng(3)
+    attrs = TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), group=2, activation="relu")
+    x = rng.standard_normal((1, 256, 16, 64)).astype(np.float32)
+    w = (rng.integers(-1, 2, (22, 128, 3, 3)) * (rng.random((22, 128, 3, 3)) < 0.5)).astype(np.int8)
+    scale, bias = rng.uniform(0.5, 1.5, 22).astype(np.float32), rng.standard_normal(22).astype(np.float32)
+    preset = get_target("x86")
+    geom = TernaryGeometry.of(x.shape, 22, attrs)
+    assert chunk_count(geom, preset.vector_floats, preset.vector_registers) > 1
+    assert row_alignment_padding(geom, preset.vector_floats) > 0
+    arrays = {"x": x, "w": w, "scale": scale, "bias": bias}
+    executable = build(_ternary_model(arrays, attrs, weights="w"), preset)
+    np.testing.assert_allclose(_run(executable, x), ternary_conv_reference(x, w, scale, bias, attrs),
+                               **KERNEL_TOLERANCE)
+
+
 def test_pattern_tables_are_compact_and_decode_back():
     case, arrays = load(Path(__file__).parent / "vectors" / "wide_128.npz")
     geom = TernaryGeometry.of(arrays["x"].shape, case.cout, case.attrs())
@@ -81,9 +102,9 @@ def test_pattern_tables_are_compact_and_decode_back():
     assert tables.nbytes < 2 * np.count_nonzero(flat) < flat.size * 4  # below int16 per non-zero, float32
     decoded = np.zeros_like(flat)
     for block in range(geom.blocks_per_group):
-        for code in range(CODES):
-            entry = 2 * (block * CODES + code)
-            digits = np.array(pattern_digits(code))
+        for pattern in range(PATTERNS):
+            entry = 2 * (block * PATTERNS + pattern)
+            digits = np.array(pattern_digits(pattern + PATTERNS + 1))
             for sign, (lo, hi) in ((1, (entry, entry + 1)), (-1, (entry + 1, entry + 2))):
                 taps = tables.idx[tables.ptr[lo]:tables.ptr[hi]]
                 decoded[block * BLOCK:(block + 1) * BLOCK, taps] += sign * digits[:, None]

@@ -8,7 +8,8 @@ with this TVM wheel), so this module schedules each fused PrimFunc with two rule
   register block of `OB` output channels x `XV` columns; the loop nest
   `[batch, row] (parallel) -> column tile -> channel block -> reduction -> OB (unrolled) -> XV
   (vectorized)` packs the tile's input columns once into a contiguous buffer shared by all
-  channel blocks, and keeps the accumulators in a "local" cache written back once by a block
+  channel blocks (split into `stride` phases per row for a strided conv, so vector loads stay
+  contiguous), and keeps the accumulators in a "local" cache written back once by a block
   that also computes the inlined epilogue. Zero padding stays a separate loop nest.
 * injective functions (BatchNorm as Mul/Add, Relu, Sigmoid, Add, pad, Resize, Concat,
   Reshape/Flatten, Gather): producers are inlined, the innermost axis vectorized (kept on its own
@@ -25,6 +26,7 @@ from lbdeploy.errors import ExportError
 
 MAX_CHANNEL_BLOCK = 8  # output channels per register tile
 REGISTER_BUDGET = 16  # SIMD accumulator registers a tile may use
+TILE_WIDTH_REGISTERS = 4  # SIMD registers along the vectorized axis of a tile, at most
 
 
 def _largest_divisor(extent: int, limit: int, choices=None) -> int:
@@ -73,7 +75,8 @@ def _tile_factors(extents: list[int], vector_floats: int) -> tuple[int, int, int
     """(vector axis, its tile XV, channel axis, its tile OB) of a reduction block's spatial extents."""
     vec_axis = max((i for i, e in enumerate(extents) if e > 1), default=len(extents) - 1)
     width = extents[vec_axis]
-    xv = _largest_divisor(width, 2 * vector_floats) if width > 2 * vector_floats else width
+    widest = TILE_WIDTH_REGISTERS * vector_floats
+    xv = _largest_divisor(width, widest) if width > widest else width
     registers = max(1, -(-xv // vector_floats))
     chan_axis = 1 if len(extents) == 4 else 0
     ob = 1
@@ -118,8 +121,14 @@ def _schedule_reduction(sch, info, epilogues, vector_floats: int) -> None:
     if packed_input is not None:
         # Copy the tile's input columns once into a contiguous buffer that every channel block
         # reads (as GEMM libraries pack their panels): NCHW channel rows lie far apart in memory.
+        stride = _column_stride(sch, block, packed_input, spatial[vec_axis].var)
         pack = sch.cache_read(block, packed_input, "global")
         sch.compute_at(pack, vec_outer, preserve_unit_loops=True)
+        if stride > 1:
+            # A strided conv (the 7x7 stride-2 stem) would gather every vector lane by lane; the
+            # pack splits each row into `stride` phases, so each tap reads one contiguous run.
+            sch.transform_layout(pack, ("write", 0),
+                                 lambda *index: [*index[:-1], index[-1] % stride, index[-1] // stride])
         _vectorize_tail(sch, pack, xv, below=above)
     cache = sch.cache_write(block, 0, "local")
     for epilogue in epilogues:
@@ -148,6 +157,18 @@ def _shared_input(sch, block, vec_var, chan_var):
         if any(v.same_as(vec_var) for v in used) and not any(v.same_as(chan_var) for v in used):
             return index
     return None
+
+
+def _column_stride(sch, block, read_index: int, vec_var) -> int:
+    """How far apart (in elements of its last axis) the block's read `read_index` is for
+    consecutive values of the vectorized axis; 1 when not a constant stride."""
+    from tvm.sym.pattern import detect_linear_equation
+
+    last = sch.get(block).reads[read_index].region[-1].min
+    coefficients = detect_linear_equation(last, [vec_var])
+    if len(coefficients) != 2 or not hasattr(coefficients[0], "value"):
+        return 1
+    return max(1, int(coefficients[0].value))
 
 
 def _vectorize_tail(sch, block, xv: int, below: int = 0) -> None:

@@ -11,16 +11,19 @@ time, so the combine step is straight-line adds/subs with no multiply and no sel
 
 The weights are constants known at compile time and live in the module in a compact form:
 
-    idx[int16]      tap indices k = (c*kH + i)*kW + j, grouped by block, then by pattern code
-                    (81 codes, 40 used), + taps then - taps (2 bytes per tap with a non-zero pattern)
-    ptr[int32]      list boundaries: block b, code q: + taps idx[ptr[2(81b+q)] : ptr[2(81b+q)+1]],
-                    - taps up to ptr[2(81b+q)+2]
+    idx[int16]      tap indices k = (c*kH + i)*kW + j, grouped by block, then by input-channel
+                    chunk (CPU: see `chunk_count`; GPU: one), then by pattern (the 40 codes up to
+                    sign, code = q + 41), + taps then - taps (2 bytes per tap with a non-zero pattern)
+    ptr[int32]      list boundaries: list l = (b*chunks + chunk)*40 + q has its + taps at
+                    idx[ptr[2l] : ptr[2l+1]], its - taps up to ptr[2l+2]
     offsets[int32]  one per filter tap (not per non-zero): its offset c*Hp*Wp + i*dH*Wp + j*dW in
                     the zero-padded input
 
 CPU kernel: rows are spread over cores (`T.parallel`), a register tile of RT rows x XT columns over
-SIMD lanes (`T.vectorized`); each tile ends with the fused epilogue act(scale[o] * acc + bias[o]),
-the only multiply. The GPU kernel gives one (output pixel, channel block) to one thread.
+SIMD lanes (`T.vectorized`); input channels are split into chunks whose tile input fits L1, and
+every channel block runs over one chunk before the next (partial sums wait in the output); the
+last chunk ends with the fused epilogue act(scale[o] * acc + bias[o]), the only multiply. The GPU
+kernel gives one (output pixel, channel block) to one thread.
 
 To change the tiling, edit `cpu_tile`; to add an activation, extend `_epilogue`.
 """
@@ -28,7 +31,7 @@ To change the tiling, edit `cpu_tile`; to add an activation, extend `_epilogue`.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +40,8 @@ from lbdeploy.ops.ternary_conv import TernaryConvAttrs
 
 BLOCK = 4  # output channels sharing pattern sums (as lbdeploy/kernels/core/patterns.h)
 CODES = 3 ** BLOCK  # pattern codes sum_j (digit_j + 1) * 3^j
+PATTERNS = CODES // 2  # codes up to sign: the canonical ones, PATTERNS + 1 .. CODES - 1
+INPUT_TILE_BYTES = 40 * 1024  # padded input of one tile and channel chunk, kept in L1 by the CPU kernel
 INDEX_LIMIT = np.iinfo(np.int16).max  # filter tap indices must fit the int16 lists
 GPU_THREADS = 256
 KERNEL_ATTR = "lbdeploy.ternary_conv"  # marks the PrimFunc (already scheduled)
@@ -96,7 +101,7 @@ class TernaryTables:
     """The compact pattern-sorted weight form (see the module docstring)."""
 
     idx: np.ndarray  # int16 [taps]
-    ptr: np.ndarray  # int32 [2 * CODES * blocks + 1]
+    ptr: np.ndarray  # int32 [2 * PATTERNS * chunks * blocks + 1]
     offsets: np.ndarray  # int32 [K]
 
     @property
@@ -110,9 +115,13 @@ def pattern_digits(code: int) -> tuple[int, ...]:
     return tuple((code // 3 ** j) % 3 - 1 for j in range(BLOCK))
 
 
-def encode_weights(weights: np.ndarray, geom: TernaryGeometry) -> TernaryTables:
+def encode_weights(weights: np.ndarray, geom: TernaryGeometry, chunks: int = 1) -> TernaryTables:
     """Turn int8 ternary filters [Cout, Cin/g, kH, kW] into the pattern tables.
 
+    Args:
+        weights: the int8 filters.
+        geom: the layer geometry.
+        chunks: input-channel chunks per group (see `chunk_count`); the lists are split by chunk.
     Raises:
         ExportError: a filter has more weights than the int16 indices can address.
     """
@@ -126,17 +135,18 @@ def encode_weights(weights: np.ndarray, geom: TernaryGeometry) -> TernaryTables:
     blocks[:, : geom.cout_g] = flat
     blocks = blocks.reshape(-1, BLOCK, geom.k)  # [group * blocks_per_group, BLOCK, K]
     codes = ((blocks + 1) * (3 ** np.arange(BLOCK))[None, :, None]).sum(axis=1)  # [blocks, K]
-    lists, ptr = [], [0]
-    for block_codes in codes:
-        for code in range(CODES):
-            # code and CODES-1-code are the same pattern with opposite signs; the canonical
-            # one (first non-zero digit +1) collects both, the other's lists stay empty.
-            canonical = _is_canonical(code)
-            plus = np.flatnonzero(block_codes == code) if canonical else np.zeros(0, np.int64)
-            minus = np.flatnonzero(block_codes == CODES - 1 - code) if canonical else np.zeros(0, np.int64)
-            lists += [plus, minus]
-            ptr += [ptr[-1] + plus.size, ptr[-1] + plus.size + minus.size]
-    idx = np.concatenate(lists).astype(np.int16)
+    # code and CODES-1-code are the same pattern with opposite signs; the canonical one (last
+    # non-zero digit +1, code > PATTERNS) collects both, the other's taps go to its minus list.
+    block, tap = np.nonzero(codes != PATTERNS)
+    code = codes[block, tap]
+    minus = code < PATTERNS
+    pattern = np.where(minus, CODES - 1 - code, code) - (PATTERNS + 1)
+    chunk = (tap // (geom.kh * geom.kw)) // chunk_channels(geom.cin_g, chunks)
+    lists = ((block * chunks + chunk) * PATTERNS + pattern) * 2 + minus
+    order = np.argsort(lists, kind="stable")  # taps stay in ascending order within a list
+    counts = np.bincount(lists, minlength=2 * PATTERNS * chunks * codes.shape[0])
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    idx = tap[order].astype(np.int16)
     k = np.arange(geom.k)
     c, tap = np.divmod(k, geom.kh * geom.kw)
     i, j = np.divmod(tap, geom.kw)
@@ -144,12 +154,33 @@ def encode_weights(weights: np.ndarray, geom: TernaryGeometry) -> TernaryTables:
     # An empty buffer cannot be passed to the kernel; one unused entry keeps shapes non-empty.
     if idx.size == 0:
         idx = np.zeros(1, np.int16)
-    return TernaryTables(idx, np.asarray(ptr, np.int32), offsets.astype(np.int32))
+    return TernaryTables(idx, ptr.astype(np.int32), offsets.astype(np.int32))
 
 
-def _is_canonical(code: int) -> bool:
-    digits = [d for d in pattern_digits(code) if d]
-    return bool(digits) and digits[0] == 1
+def row_alignment_padding(geom: TernaryGeometry, vector_floats: int) -> int:
+    """Extra zero columns on the right of the padded input that make its rows a whole number
+    of SIMD registers, so the kernel's unshifted taps load aligned vectors (a 128->128 layer at
+    64x64 or 128x128 got 5-8% faster on AVX-512). 0 for rows under 4 registers, where the extra
+    columns would cost more memory than the alignment saves."""
+    if geom.wp < 4 * vector_floats:
+        return 0
+    return -geom.wp % vector_floats
+
+
+def chunk_channels(cin_g: int, chunks: int) -> int:
+    """Input channels per chunk when `cin_g` channels are split into `chunks` (the last may be short)."""
+    return -(-cin_g // chunks)
+
+
+def chunk_count(geom: TernaryGeometry, vector_floats: int, vector_registers: int) -> int:
+    """Input-channel chunks of the CPU kernel: each tile's padded input rows for one chunk
+    (INPUT_TILE_BYTES at most) stay in L1 while every channel block runs over them, instead of
+    streaming the whole input from L2 once per block."""
+    rt, xt = cpu_tile(geom, vector_floats, vector_registers)
+    rows = (rt - 1) * geom.stride[0] + (geom.kh - 1) * geom.dilation[0] + 1
+    cols = (xt - 1) * geom.stride[1] + (geom.kw - 1) * geom.dilation[1] + 1
+    per_chunk = max(1, INPUT_TILE_BYTES // (4 * rows * cols))
+    return -(-geom.cin_g // per_chunk)
 
 
 def cpu_tile(geom: TernaryGeometry, vector_floats: int, vector_registers: int) -> tuple[int, int]:
@@ -187,20 +218,12 @@ def _digit(code, j):
     return (code // power) % 3 - 1
 
 
-def _canonical(code):
-    """TIR condition: the pattern's first non-zero digit is +1 (the code owns its tap lists)."""
-    from tvm import tirx
-
-    conditions = []
-    for j in range(BLOCK):
-        lower_zero = [_digit(code, i) == 0 for i in range(j)]
-        conditions.append(tirx.all(*lower_zero, _digit(code, j) == 1))
-    return tirx.any(*conditions)
-
-
 @functools.lru_cache(maxsize=None)  # layers of the same geometry share one PrimFunc
 def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vector_registers: int):
-    """The CPU PrimFunc (xp padded [N,C,Hp,Wp], idx, ptr, offsets, scale, bias) -> y [N,Cout,OH,OW]."""
+    """The CPU PrimFunc (xp padded [N,C,Hp,Wp], idx, ptr, offsets, scale, bias) -> y [N,Cout,OH,OW].
+
+    The tables must be encoded with `chunk_count(geom, vector_floats, vector_registers)` chunks.
+    """
     from tvm.script import tirx as T
 
     N, C, Hp, Wp, Cout, OH, OW = geom.n, geom.c, geom.hp, geom.wp, geom.cout, geom.oh, geom.ow
@@ -208,12 +231,13 @@ def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vecto
     K, CIN_G, COUT_G, BPG = geom.k, geom.cin_g, geom.cout_g, geom.blocks_per_group
     BLOCKS = BPG * geom.group
     RT, XT = cpu_tile(geom, vector_floats, vector_registers)
+    CHUNKS = chunk_count(geom, vector_floats, vector_registers)
     BANDS, TILES = OH // RT, OW // XT
     act = activation
 
     @T.prim_func
     def ternary_conv(xp: T.Buffer((N, C, Hp, Wp), "float32"), idx_handle: T.handle,
-                     ptr: T.Buffer((2 * CODES * BLOCKS + 1,), "int32"), offsets: T.Buffer((K,), "int32"),
+                     ptr: T.Buffer((2 * PATTERNS * CHUNKS * BLOCKS + 1,), "int32"), offsets: T.Buffer((K,), "int32"),
                      scale: T.Buffer((Cout,), "float32"), bias: T.Buffer((Cout,), "float32"),
                      y: T.Buffer((N, Cout, OH, OW), "float32")):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, KERNEL_ATTR: True})
@@ -222,48 +246,63 @@ def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vecto
         idx = T.match_buffer(idx_handle, (taps,), "int16")
         xf = T.decl_buffer((N * C * Hp * Wp,), "float32", data=xp.data)
         for band in T.parallel(N * BANDS):
-            for b in range(BLOCKS):
-                for tile in range(TILES):
-                    out = T.alloc_buffer((BLOCK, RT, XT), "float32", scope="local")
-                    acc = T.alloc_buffer((RT, XT), "float32", scope="local")
-                    base = ((band // BANDS) * C + (b // BPG) * CIN_G) * (Hp * Wp) \
-                        + (band % BANDS) * RT * SH * Wp + tile * XT * SW
-                    for j in T.unroll(BLOCK):
-                        for r in T.unroll(RT):
-                            for v in T.vectorized(XT):
-                                out[j, r, v] = T.float32(0)
-                    for code in T.unroll(CODES):
-                        if _canonical(code):
+            for tile in range(TILES):
+                # Chunks of input channels outside the channel blocks: one chunk's tile input
+                # stays in L1 for all blocks; partial sums wait in y between chunks.
+                for chunk in range(CHUNKS):
+                    for b in range(BLOCKS):
+                        out = T.alloc_buffer((BLOCK, RT, XT), "float32", scope="local")
+                        acc = T.alloc_buffer((RT, XT), "float32", scope="local")
+                        base = ((band // BANDS) * C + (b // BPG) * CIN_G) * (Hp * Wp) \
+                            + (band % BANDS) * RT * SH * Wp + tile * XT * SW
+                        for j in T.unroll(BLOCK):
+                            if (b % BPG) * BLOCK + j < COUT_G and chunk > 0:
+                                for r in T.unroll(RT):
+                                    for v in T.vectorized(XT):
+                                        out[j, r, v] = y[band // BANDS, (b // BPG) * COUT_G + (b % BPG) * BLOCK + j,
+                                                         (band % BANDS) * RT + r, tile * XT + v]
+                            else:
+                                for r in T.unroll(RT):
+                                    for v in T.vectorized(XT):
+                                        out[j, r, v] = T.float32(0)
+                        for q in T.unroll(PATTERNS):
+                            entry = 2 * ((b * CHUNKS + chunk) * PATTERNS + q)
                             for r in T.unroll(RT):
                                 for v in T.vectorized(XT):
                                     acc[r, v] = T.float32(0)
-                            for p in range(ptr[2 * (b * CODES + code)], ptr[2 * (b * CODES + code) + 1]):
+                            for p in range(ptr[entry], ptr[entry + 1]):
                                 at = base + offsets[T.Cast("int32", idx[p])]
                                 for r in T.unroll(RT):
                                     for v in T.vectorized(XT):
                                         acc[r, v] = acc[r, v] + xf[at + r * SH * Wp + v * SW]
-                            for p in range(ptr[2 * (b * CODES + code) + 1], ptr[2 * (b * CODES + code) + 2]):
+                            for p in range(ptr[entry + 1], ptr[entry + 2]):
                                 at = base + offsets[T.Cast("int32", idx[p])]
                                 for r in T.unroll(RT):
                                     for v in T.vectorized(XT):
                                         acc[r, v] = acc[r, v] - xf[at + r * SH * Wp + v * SW]
                             for j in T.unroll(BLOCK):
-                                if _digit(code, j) == 1:
+                                if _digit(q + PATTERNS + 1, j) == 1:
                                     for r in T.unroll(RT):
                                         for v in T.vectorized(XT):
                                             out[j, r, v] = out[j, r, v] + acc[r, v]
-                                if _digit(code, j) == -1:
+                                if _digit(q + PATTERNS + 1, j) == -1:
                                     for r in T.unroll(RT):
                                         for v in T.vectorized(XT):
                                             out[j, r, v] = out[j, r, v] - acc[r, v]
-                    for j in T.unroll(BLOCK):
-                        if (b % BPG) * BLOCK + j < COUT_G:
-                            for r in T.unroll(RT):
-                                for v in T.vectorized(XT):
-                                    y[band // BANDS, (b // BPG) * COUT_G + (b % BPG) * BLOCK + j,
-                                      (band % BANDS) * RT + r, tile * XT + v] = _epilogue(
-                                        T, out[j, r, v], scale[(b // BPG) * COUT_G + (b % BPG) * BLOCK + j],
-                                        bias[(b // BPG) * COUT_G + (b % BPG) * BLOCK + j], act)
+                        for j in T.unroll(BLOCK):
+                            if (b % BPG) * BLOCK + j < COUT_G:
+                                if chunk == CHUNKS - 1:
+                                    for r in T.unroll(RT):
+                                        for v in T.vectorized(XT):
+                                            y[band // BANDS, (b // BPG) * COUT_G + (b % BPG) * BLOCK + j,
+                                              (band % BANDS) * RT + r, tile * XT + v] = _epilogue(
+                                                T, out[j, r, v], scale[(b // BPG) * COUT_G + (b % BPG) * BLOCK + j],
+                                                bias[(b // BPG) * COUT_G + (b % BPG) * BLOCK + j], act)
+                                else:
+                                    for r in T.unroll(RT):
+                                        for v in T.vectorized(XT):
+                                            y[band // BANDS, (b // BPG) * COUT_G + (b % BPG) * BLOCK + j,
+                                              (band % BANDS) * RT + r, tile * XT + v] = out[j, r, v]
 
     return ternary_conv
 
@@ -284,7 +323,7 @@ def gpu_kernel(geom: TernaryGeometry, activation: str):
 
     @T.prim_func
     def ternary_conv(xp: T.Buffer((N, C, Hp, Wp), "float32"), idx_handle: T.handle,
-                     ptr: T.Buffer((2 * CODES * BLOCKS + 1,), "int32"), offsets: T.Buffer((K,), "int32"),
+                     ptr: T.Buffer((2 * PATTERNS * BLOCKS + 1,), "int32"), offsets: T.Buffer((K,), "int32"),
                      scale: T.Buffer((Cout,), "float32"), bias: T.Buffer((Cout,), "float32"),
                      y: T.Buffer((N, Cout, OH, OW), "float32")):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, KERNEL_ATTR: True})
@@ -303,18 +342,17 @@ def gpu_kernel(geom: TernaryGeometry, activation: str):
                         + ((e // OW) % OH) * SH * Wp + (e % OW) * SW
                     for j in T.unroll(BLOCK):
                         out[j] = T.float32(0)
-                    for code in T.unroll(CODES):
-                        if _canonical(code):
-                            acc[0] = T.float32(0)
-                            for p in range(ptr[2 * (b * CODES + code)], ptr[2 * (b * CODES + code) + 1]):
-                                acc[0] = acc[0] + xf[base + offsets[T.Cast("int32", idx[p])]]
-                            for p in range(ptr[2 * (b * CODES + code) + 1], ptr[2 * (b * CODES + code) + 2]):
-                                acc[0] = acc[0] - xf[base + offsets[T.Cast("int32", idx[p])]]
-                            for j in T.unroll(BLOCK):
-                                if _digit(code, j) == 1:
-                                    out[j] = out[j] + acc[0]
-                                if _digit(code, j) == -1:
-                                    out[j] = out[j] - acc[0]
+                    for q in T.unroll(PATTERNS):
+                        acc[0] = T.float32(0)
+                        for p in range(ptr[2 * (b * PATTERNS + q)], ptr[2 * (b * PATTERNS + q) + 1]):
+                            acc[0] = acc[0] + xf[base + offsets[T.Cast("int32", idx[p])]]
+                        for p in range(ptr[2 * (b * PATTERNS + q) + 1], ptr[2 * (b * PATTERNS + q) + 2]):
+                            acc[0] = acc[0] - xf[base + offsets[T.Cast("int32", idx[p])]]
+                        for j in T.unroll(BLOCK):
+                            if _digit(q + PATTERNS + 1, j) == 1:
+                                out[j] = out[j] + acc[0]
+                            if _digit(q + PATTERNS + 1, j) == -1:
+                                out[j] = out[j] - acc[0]
                     for j in T.unroll(BLOCK):
                         if (b % BPG) * BLOCK + j < COUT_G:
                             y[e // (BLOCKS * OH * OW), (b // BPG) * COUT_G + (b % BPG) * BLOCK + j,
@@ -353,9 +391,14 @@ def emit_ternary_conv(bb, x, weights: np.ndarray, scale, bias, attrs: TernaryCon
         )
     dims = [int(d) for d in shape.values]
     geom = TernaryGeometry.of(dims, int(weights.shape[0]), attrs)
-    tables = encode_weights(weights, geom)
     pt, pl, pb, pr = attrs.pads
-    if any(attrs.pads):
+    if not gpu:
+        extra = row_alignment_padding(geom, vector_floats)
+        geom = replace(geom, wp=geom.wp + extra)
+        pr += extra
+    chunks = 1 if gpu else chunk_count(geom, vector_floats, vector_registers)
+    tables = encode_weights(weights, geom, chunks)
+    if pt or pl or pb or pr:
         x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr]))
     func = gpu_kernel(geom, attrs.activation) if gpu else cpu_kernel(
         geom, attrs.activation, vector_floats, vector_registers)
