@@ -27,14 +27,7 @@ using SmallImpl = TileImpl<VecAvx2, 1, 1, 4>;
 
 }  // namespace
 
-TileKernel avx2_kernel() {
-  return {Impl::kLanes,
-          {{Impl::kRows, Impl::kWidth, &Impl::run},
-           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
-           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
-          &gather_lanes<Impl::kLanes>,
-          &scatter_lanes<Impl::kLanes>};
-}
+TileKernel avx2_kernel() { return make_tile_kernel<Impl, MediumImpl, SmallImpl>(); }
 
 }  // namespace tile
 }  // namespace lbdeploy

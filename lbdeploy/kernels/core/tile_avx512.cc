@@ -84,11 +84,7 @@ using SmallImpl = TileImpl<VecAvx512, 1, 1, 4>;
 
 }  // namespace
 
-TileKernel avx512_kernel() { return {Impl::kLanes,
-          {{Impl::kRows, Impl::kWidth, &Impl::run},
-           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
-           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
-          &gather16, &scatter16}; }
+TileKernel avx512_kernel() { return make_tile_kernel<Impl, MediumImpl, SmallImpl>(&gather16, &scatter16); }
 
 }  // namespace tile
 }  // namespace lbdeploy

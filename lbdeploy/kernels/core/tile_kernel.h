@@ -184,5 +184,18 @@ struct TileImpl {
   }
 };
 
+// The kernel of one instruction set from its three tile shapes (large, medium, small); lane
+// transposes default to the plain loops at the large shape's vector width.
+template <class Large, class Medium, class Small>
+static TileKernel make_tile_kernel(GatherFn gather = &gather_lanes<Large::kLanes>,
+                                   ScatterFn scatter = &scatter_lanes<Large::kLanes>) {
+  return {Large::kLanes,
+          {{Large::kRows, Large::kWidth, &Large::run},
+           {Medium::kRows, Medium::kWidth, &Medium::run},
+           {Small::kRows, Small::kWidth, &Small::run}},
+          gather,
+          scatter};
+}
+
 }  // namespace tile
 }  // namespace lbdeploy

@@ -27,14 +27,7 @@ using SmallImpl = TileImpl<VecNeon, 1, 1, 4>;
 
 }  // namespace
 
-TileKernel neon_kernel() {
-  return {Impl::kLanes,
-          {{Impl::kRows, Impl::kWidth, &Impl::run},
-           {MediumImpl::kRows, MediumImpl::kWidth, &MediumImpl::run},
-           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
-          &gather_lanes<Impl::kLanes>,
-          &scatter_lanes<Impl::kLanes>};
-}
+TileKernel neon_kernel() { return make_tile_kernel<Impl, MediumImpl, SmallImpl>(); }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -27,14 +27,7 @@ using SmallImpl = TileImpl<VecScalar, 1, 1, 2>;
 
 }  // namespace
 
-TileKernel scalar_kernel() {
-  return {Impl::kLanes,
-          {{Impl::kRows, Impl::kWidth, &Impl::run},
-           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run},
-           {SmallImpl::kRows, SmallImpl::kWidth, &SmallImpl::run}},
-          &gather_lanes<Impl::kLanes>,
-          &scatter_lanes<Impl::kLanes>};
-}
+TileKernel scalar_kernel() { return make_tile_kernel<Impl, SmallImpl, SmallImpl>(); }
 
 }  // namespace tile
 }  // namespace lbdeploy
