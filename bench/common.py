@@ -45,14 +45,10 @@ def ort_session(model, threads: int, library: str | None = None):
     """
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    if library:
-        options.register_custom_ops_library(str(library))
+    from runtime.backends.ort import session_options
+
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, session_options(threads, library), providers=["CPUExecutionProvider"])
 
 
 def session_runner(session, feed: dict) -> Callable[[], object]:

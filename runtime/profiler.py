@@ -419,26 +419,17 @@ def run_breakdown(item: _Loaded, runs: int, top: int) -> Breakdown:
 
 
 def _ort_breakdown(item: _Loaded, runs: int, top: int) -> Breakdown:
-    """ONNX Runtime's profiler on a second session with the same options (kernel time per node)."""
-    import onnxruntime as ort
-
-    from runtime.backends.ort import MODEL_FILE, check_kernel_library
+    """ONNX Runtime's profiler on a second session of the artifact with the same threads (kernel time per node)."""
+    from runtime.backends.ort import OrtBackend
 
     session = item.backend.session
-    options = session.get_session_options()  # threads and spinning settings of the timed session
+    threads = session.get_session_options().intra_op_num_threads or None
     with tempfile.TemporaryDirectory(prefix="lbdeploy-ort-profile-") as tmp:
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        library = item.manifest.get("kernel_library")
-        if item.manifest.get("custom_ops") and library:
-            path = Path(item.target.source) / library["path"]
-            check_kernel_library(path)
-            options.register_custom_ops_library(str(path))  # a library registration does not carry over
-        profiled = ort.InferenceSession(str(Path(item.target.source) / MODEL_FILE), sess_options=options,
-                                        providers=session.get_providers())
+        profiled = OrtBackend(item.target.source, item.manifest, threads=threads, providers=session.get_providers(),
+                              profile_prefix=str(Path(tmp) / "ort"))
         for _ in range(runs + 1):  # the first run (allocations) is left out of the totals
-            profiled.run(None, item.feeds)
-        events = json.loads(Path(profiled.end_profiling()).read_text())
+            profiled.run(item.feeds)
+        events = json.loads(Path(profiled.session.end_profiling()).read_text())
     return ort_trace_breakdown(events, runs, top)
 
 

@@ -37,6 +37,25 @@ def check_kernel_library(path: Path) -> None:
         )
 
 
+def session_options(threads: int | None = None, library: Path | str | None = None):
+    """ONNX Runtime session options as lbdeploy runs sessions.
+
+    Idle worker threads stop spinning between runs (`session.force_spinning_stop`), so several
+    sessions in one process do not steal each other's cores; `threads` intra-op threads (None:
+    ONNX Runtime's default) and one inter-op thread; `library` (a custom-op library) registered.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    if library:
+        options.register_custom_ops_library(str(library))
+    return options
+
+
 class OrtBackend:
     """ONNX Runtime CPU session on an artifact folder.
 
@@ -45,9 +64,12 @@ class OrtBackend:
         manifest: its manifest.
         threads: intra-op threads (None: ONNX Runtime's default, one per core).
         providers: execution providers (default CPUExecutionProvider).
+        profile_prefix: turn on ONNX Runtime's profiler, writing its trace to files with this
+            prefix (`session.end_profiling()` returns the path).
     """
 
-    def __init__(self, artifact_dir: Path, manifest: dict, threads: int | None = None, providers=None):
+    def __init__(self, artifact_dir: Path, manifest: dict, threads: int | None = None, providers=None,
+                 profile_prefix: str | None = None):
         try:
             import onnxruntime as ort
         except ImportError as err:
@@ -56,12 +78,8 @@ class OrtBackend:
         model_path = artifact_dir / MODEL_FILE
         if not model_path.is_file():
             raise ArtifactError(f"{artifact_dir} has no {MODEL_FILE}; it was not exported for ONNX Runtime")
-        options = ort.SessionOptions()
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-        if threads:
-            options.intra_op_num_threads = int(threads)
-            options.inter_op_num_threads = 1
         registered = bool(manifest.get("custom_ops"))
+        library_path = None
         if registered:
             library = manifest.get("kernel_library")
             if not library or not library.get("path"):
@@ -70,7 +88,10 @@ class OrtBackend:
                 )
             library_path = artifact_dir / library["path"]
             check_kernel_library(library_path)
-            options.register_custom_ops_library(str(library_path))
+        options = session_options(threads, library_path)
+        if profile_prefix:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         try:
             self.session = ort.InferenceSession(
                 str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
