@@ -71,11 +71,9 @@ def _model(attrs: TernaryConvAttrs, x_shape, initializers: dict, w_input=None) -
 
 
 def _session(model: bytes, library: str) -> "ort.InferenceSession":
-    options = ort.SessionOptions()
-    options.register_custom_ops_library(library)
-    options.intra_op_num_threads = 2
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    from runtime.backends.ort import session_options
+
+    return ort.InferenceSession(model, session_options(2, library), providers=["CPUExecutionProvider"])
 
 
 @pytest.mark.parametrize("weights", ["packed_uint8", "int8"])

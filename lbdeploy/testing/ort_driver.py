@@ -26,22 +26,13 @@ from pathlib import Path
 import numpy as np
 
 
-def session_options(library: str | None, intra_op_threads: int):
-    """ONNX Runtime session options with our custom-op library registered when given."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    if library:
-        options.register_custom_ops_library(library)
-    return options
-
-
 def run_job(job: dict) -> list[Path]:
     """Run every model of `job` (the JOB.json structure) and return the written output files."""
     import onnxruntime as ort
 
-    options = session_options(job.get("library"), int(job.get("intra_op_threads", 0)))
+    from runtime.backends.ort import session_options
+
+    options = session_options(int(job.get("intra_op_threads", 0)) or None, job.get("library"))
     written = []
     for run in job["runs"]:
         session = ort.InferenceSession(run["model"], options, providers=["CPUExecutionProvider"])
