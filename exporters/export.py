@@ -88,11 +88,11 @@ def _io_manifest(ckpt, names: list[str], task: str) -> dict:
     return io_manifest({**meta, "task": task}, ckpt.config, names, shapes)
 
 
-def _ort_runner(work: Path, library: Path | None, threads: int | None = None):
+def _ort_runner(work: Path, custom_ops: list, library: Path | None):
+    """Run the exported model.onnx in ONNX Runtime here, with `library` (this machine's build) for custom ops."""
     from runtime.backends.ort import OrtBackend
 
-    manifest = {"custom_ops": [1] if library else [], "kernel_library": {"path": str(library)} if library else None}
-    backend = OrtBackend(work, manifest, threads=threads)
+    backend = OrtBackend(work, {"custom_ops": custom_ops, "kernel_library": {"path": str(library)} if library else None})
     return lambda images: backend.run({backend.input_names[0]: images})
 
 
@@ -155,7 +155,7 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
             (work / "kernels").mkdir()
             shutil.copy2(library, work / KERNEL_FILE)
             manifest["kernel_library"] = {"path": KERNEL_FILE, "arch": arch}
-        run, parity_backend = _ort_runner(work, host_library), "ort (this machine)"
+        run, parity_backend = _ort_runner(work, manifest["custom_ops"], host_library), "ort (this machine)"
         if backend == "tvm":
             from exporters.tvm.compile import compile_artifact
 
