@@ -42,6 +42,20 @@ def host_arch() -> str:
     return _MACHINE_ALIASES.get(machine, machine)
 
 
+def require_host_arch(path: str | Path, what: str) -> None:
+    """Refuse a shared library (`what`, e.g. "kernel library") built for another CPU than this one.
+
+    Raises:
+        KernelLibraryError: naming both architectures and how to fix it.
+    """
+    built_for = elf_arch(path)
+    if built_for != host_arch():
+        raise KernelLibraryError(
+            f"{what} {path} is built for {built_for}, but this machine is {host_arch()}; "
+            "export again with the --target of this machine"
+        )
+
+
 def _read_head(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(20)

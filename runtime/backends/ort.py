@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError
-from lbdeploy.kernels.elf import elf_arch, host_arch
+from lbdeploy.kernels.elf import require_host_arch
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE
 
 MODEL_FILE = "model.onnx"
@@ -29,12 +29,7 @@ def check_kernel_library(path: Path) -> None:
         raise KernelLibraryError(
             f"the artifact needs our kernel library {path}, which is missing; re-export with `lbdeploy export`"
         )
-    built_for = elf_arch(path)
-    if built_for != host_arch():
-        raise KernelLibraryError(
-            f"kernel library {path} is built for {built_for}, but this machine is {host_arch()}; "
-            "export again with the --target of this machine"
-        )
+    require_host_arch(path, "kernel library")
 
 
 def session_options(threads: int | None = None, library: Path | str | None = None):

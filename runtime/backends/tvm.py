@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError, KernelLibraryError
-from lbdeploy.kernels.elf import elf_arch, host_arch
+from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError
+from lbdeploy.kernels.elf import require_host_arch
 
 
 def _set_threads(threads: int | None) -> None:
@@ -71,12 +71,7 @@ class TVMBackend:
         path = Path(artifact_dir) / info["module"]
         if not path.is_file():
             raise ArtifactError(f"the artifact's TVM module {path} is missing; re-export the artifact")
-        built_for = elf_arch(path)
-        if built_for != host_arch():
-            raise KernelLibraryError(
-                f"TVM module {path} is built for {built_for}, but this machine is {host_arch()}; "
-                "export again with the --target of this machine"
-            )
+        require_host_arch(path, "TVM module")
         _set_threads(threads)
         self._tvm = tvm
         self._device = _device(tvm, info.get("device", "cpu"), device_id)
