@@ -64,17 +64,12 @@ def interleaved_times(runners: dict[str, Callable[[], object]], repeats: int, wa
         CPU time: with one intra-op thread ONNX Runtime computes on the calling thread, so it is then
         robust to other load on the machine.
     """
-    for _ in range(warmup):
-        for run in runners.values():
-            run()
-    times = {"wall": {name: [] for name in runners}, "cpu": {name: [] for name in runners}}
-    for _ in range(repeats):
-        for name, run in runners.items():
-            wall, cpu = time.perf_counter(), time.thread_time()
-            run()
-            times["cpu"][name].append(time.thread_time() - cpu)
-            times["wall"][name].append(time.perf_counter() - wall)
-    return times
+    from runtime.profiler import time_interleaved
+
+    calls = list(runners.values())
+    time_interleaved(calls, warmup)
+    wall, cpu = time_interleaved(calls, repeats)
+    return {"wall": dict(zip(runners, wall)), "cpu": dict(zip(runners, cpu))}
 
 
 @dataclass

@@ -335,7 +335,7 @@ def _load(target: Target, threads: int | None, batch: int, warmup: int) -> _Load
     return _Loaded(target, backend, manifest, feeds, load_s, first_run_ms, growth)
 
 
-def time_interleaved(runners: list, runs: int, bar=None) -> list[list[float]]:
+def time_interleaved(runners: list, runs: int, bar=None) -> tuple[list[list[float]], list[list[float]]]:
     """Time `runs` calls of each runner, one call of each in turn per iteration.
 
     Args:
@@ -343,17 +343,20 @@ def time_interleaved(runners: list, runs: int, bar=None) -> list[list[float]]:
         runs: calls per runner.
         bar: a tqdm bar advanced once per call (optional).
     Returns:
-        Seconds per call, one list per runner.
+        (wall-clock seconds, calling-thread CPU seconds) per call, one list per runner in each. The
+        CPU time is robust to other load when the engine computes on the calling thread (1 thread).
     """
-    samples = [[] for _ in runners]
+    wall = [[] for _ in runners]
+    cpu = [[] for _ in runners]
     for _ in range(runs):
         for index, runner in enumerate(runners):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             runner()
-            samples[index].append(time.perf_counter() - started)
+            cpu[index].append(time.thread_time() - started_cpu)
+            wall[index].append(time.perf_counter() - started)
             if bar is not None:
                 bar.update(1)
-    return samples
+    return wall, cpu
 
 
 def profile(targets: list[Target], runs: int = 100, warmup: int = 10, threads: int | None = None,
@@ -383,7 +386,7 @@ def profile(targets: list[Target], runs: int = 100, warmup: int = 10, threads: i
     loaded = [_load(target, threads, batch, max(warmup, 1)) for target in targets]
     with tqdm(total=runs * len(loaded), desc="profiling", unit="run", file=sys.stderr,
               disable=None if show_progress is None else not show_progress, leave=False) as bar:
-        samples = time_interleaved([lambda item=item: item.backend.run(item.feeds) for item in loaded], runs, bar)
+        samples, _ = time_interleaved([lambda item=item: item.backend.run(item.feeds) for item in loaded], runs, bar)
     peak = peak_rss_mb()
     results = []
     for item, times in zip(loaded, samples):
