@@ -33,13 +33,14 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def ort_session(model, threads: int, library: str | None = None):
+def ort_session(model, threads: int, library: str | None = None, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session that does not spin between runs.
 
     Args:
         model: serialized ONNX bytes or a path to model.onnx.
         threads: intra-op threads (inter-op is 1).
         library: our libternary_ort.so to register (None: standard ops only).
+        profile_prefix: turn on ONNX Runtime's profiler, writing its trace to files with this prefix.
     Returns:
         onnxruntime.InferenceSession.
     """
@@ -47,8 +48,12 @@ def ort_session(model, threads: int, library: str | None = None):
 
     from runtime.backends.ort import session_options
 
+    options = session_options(threads, library)
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, session_options(threads, library), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def session_runner(session, feed: dict) -> Callable[[], object]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from budget import format_budget, make_budget, profile_classes
 from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
@@ -45,36 +46,54 @@ E2E_STACKS, E2E_SIZE = 8, 256
 REPEATS = {"full": (50, 30, 10), "quick": (3, 3, 2)}
 
 
-def run_kernel(args, library: str) -> list:
+def run_kernel(args, library: str) -> tuple[list, list]:
     """TernaryConv vs dense Conv at the target densities (all advice densities with --save-advice)."""
     densities = sorted(set(KERNEL_DENSITIES) | (set(ADVICE_DENSITIES) if args.save_advice else set()))
     progress(f"kernel: densities {', '.join(f'{d:g}' for d in densities)}")
-    return kernel_comparisons(densities, args.threads, args.repeats_for("kernel"), library)
+    return kernel_comparisons(densities, args.threads, args.repeats_for("kernel"), library), []
 
 
-def run_block(args, library: str, work: Path) -> list:
+def budgets(args, library: str, paths: dict, pairs: list, group: str) -> list:
+    """One profiled pass per ORT model named in `pairs` ((label, subject, baseline, target)), then a
+    `Budget` per pair (see bench/budget.py)."""
+    feed_of = {}
+    classes = {}
+    for name in sorted({n for _, subject, baseline, _ in pairs for n in (subject, baseline)}):
+        progress(f"{group}: profiling {name} (ORT profiler, where the time goes)")
+        path = paths[name]
+        feed_of[name] = lambda session, path=path: {session.get_inputs()[0].name: args.inputs[path]}
+        classes[name] = profile_classes(path, args.threads, library if name in args.ternary_models else None,
+                                        feed_of[name], runs=2 if args.quick else 10)
+    return [make_budget(label, classes[subject], classes[baseline], target) for label, subject, baseline, target in pairs]
+
+
+def run_block(args, library: str, work: Path) -> tuple[list, list]:
     """LBB vs the dense bottleneck, 256 channels, 128 mid, 64x64, in ORT."""
     from models import export_block
 
     x = np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32)
-    runners = {}
+    runners, paths = {}, {}
     for variant, density in (("dense", 0.5), ("lbb", 0.5), ("lbb", 0.1)):
         name = f"{variant}-{density:g}"
         progress(f"block: exporting {variant} (density {density:g})")
-        path = export_block(variant, density, work / f"block-{name}.onnx")
+        path = paths[name] = export_block(variant, density, work / f"block-{name}.onnx")
+        args.inputs[path] = x
+        if variant != "dense":
+            args.ternary_models.add(name)
         session = ort_session(path, args.threads, library if variant != "dense" else None)
         runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     progress(f"block: timing {args.repeats_for('block')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("block"))
-    return [
-        compare("block", "LBB d=0.5 vs dense bottleneck 256/128 64x64", times, "lbb-0.5", "dense-0.5", BLOCK_TARGET,
-                density=0.5),
-        compare("block", "LBB d=0.1 vs dense bottleneck 256/128 64x64", times, "lbb-0.1", "dense-0.5", density=0.1),
-    ]
+    labels = {0.5: "LBB d=0.5 vs dense bottleneck 256/128 64x64", 0.1: "LBB d=0.1 vs dense bottleneck 256/128 64x64"}
+    comparisons = [compare("block", labels[0.5], times, "lbb-0.5", "dense-0.5", BLOCK_TARGET, density=0.5),
+                   compare("block", labels[0.1], times, "lbb-0.1", "dense-0.5", density=0.1)]
+    pairs = [(labels[0.5], "lbb-0.5", "dense-0.5", BLOCK_TARGET), (labels[0.1], "lbb-0.1", "dense-0.5", None)]
+    return comparisons, budgets(args, library, paths, pairs, "block")
 
 
-def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, list]:
-    """Export (and quantize / compile) the end-to-end contenders; returns (runners, TVM backend names)."""
+def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, list, dict]:
+    """Export (and quantize / compile) the end-to-end contenders; returns (runners, TVM backend names,
+    ORT model paths)."""
     from models import export_network, quantize_int8, tvm_runner
 
     stacks = args.stacks
@@ -89,10 +108,11 @@ def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, l
     paths["shn-fp32"] = export_network("shn", work / "shn.onnx", ops="standard", stacks=stacks)
     progress("e2e: SHN int8 static quantization (calibrating on random images)")
     paths["shn-int8"] = quantize_int8(paths["shn-fp32"], work / "shn-int8.onnx", x.shape, args.calibration_images)
-    ternary = {f"lbrn-s-{density:g}" for density in E2E_TARGETS}  # need our kernel library
+    args.ternary_models |= {f"lbrn-s-{density:g}" for density in E2E_TARGETS}  # need our kernel library
     runners = {}
     for name, path in paths.items():
-        session = ort_session(path, args.threads, library if name in ternary else None)
+        args.inputs[path] = x
+        session = ort_session(path, args.threads, library if name in args.ternary_models else None)
         runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     tvm_names = []
     if not args.skip_tvm:
@@ -105,13 +125,13 @@ def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, l
                 name = f"lbrn-s-{density:g}-tvm"
                 runners[name] = tvm_runner(paths[f"lbrn-s-{density:g}"], work / name, args.threads, x)
                 tvm_names.append(name)
-    return runners, tvm_names
+    return runners, tvm_names, paths
 
 
-def run_e2e(args, library: str, work: Path) -> list:
+def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
     """LBRN-S (each backend) vs SHN fp32, SHN int8 and LBRN-S as plain Conv; targets on the best backend."""
     x = np.random.default_rng(0).standard_normal((1, 3, E2E_SIZE, E2E_SIZE)).astype(np.float32)
-    runners, tvm_names = _e2e_runners(args, library, work, x)
+    runners, tvm_names, paths = _e2e_runners(args, library, work, x)
     progress(f"e2e: timing {len(runners)} models, {args.repeats_for('e2e')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("e2e"), warmup=1)
     results = []
@@ -129,7 +149,11 @@ def run_e2e(args, library: str, work: Path) -> list:
                     goal, goal_text = None, "(not best backend)"
                 results.append(compare("e2e", f"{label} vs {baseline_label}", times, subject, baseline, goal,
                                        goal_text, density=density))
-    return results
+    pairs = [(f"LBRN-S{args.stacks} d={density:g} ORT vs {baseline_label}", f"lbrn-s-{density:g}", baseline, goal)
+             for density, target in E2E_TARGETS.items()
+             for baseline, baseline_label, goal in (("shn-fp32", "SHN fp32", target),
+                                                    ("lbrn-s-plain", "LBRN-S plain Conv", 1 / PLAIN_SPEEDUP))]
+    return results, budgets(args, library, paths, pairs, "e2e")
 
 
 def save_advice(results: list, machine: dict, path: Path) -> None:
@@ -187,15 +211,18 @@ def main(argv=None) -> int:
     library = args.library or str(build_ort_library())
     machine["kernel_library"] = library  # the build cache folder names the source hash
     progress(f"kernel library: {library}")
-    results = []
+    results, bounds = [], []
+    args.inputs, args.ternary_models = {}, set()  # model path -> input; names of TernaryConv models
     with tempfile.TemporaryDirectory(prefix="lbdeploy-bench-") as tmp:
         for group in args.groups:
             if group == "kernel":
-                results += run_kernel(args, library)
+                comparisons, group_bounds = run_kernel(args, library)
             elif group == "block":
-                results += run_block(args, library, Path(tmp))
+                comparisons, group_bounds = run_block(args, library, Path(tmp))
             else:
-                results += run_e2e(args, library, Path(tmp))
+                comparisons, group_bounds = run_e2e(args, library, Path(tmp))
+            results += comparisons
+            bounds += group_bounds
     machine["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
     print(describe_machine(machine))
     print("wall clock per inference, batch 1: median (min) over interleaved rounds; ratio = subject / baseline")
@@ -203,11 +230,16 @@ def main(argv=None) -> int:
     for group in args.groups:
         for comparison in (c for c in results if c.group == group):
             print(format_comparison(comparison, cpu=args.threads == 1))
+    if bounds:
+        print("\nwhere the time goes (ORT profiler, kernel time per node; bench/budget.py): the ORT rows' Amdahl bound")
+        for bound in bounds:
+            print(format_budget(bound))
     if args.quick:
         print("--quick: too few rounds to measure anything; for a smoke test only")
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "quick": args.quick,
-                                         "comparisons": [c.to_dict() for c in results]}, indent=2) + "\n")
+                                         "comparisons": [c.to_dict() for c in results],
+                                         "budgets": [b.to_dict() for b in bounds]}, indent=2) + "\n")
         progress(f"wrote {args.json}")
     if args.save_advice:
         save_advice(results, machine, ADVICE_FILE)

@@ -436,6 +436,19 @@ def _ort_breakdown(item: _Loaded, runs: int, top: int) -> Breakdown:
     return ort_trace_breakdown(events, runs, top)
 
 
+def ort_node_events(events: list[dict]):
+    """Yield (node name, op type, event) for each node kernel of an ONNX Runtime profiling trace,
+    leaving out the first model run (allocations) when the trace holds more than one."""
+    model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    skip_before = model_runs[0][1] if len(model_runs) > 1 else -1
+    for event in events:
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        if event["ts"] <= skip_before:
+            continue
+        yield event["name"][:-len("_kernel_time")], event.get("args", {}).get("op_name", "?"), event
+
+
 def ort_trace_breakdown(events: list[dict], runs: int, top: int) -> Breakdown:
     """Sum an ONNX Runtime profiling trace per op type and per node, skipping the first model run.
 
@@ -443,16 +456,9 @@ def ort_trace_breakdown(events: list[dict], runs: int, top: int) -> Breakdown:
         events: the parsed JSON trace (chrome-trace events; node kernels are "<node>_kernel_time").
         runs: runs after the first one. top: rows kept.
     """
-    model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    skip_before = model_runs[0][1] if len(model_runs) > 1 else -1
     by_type, by_node = collections.defaultdict(float), collections.defaultdict(float)
     type_calls, node_calls = collections.Counter(), collections.Counter()
-    for event in events:
-        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
-            continue
-        if event["ts"] <= skip_before:
-            continue
-        node, op = event["name"][:-len("_kernel_time")], event.get("args", {}).get("op_name", "?")
+    for node, op, event in ort_node_events(events):
         by_type[op] += event["dur"] * 1e-6
         by_node[f"{node} ({op})"] += event["dur"] * 1e-6
         type_calls[op] += 1

@@ -55,6 +55,13 @@ def test_kernel_and_block_report_ratios_with_targets(tmp_path, library):
         assert c["passed"] is None if c["target"] is None else c["passed"] == (c["ratio"] <= c["target"])
         assert c["name"] in run["stdout"]
     assert "<= 0.50x" in run["stdout"] and "<= 0.60x" in run["stdout"]
+    # the Amdahl bound of each block comparison, from a profiled pass of the real models
+    budgets = {b["name"]: b for b in run["data"]["budgets"]}
+    assert set(budgets) == {c["name"] for c in block}
+    for b in budgets.values():
+        assert b["baseline_3x3_ms"] > 0 and b["subject_ternary_ms"] > 0 and 0 < b["floor"] < 1
+        assert b["name"] in run["stdout"] and "floor" in run["stdout"]
+    assert budgets[next(c["name"] for c in block if c["target"])]["needed"] is not None
     assert "block: exporting" in run["stderr"]  # progress goes to stderr
 
 
@@ -66,3 +73,5 @@ def test_end_to_end_group_runs(tmp_path, library):
         assert any(needle in name for name in names), needle
     targets = {c["target"] for c in run["data"]["comparisons"] if c["target"] is not None}
     assert sorted(targets) == pytest.approx([0.5, 0.65, 1 / 1.5])
+    budgets = run["data"]["budgets"]
+    assert len(budgets) == 4 and all(b["target"] is not None and b["subject_ternary_ms"] > 0 for b in budgets)

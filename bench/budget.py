@@ -1,0 +1,122 @@
+"""Where the time goes: how much of a model's ONNX Runtime time its 3x3 convolutions take, and what
+that allows end to end (Amdahl's law).
+
+Replacing the dense 3x3 convs by TernaryConv speeds up only their share of the time: the 1x1
+convs, pooling, upsampling, additions and ORT's layout reorders stay. For a (subject, baseline)
+pair of ORT models, one profiled pass of each (ORT's own profiler, kernel time per node) gives
+
+    floor  = (subject time outside TernaryConv) / baseline time
+             the best ratio the subject could reach if every TernaryConv took no time;
+    in-model kernel ratio = subject's TernaryConv time / baseline's dense 3x3 Conv time;
+    needed = (target * baseline time - subject time outside TernaryConv) / baseline 3x3 time
+             the in-model kernel ratio a target asks for (<= 0: out of reach, even for free convs).
+
+bench/run.py prints one `Budget` per block and end-to-end comparison with a target.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from common import ort_session
+
+TERNARY, DENSE_3X3, OTHER = "TernaryConv", "dense 3x3 Conv", "other"
+
+
+def classify(op: str, event: dict) -> str:
+    """TERNARY, DENSE_3X3 (a Conv or FusedConv whose weight is [.., .., 3, 3]) or OTHER."""
+    if op == TERNARY:
+        return TERNARY
+    if op in ("Conv", "FusedConv"):
+        shapes = event.get("args", {}).get("input_type_shape") or []
+        if len(shapes) > 1:
+            dims = next(iter(shapes[1].values()), [])
+            if list(dims[-2:]) == [3, 3]:
+                return DENSE_3X3
+    return OTHER
+
+
+def op_class_times(events: list[dict]) -> dict[str, float]:
+    """Milliseconds per op class (TERNARY, DENSE_3X3, OTHER) in one run of a trace: per class, the
+    median over its model runs (after the first) of the summed node kernel times."""
+    from runtime.profiler import ort_node_events
+
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    per_run = collections.defaultdict(lambda: collections.defaultdict(float))
+    for _, op, event in ort_node_events(events):
+        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), -1)
+        per_run[run][classify(op, event)] += event["dur"] * 1e-3
+    runs = list(per_run.values()) or [{}]
+    return {name: statistics.median(run.get(name, 0.0) for run in runs) for name in (TERNARY, DENSE_3X3, OTHER)}
+
+
+def profile_classes(model: Path, threads: int, library: str | None, feed_of, runs: int = 10) -> dict[str, float]:
+    """Profile `runs` runs (after one untimed) of an ORT model; milliseconds per op class per run.
+
+    Args:
+        feed_of: session -> feed dict.
+    """
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-bench-profile-") as tmp:
+        session = ort_session(model, threads, library, profile_prefix=str(Path(tmp) / "ort"))
+        feed = feed_of(session)
+        for _ in range(runs + 1):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return op_class_times(events)
+
+
+@dataclass
+class Budget:
+    """The Amdahl bound of one comparison, from profiled op times (ms per run)."""
+
+    name: str
+    subject_total_ms: float
+    subject_ternary_ms: float
+    baseline_total_ms: float
+    baseline_3x3_ms: float
+    target: float | None
+
+    @property
+    def floor(self) -> float:
+        """Subject / baseline if every TernaryConv took no time."""
+        return (self.subject_total_ms - self.subject_ternary_ms) / self.baseline_total_ms
+
+    @property
+    def kernel_ratio(self) -> float:
+        """The subject's TernaryConv time / the baseline's dense 3x3 Conv time, inside the models."""
+        return self.subject_ternary_ms / self.baseline_3x3_ms
+
+    @property
+    def needed(self) -> float | None:
+        """The in-model kernel ratio the target asks for (<= 0: out of reach); None without a target."""
+        if self.target is None:
+            return None
+        rest = self.subject_total_ms - self.subject_ternary_ms
+        return (self.target * self.baseline_total_ms - rest) / self.baseline_3x3_ms
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields with floor, kernel_ratio and needed."""
+        return {**asdict(self), "floor": self.floor, "kernel_ratio": self.kernel_ratio, "needed": self.needed}
+
+
+def make_budget(name: str, subject: dict[str, float], baseline: dict[str, float], target: float | None) -> Budget:
+    """A `Budget` from the op-class times of a subject and its baseline (see `op_class_times`)."""
+    if baseline[DENSE_3X3] <= 0:
+        raise ValueError(f"{name}: the baseline has no dense 3x3 Conv time to compare with")
+    return Budget(name, sum(subject.values()), subject[TERNARY], sum(baseline.values()), baseline[DENSE_3X3], target)
+
+
+def format_budget(b: Budget) -> str:
+    """One line: the share of the 3x3 convs, the floor, the in-model kernel ratio and what the target needs."""
+    share = b.baseline_3x3_ms / b.baseline_total_ms
+    line = (f"{b.name:<44} 3x3 convs {share:4.0%} of baseline; floor {b.floor:.3f}x (TernaryConv free); "
+            f"TernaryConv in-model {b.kernel_ratio:.3f}x dense 3x3")
+    if b.needed is not None:
+        line += (f"; target {b.target:.2f}x needs <= {b.needed:.3f}x" if b.needed > 0
+                 else f"; target {b.target:.2f}x out of reach (below the floor)")
+    return line
