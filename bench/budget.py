@@ -11,7 +11,8 @@ pair of ORT models, one profiled pass of each (ORT's own profiler, kernel time p
     needed = (target * baseline time - subject time outside TernaryConv) / baseline 3x3 time
              the in-model kernel ratio a target asks for (<= 0: out of reach, even for free convs).
 
-bench/run.py prints one `Budget` per block and end-to-end comparison with a target.
+bench/run.py prints one `Budget` per block and end-to-end comparison, with the in-model kernel ratio
+per output map size (where the kernel falls behind inside a network).
 """
 
 from __future__ import annotations
@@ -41,22 +42,44 @@ def classify(op: str, event: dict) -> str:
     return OTHER
 
 
-def op_class_times(events: list[dict]) -> dict[str, float]:
-    """Milliseconds per op class (TERNARY, DENSE_3X3, OTHER) in one run of a trace: per class, the
-    median over its model runs (after the first) of the summed node kernel times."""
+def map_size(event: dict) -> str | None:
+    """"HxW" of a node's first output, from the trace (None when not recorded)."""
+    shapes = event.get("args", {}).get("output_type_shape") or []
+    dims = next(iter(shapes[0].values()), []) if shapes else []
+    return f"{dims[-2]}x{dims[-1]}" if len(dims) >= 2 else None
+
+
+@dataclass
+class OpTimes:
+    """Milliseconds per run: `classes` per op class (TERNARY, DENSE_3X3, OTHER); `sizes` per
+    (class, output map size) for the two conv classes."""
+
+    classes: dict[str, float]
+    sizes: dict[tuple[str, str], float]
+
+
+def op_class_times(events: list[dict]) -> OpTimes:
+    """The op times of one run of a trace: per key, the median over the model runs (after the
+    first) of the summed node kernel times."""
     from runtime.profiler import ort_node_events
 
     windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     per_run = collections.defaultdict(lambda: collections.defaultdict(float))
     for _, op, event in ort_node_events(events):
         run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), -1)
-        per_run[run][classify(op, event)] += event["dur"] * 1e-3
+        kind = classify(op, event)
+        per_run[run][kind] += event["dur"] * 1e-3
+        if kind != OTHER:
+            per_run[run][(kind, map_size(event) or "?")] += event["dur"] * 1e-3
     runs = list(per_run.values()) or [{}]
-    return {name: statistics.median(run.get(name, 0.0) for run in runs) for name in (TERNARY, DENSE_3X3, OTHER)}
+    keys = {key for run in runs for key in run} | {TERNARY, DENSE_3X3, OTHER}
+    median = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in keys}
+    return OpTimes({key: median[key] for key in (TERNARY, DENSE_3X3, OTHER)},
+                   {key: value for key, value in median.items() if isinstance(key, tuple)})
 
 
-def profile_classes(model: Path, threads: int, library: str | None, feed_of, runs: int = 10) -> dict[str, float]:
-    """Profile `runs` runs (after one untimed) of an ORT model; milliseconds per op class per run.
+def profile_classes(model: Path, threads: int, library: str | None, feed_of, runs: int = 10) -> OpTimes:
+    """Profile `runs` runs (after one untimed) of an ORT model; its `OpTimes`.
 
     Args:
         feed_of: session -> feed dict.
@@ -80,6 +103,7 @@ class Budget:
     baseline_total_ms: float
     baseline_3x3_ms: float
     target: float | None
+    size_ratios: dict[str, float]  # map size -> subject TernaryConv / baseline dense 3x3 time at that size
 
     @property
     def floor(self) -> float:
@@ -104,11 +128,14 @@ class Budget:
         return {**asdict(self), "floor": self.floor, "kernel_ratio": self.kernel_ratio, "needed": self.needed}
 
 
-def make_budget(name: str, subject: dict[str, float], baseline: dict[str, float], target: float | None) -> Budget:
-    """A `Budget` from the op-class times of a subject and its baseline (see `op_class_times`)."""
-    if baseline[DENSE_3X3] <= 0:
+def make_budget(name: str, subject: OpTimes, baseline: OpTimes, target: float | None) -> Budget:
+    """A `Budget` from the op times of a subject and its baseline (see `op_class_times`)."""
+    if baseline.classes[DENSE_3X3] <= 0:
         raise ValueError(f"{name}: the baseline has no dense 3x3 Conv time to compare with")
-    return Budget(name, sum(subject.values()), subject[TERNARY], sum(baseline.values()), baseline[DENSE_3X3], target)
+    sizes = {size: subject.sizes[(TERNARY, size)] / dense for (kind, size), dense in baseline.sizes.items()
+             if kind == DENSE_3X3 and dense > 0 and (TERNARY, size) in subject.sizes}
+    return Budget(name, sum(subject.classes.values()), subject.classes[TERNARY], sum(baseline.classes.values()),
+                  baseline.classes[DENSE_3X3], target, sizes)
 
 
 def format_budget(b: Budget) -> str:
@@ -119,4 +146,13 @@ def format_budget(b: Budget) -> str:
     if b.needed is not None:
         line += (f"; target {b.target:.2f}x needs <= {b.needed:.3f}x" if b.needed > 0
                  else f"; target {b.target:.2f}x out of reach (below the floor)")
+    if len(b.size_ratios) > 1:
+        by_area = sorted(b.size_ratios.items(), key=lambda item: -_area(item[0]))
+        line += "\n" + " " * 45 + "TernaryConv / dense 3x3 per map size: " + ", ".join(
+            f"{size} {ratio:.2f}x" for size, ratio in by_area)
     return line
+
+
+def _area(size: str) -> int:
+    height, _, width = size.partition("x")
+    return int(height) * int(width) if height.isdigit() and width.isdigit() else 0
