@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from common import ort_session
 
 TERNARY, DENSE_3X3, OTHER = "TernaryConv", "dense 3x3 Conv", "other"
@@ -78,19 +80,24 @@ def op_class_times(events: list[dict]) -> OpTimes:
                    {key: value for key, value in median.items() if isinstance(key, tuple)})
 
 
-def profile_classes(model: Path, threads: int, library: str | None, feed_of, runs: int = 10) -> OpTimes:
-    """Profile `runs` runs (after one untimed) of an ORT model; its `OpTimes`.
+def profile_interleaved(models: dict[str, tuple[Path, str | None, np.ndarray]], threads: int, runs: int = 10) -> dict:
+    """Profile ORT models side by side: one run of each in turn, `runs` rounds after an untimed one,
+    so machine load hits them alike.
 
     Args:
-        feed_of: session -> feed dict.
+        models: name -> (single-input model path, custom-op library or None, its input).
+    Returns:
+        name -> `OpTimes`.
     """
     with tempfile.TemporaryDirectory(prefix="lbdeploy-bench-profile-") as tmp:
-        session = ort_session(model, threads, library, profile_prefix=str(Path(tmp) / "ort"))
-        feed = feed_of(session)
+        sessions = {name: ort_session(path, threads, library, profile_prefix=str(Path(tmp) / name))
+                    for name, (path, library, _) in models.items()}
+        feeds = {name: {session.get_inputs()[0].name: models[name][2]} for name, session in sessions.items()}
         for _ in range(runs + 1):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    return op_class_times(events)
+            for name, session in sessions.items():
+                session.run(None, feeds[name])
+        return {name: op_class_times(json.loads(Path(session.end_profiling()).read_text()))
+                for name, session in sessions.items()}
 
 
 @dataclass

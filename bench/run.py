@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from budget import format_budget, make_budget, profile_classes
+from budget import format_budget, make_budget, profile_interleaved
 from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
@@ -54,17 +54,14 @@ def run_kernel(args, library: str) -> tuple[list, list]:
 
 
 def budgets(args, library: str, paths: dict, pairs: list, group: str) -> list:
-    """One profiled pass per ORT model named in `pairs` ((label, subject, baseline, target)), then a
-    `Budget` per pair (see bench/budget.py)."""
-    feed_of = {}
-    classes = {}
-    for name in sorted({n for _, subject, baseline, _ in pairs for n in (subject, baseline)}):
-        progress(f"{group}: profiling {name} (ORT profiler, where the time goes)")
-        path = paths[name]
-        feed_of[name] = lambda session, path=path: {session.get_inputs()[0].name: args.inputs[path]}
-        classes[name] = profile_classes(path, args.threads, library if name in args.ternary_models else None,
-                                        feed_of[name], runs=2 if args.quick else 10)
-    return [make_budget(label, classes[subject], classes[baseline], target) for label, subject, baseline, target in pairs]
+    """One profiled pass over the ORT models named in `pairs` ((label, subject, baseline, target)),
+    interleaved, then a `Budget` per pair (see bench/budget.py)."""
+    names = sorted({n for _, subject, baseline, _ in pairs for n in (subject, baseline)})
+    progress(f"{group}: profiling {', '.join(names)} (ORT profiler, interleaved: where the time goes)")
+    models = {name: (paths[name], library if name in args.ternary_models else None, args.inputs[paths[name]])
+              for name in names}
+    times = profile_interleaved(models, args.threads, runs=2 if args.quick else 10)
+    return [make_budget(label, times[subject], times[baseline], target) for label, subject, baseline, target in pairs]
 
 
 def run_block(args, library: str, work: Path) -> tuple[list, list]:
