@@ -65,10 +65,8 @@ def op_class_times(events: list[dict]) -> OpTimes:
     first) of the summed node kernel times."""
     from runtime.profiler import ort_node_events
 
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     per_run = collections.defaultdict(lambda: collections.defaultdict(float))
-    for _, op, event in ort_node_events(events):
-        run = next((i for i, (start, end) in enumerate(windows) if start <= event["ts"] <= end), -1)
+    for run, _, op, event in ort_node_events(events):
         kind = classify(op, event)
         per_run[run][kind] += event["dur"] * 1e-3
         if kind != OTHER:

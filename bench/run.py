@@ -53,14 +53,16 @@ def run_kernel(args, library: str) -> tuple[list, list]:
     return kernel_comparisons(densities, args.threads, args.repeats_for("kernel"), library), []
 
 
-def budgets(args, library: str, paths: dict, pairs: list, group: str) -> list:
+def budgets(args, models: dict, pairs: list, group: str) -> list:
     """One profiled pass over the ORT models named in `pairs` ((label, subject, baseline, target)),
-    interleaved, then a `Budget` per pair (see bench/budget.py)."""
+    interleaved, then a `Budget` per pair (see bench/budget.py).
+
+    Args:
+        models: name -> (model path, custom-op library or None, input), as `profile_interleaved` takes.
+    """
     names = sorted({n for _, subject, baseline, _ in pairs for n in (subject, baseline)})
     progress(f"{group}: profiling {', '.join(names)} (ORT profiler, interleaved: where the time goes)")
-    models = {name: (paths[name], library if name in args.ternary_models else None, args.inputs[paths[name]])
-              for name in names}
-    times = profile_interleaved(models, args.threads, runs=2 if args.quick else 10)
+    times = profile_interleaved({name: models[name] for name in names}, args.threads, runs=2 if args.quick else 10)
     return [make_budget(label, times[subject], times[baseline], target) for label, subject, baseline, target in pairs]
 
 
@@ -69,15 +71,13 @@ def run_block(args, library: str, work: Path) -> tuple[list, list]:
     from models import export_block
 
     x = np.random.default_rng(0).standard_normal((1, 256, 64, 64)).astype(np.float32)
-    runners, paths = {}, {}
+    runners, models = {}, {}
     for variant, density in (("dense", 0.5), ("lbb", 0.5), ("lbb", 0.1)):
         name = f"{variant}-{density:g}"
         progress(f"block: exporting {variant} (density {density:g})")
-        path = paths[name] = export_block(variant, density, work / f"block-{name}.onnx")
-        args.inputs[path] = x
-        if variant != "dense":
-            args.ternary_models.add(name)
-        session = ort_session(path, args.threads, library if variant != "dense" else None)
+        path = export_block(variant, density, work / f"block-{name}.onnx")
+        models[name] = (path, library if variant != "dense" else None, x)
+        session = ort_session(path, args.threads, models[name][1])
         runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     progress(f"block: timing {args.repeats_for('block')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("block"))
@@ -85,12 +85,12 @@ def run_block(args, library: str, work: Path) -> tuple[list, list]:
     comparisons = [compare("block", labels[0.5], times, "lbb-0.5", "dense-0.5", BLOCK_TARGET, density=0.5),
                    compare("block", labels[0.1], times, "lbb-0.1", "dense-0.5", density=0.1)]
     pairs = [(labels[0.5], "lbb-0.5", "dense-0.5", BLOCK_TARGET), (labels[0.1], "lbb-0.1", "dense-0.5", None)]
-    return comparisons, budgets(args, library, paths, pairs, "block")
+    return comparisons, budgets(args, models, pairs, "block")
 
 
 def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, list, dict]:
     """Export (and quantize / compile) the end-to-end contenders; returns (runners, TVM backend names,
-    ORT model paths)."""
+    ORT models as name -> (path, custom-op library or None, input))."""
     from models import export_network, quantize_int8, tvm_runner
 
     stacks = args.stacks
@@ -105,11 +105,11 @@ def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, l
     paths["shn-fp32"] = export_network("shn", work / "shn.onnx", ops="standard", stacks=stacks)
     progress("e2e: SHN int8 static quantization (calibrating on random images)")
     paths["shn-int8"] = quantize_int8(paths["shn-fp32"], work / "shn-int8.onnx", x.shape, args.calibration_images)
-    args.ternary_models |= {f"lbrn-s-{density:g}" for density in E2E_TARGETS}  # need our kernel library
-    runners = {}
+    ternary = {f"lbrn-s-{density:g}" for density in E2E_TARGETS}  # need our kernel library
+    runners, models = {}, {}
     for name, path in paths.items():
-        args.inputs[path] = x
-        session = ort_session(path, args.threads, library if name in args.ternary_models else None)
+        models[name] = (path, library if name in ternary else None, x)
+        session = ort_session(path, args.threads, models[name][1])
         runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     tvm_names = []
     if not args.skip_tvm:
@@ -122,13 +122,13 @@ def _e2e_runners(args, library: str, work: Path, x: np.ndarray) -> tuple[dict, l
                 name = f"lbrn-s-{density:g}-tvm"
                 runners[name] = tvm_runner(paths[f"lbrn-s-{density:g}"], work / name, args.threads, x)
                 tvm_names.append(name)
-    return runners, tvm_names, paths
+    return runners, tvm_names, models
 
 
 def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
     """LBRN-S (each backend) vs SHN fp32, SHN int8 and LBRN-S as plain Conv; targets on the best backend."""
     x = np.random.default_rng(0).standard_normal((1, 3, E2E_SIZE, E2E_SIZE)).astype(np.float32)
-    runners, tvm_names, paths = _e2e_runners(args, library, work, x)
+    runners, tvm_names, models = _e2e_runners(args, library, work, x)
     progress(f"e2e: timing {len(runners)} models, {args.repeats_for('e2e')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("e2e"), warmup=1)
     results = []
@@ -150,7 +150,7 @@ def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
              for density, target in E2E_TARGETS.items()
              for baseline, baseline_label, goal in (("shn-fp32", "SHN fp32", target),
                                                     ("lbrn-s-plain", "LBRN-S plain Conv", 1 / PLAIN_SPEEDUP))]
-    return results, budgets(args, library, paths, pairs, "e2e")
+    return results, budgets(args, models, pairs, "e2e")
 
 
 def save_advice(results: list, machine: dict, path: Path) -> None:
@@ -209,7 +209,6 @@ def main(argv=None) -> int:
     machine["kernel_library"] = library  # the build cache folder names the source hash
     progress(f"kernel library: {library}")
     results, bounds = [], []
-    args.inputs, args.ternary_models = {}, set()  # model path -> input; names of TernaryConv models
     with tempfile.TemporaryDirectory(prefix="lbdeploy-bench-") as tmp:
         for group in args.groups:
             if group == "kernel":

@@ -18,6 +18,7 @@ and list it in BREAKDOWNS; a backend without one reports latency only, saying so
 
 from __future__ import annotations
 
+import bisect
 import collections
 import json
 import os
@@ -437,16 +438,19 @@ def _ort_breakdown(item: _Loaded, runs: int, top: int) -> Breakdown:
 
 
 def ort_node_events(events: list[dict]):
-    """Yield (node name, op type, event) for each node kernel of an ONNX Runtime profiling trace,
-    leaving out the first model run (allocations) when the trace holds more than one."""
+    """Yield (run, node name, op type, event) for each node kernel of an ONNX Runtime profiling
+    trace, `run` being the index of the model run holding it; the first model run (allocations) is
+    left out when the trace holds more than one."""
     model_runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    skip_before = model_runs[0][1] if len(model_runs) > 1 else -1
+    ends = [end for _, end in model_runs]
+    skip_before = ends[0] if len(ends) > 1 else -1
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         if event["ts"] <= skip_before:
             continue
-        yield event["name"][:-len("_kernel_time")], event.get("args", {}).get("op_name", "?"), event
+        run = bisect.bisect_left(ends, event["ts"])
+        yield run, event["name"][:-len("_kernel_time")], event.get("args", {}).get("op_name", "?"), event
 
 
 def ort_trace_breakdown(events: list[dict], runs: int, top: int) -> Breakdown:
@@ -458,7 +462,7 @@ def ort_trace_breakdown(events: list[dict], runs: int, top: int) -> Breakdown:
     """
     by_type, by_node = collections.defaultdict(float), collections.defaultdict(float)
     type_calls, node_calls = collections.Counter(), collections.Counter()
-    for node, op, event in ort_node_events(events):
+    for _, node, op, event in ort_node_events(events):
         by_type[op] += event["dur"] * 1e-6
         by_node[f"{node} ({op})"] += event["dur"] * 1e-6
         type_calls[op] += 1

@@ -18,3 +18,16 @@ def arm_python():
             pytest.fail(f"LBDEPLOY_REQUIRE_ARM=1 but {lane.reason}")
         pytest.skip(lane.reason)
     return lane.python
+
+
+@pytest.fixture(scope="session")
+def library() -> str:
+    """Path of our ONNX Runtime kernel library for this machine (built once and cached); skips
+    with the reason when it cannot be built here (no compiler or ONNX Runtime headers)."""
+    from lbdeploy.errors import KernelLibraryError
+    from lbdeploy.kernels.build import build_ort_library
+
+    try:
+        return str(build_ort_library())
+    except KernelLibraryError as err:
+        pytest.skip(f"cannot build the kernel library here: {err}")

@@ -17,17 +17,6 @@ pytest.importorskip("torch", reason="torch is not installed (needed to export th
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def library() -> str:
-    from lbdeploy.errors import KernelLibraryError
-    from lbdeploy.kernels.build import build_ort_library
-
-    try:
-        return str(build_ort_library())
-    except KernelLibraryError as err:
-        pytest.skip(f"cannot build the kernel library here: {err}")
-
-
 def _run_suite(tmp_path: Path, library: str, *args: str) -> dict:
     out = tmp_path / "results.json"
     result = subprocess.run(

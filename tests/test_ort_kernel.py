@@ -49,14 +49,6 @@ def _kernel_paths() -> list:
     return paths
 
 
-@pytest.fixture(scope="session")
-def library() -> str:
-    try:
-        return str(build_ort_library())
-    except KernelLibraryError as err:
-        pytest.skip(f"cannot build the kernel library here: {err}")
-
-
 def _model(attrs: TernaryConvAttrs, x_shape, initializers: dict, w_input=None) -> bytes:
     inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x_shape))]
     if w_input is not None:
