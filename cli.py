@@ -4,7 +4,8 @@ Commands are thin: they parse options, call the library, print. Every `LbdeployE
 one-line `Error: ...` message with exit code 2, never a traceback. Heavy imports (torch, TVM,
 TensorRT) happen inside the command that needs them.
 
-To add a command, write it in the area's `commands.py` and list that module in COMMAND_MODULES.
+To add a command, write it in the area's module of the `commands` package (the top layer, see
+docs/architecture.md) and list that module in COMMAND_MODULES.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from lbdeploy import __version__
 from lbdeploy.errors import LbdeployError
 
 COMMAND_MODULES = (
-    "lbdeploy.commands",
-    "exporters.commands",
-    "runtime.commands",
-    "lbdeploy.training.commands",
-    "exporters.tvm_commands",
-    "exporters.tensorrt_commands",
-    "runtime.profile_commands",
+    "commands.models",
+    "commands.export",
+    "commands.runtime",
+    "commands.train",
+    "commands.targets",
+    "commands.tensorrt",
+    "commands.profile",
 )
 
 

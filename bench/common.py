@@ -69,7 +69,7 @@ def interleaved_times(runners: dict[str, Callable[[], object]], repeats: int, wa
         CPU time: with one intra-op thread ONNX Runtime computes on the calling thread, so it is then
         robust to other load on the machine.
     """
-    from runtime.profiler import time_interleaved
+    from runtime.profiling.measure import time_interleaved
 
     calls = list(runners.values())
     time_interleaved(calls, warmup)

@@ -1,64 +1,28 @@
 """`export_model`: model.pt -> artifact folder (docs/artifact.md), written atomically.
 
 Steps: load the checkpoint safely; export ONNX (folded, TernaryConv custom op or plain Conv);
-add the target's backend files (our ONNX Runtime kernel library, a TVM module, or TensorRT plugin
-sources); run the parity gate; write manifest.json with the sha256 of every file; rename the
-temporary folder into place. On any failure or Ctrl-C the temporary folder is removed and an
-existing output folder is left untouched.
+let the backend's export step (exporters/backends/, chosen through lbdeploy/backends.py) add its
+files; run the parity gate; write manifest.json with the sha256 of every file; put the folder in
+place (exporters/atomic.py). On any failure, Ctrl-C or SIGTERM the temporary folder is removed and
+an existing output folder is left untouched.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
-import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from exporters.atomic import atomic_folder
 from lbdeploy import __version__
-from lbdeploy.errors import ExportError, ParityError
+from lbdeploy.artifact import MODEL_FILE, io_manifest, list_files, write_manifest
+from lbdeploy.backends import get_backend
+from lbdeploy.errors import ConfigError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
-from runtime.artifact import io_manifest
+from lbdeploy.targets import host_target, resolve
 
-FORMAT = "lbdeploy-artifact"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.onnx"
-KERNEL_FILE = "kernels/libternary_ort.so"
-
-
-@contextmanager
-def atomic_folder(out_dir: Path, force: bool):
-    """Yield a temporary sibling folder that replaces `out_dir` only if the block succeeds."""
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise ExportError(f"{out_dir} already exists; choose another -o or pass --force to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    work.chmod(0o777 & ~umask)  # mkdtemp makes it private; the artifact should be a normal folder
-    try:
-        yield work
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "previous")
-            os.replace(work, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out_dir)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-
-
-def _host_arch() -> str:
-    from lbdeploy.kernels.elf import host_arch
-
-    return host_arch()
+# ONNX opsets the exporter writes (torch's dynamo exporter, our op's schema).
+OPSETS = range(17, 22)
 
 
 def _tool_versions() -> dict:
@@ -88,12 +52,17 @@ def _io_manifest(ckpt, names: list[str], task: str) -> dict:
     return io_manifest({**meta, "task": task}, ckpt.config, names, shapes)
 
 
-def _ort_runner(work: Path, custom_ops: list, library: Path | None):
-    """Run the exported model.onnx in ONNX Runtime here, with `library` (this machine's build) for custom ops."""
+def _ort_runner(work: Path, manifest: dict):
+    """Run the exported model.onnx in ONNX Runtime here, with this machine's kernel library for custom ops."""
     from runtime.backends.ort import OrtBackend
 
-    backend = OrtBackend(work, {"custom_ops": custom_ops, "kernel_library": {"path": str(library)} if library else None})
-    return lambda images: backend.run({backend.input_names[0]: images})
+    library = None
+    if manifest["custom_ops"]:
+        from lbdeploy.kernels.build import build_ort_library
+
+        library = build_ort_library()
+    backend = OrtBackend(work, {**manifest, "kernel_library": None}, custom_op_library=library)
+    return (lambda images: backend.run({backend.input_names[0]: images})), "ort (this machine)"
 
 
 def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = None, ops: str = "custom",
@@ -104,73 +73,46 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
     Args:
         model_pt: an lbdeploy model.pt (or an importable pytorch-pose checkpoint).
         out_dir: the artifact folder to create.
-        target: an exporters.targets.TARGETS name.
-        backend: "ort", "tvm" or "tensorrt" (default: the target's).
+        target: a target name or alias of lbdeploy.targets.
+        backend: a backend of lbdeploy.backends with an export step (default: the target's).
         ops: "custom" (TernaryConv op) or "standard" (plain Conv, no kernel library needed).
         verify: run the parity gate and fail beyond tolerance (False: record the report only).
-        opset: ONNX opset (>= 17).
+        opset: ONNX opset (one of OPSETS).
         force: replace an existing out_dir.
         progress: called with a short message before each step.
     Returns:
         The manifest written to out_dir/manifest.json.
     Raises:
-        ExportError / ParityError / CheckpointError / KernelLibraryError: nothing is written then.
+        ConfigError / ExportError / ParityError / CheckpointError / KernelLibraryError: nothing is
+            written then.
     """
     from exporters.onnx import export_onnx
     from exporters.parity import check_parity
-    from exporters.targets import get_export_target
     from lbdeploy.checkpoint import load_model
-    from runtime.artifact import file_sha256
 
-    export_target, backend = get_export_target(target, backend)
+    if opset not in OPSETS:
+        raise ConfigError(f"--opset {opset} is not one the exporter writes; choose {OPSETS.start}..{OPSETS.stop - 1}")
+    export_target, backend = resolve(target, backend)
     progress(f"loading {model_pt}")
     model, ckpt = load_model(model_pt)
     task = ckpt.metadata.get("task", "pose")
     input_size = tuple(ckpt.metadata.get("input_size", ckpt.config.get("input_size")))
     has_ternary = any(type(m).__name__ in ("TernaryConv2d",) for m in model.modules())
     custom = ops == "custom" and has_ternary
-    if backend == "tensorrt":
-        from exporters.tensorrt import check_tensorrt_target
-
-        check_tensorrt_target(target, custom_ops=custom)
+    step = get_backend(backend).load_exporter()(export_target, export_target.settings(backend), custom)
+    step.check()
     with atomic_folder(Path(out_dir), force) as work:
         progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
         names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
                             opset=opset)
-        manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ckpt.arch, "config": ckpt.config,
-                    **_io_manifest(ckpt, names, task), "target": target, "backend": backend,
+        manifest = {"arch": ckpt.arch, "config": ckpt.config,
+                    **_io_manifest(ckpt, names, task), "target": export_target.name, "backend": backend,
                     "ops": "custom" if custom else "standard", "opset": opset,
                     "custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}] if custom else [],
                     "kernel_library": None}
-        host_library = None
-        if custom:
-            from lbdeploy.kernels.build import build_ort_library
-
-            progress("building the TernaryConv kernel library for this machine")
-            host_library = build_ort_library()
-        if backend == "ort" and custom:
-            arch = export_target.cpu_arch or _host_arch()
-            progress(f"building the ONNX Runtime kernel library for {arch}")
-            library = host_library if arch == _host_arch() else build_ort_library(arch=arch)
-            (work / "kernels").mkdir()
-            shutil.copy2(library, work / KERNEL_FILE)
-            manifest["kernel_library"] = {"path": KERNEL_FILE, "arch": arch}
-        run, parity_backend = _ort_runner(work, manifest["custom_ops"], host_library), "ort (this machine)"
-        if backend == "tvm":
-            from exporters.tvm.compile import compile_artifact
-
-            progress(f"compiling with TVM for {target}")
-            manifest.update(compile_artifact(work / MODEL_FILE, "jetson-orin" if target == "jetson" else target, work))
-            if manifest.get("tvm", {}).get("arch") == _host_arch() and not manifest.get("tvm", {}).get("gpu"):
-                from runtime.backends.tvm import TVMBackend
-
-                tvm_backend = TVMBackend(work, manifest)
-                run, parity_backend = (lambda images: tvm_backend.run({tvm_backend.input_names[0]: images})), "tvm"
-        elif backend == "tensorrt":
-            from exporters.tensorrt import add_tensorrt_files, next_steps_text
-
-            manifest.update(add_tensorrt_files(work, target, custom_ops=custom))
-            progress(next_steps_text(manifest))
+        manifest.update(step.add_files(work, progress))
+        manifest["files"] = list_files(work)
+        run, parity_backend = step.parity_runner(work, manifest) or _ort_runner(work, manifest)
         progress(f"parity gate: {parity_backend} vs PyTorch eager")
         report = check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
                               parity_backend)
@@ -180,19 +122,18 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
             raise ParityError("the exported model differs from PyTorch beyond tolerance (docs/export.md):\n"
                               + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
         manifest["tools"] = _tool_versions()
-        manifest["files"] = {p.relative_to(work).as_posix(): file_sha256(p)
-                             for p in sorted(work.rglob("*")) if p.is_file()}
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = write_manifest(work, manifest)
+    steps = step.next_steps(manifest)
+    if steps:
+        progress(steps)
     return manifest
 
 
 def export_for_this_machine(model_pt, out_dir, backend: str,
                             progress: Callable[[str], None] = lambda message: None) -> dict:
-    """Export `model_pt` to run here with `backend` ("ort" or "tvm"), e.g. to compare backends on it.
+    """Export `model_pt` to run here with `backend` (one that exports here), e.g. to compare backends on it.
 
     Returns:
         The manifest (the parity gate ran). Raises: as `export_model`.
     """
-    from exporters.targets import host_target
-
-    return export_model(model_pt, out_dir, target=host_target(), backend=backend, force=True, progress=progress)
+    return export_model(model_pt, out_dir, target=host_target().name, backend=backend, force=True, progress=progress)

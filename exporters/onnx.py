@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
-from runtime.artifact import output_names
+from lbdeploy.artifact import output_names
 
 OPSET = 18
 INPUT_NAME = "image"

@@ -13,7 +13,8 @@ exporter therefore writes tensorrt/model.onnx: the same graph with each TernaryC
 (every packed row padded with zero codes to a multiple of 4 bytes and read little-endian), which the
 plugin decodes with the same 2-bit layout. model.onnx itself stays as the op spec says (ORT parity).
 
-To add a board: add a `JetsonTarget` to JETSON_TARGETS (its SM number and stock JetPack/TensorRT).
+Boards are records of the target registry (lbdeploy/targets.py) with TensorRT settings; `jetson_target`
+views one as a `JetsonTarget`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from pathlib import Path
 import numpy as np
 
 import lbdeploy.kernels
+from lbdeploy.artifact import MODEL_FILE
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, pack_ternary
+from lbdeploy.targets import ALIASES, TARGETS
 
 KERNELS_DIR = Path(lbdeploy.kernels.__file__).resolve().parent  # package data: cuda/ and tensorrt/ sources
 SOURCE_DIRS = ("cuda", "tensorrt")  # copied to ARTIFACT/tensorrt/src/<name>, keeping their relative includes
 SOURCE_SUFFIXES = (".cu", ".cuh", ".cpp", ".h", ".txt", ".sh")
 TENSORRT_DIR = "tensorrt"
-MODEL_FILE = "model.onnx"
 WORDS_SUFFIX = "_int32_words"
 PLUGIN_LIBRARY = "libternary_trt.so"
 ENGINE_FILE = "model.engine"
@@ -57,30 +59,22 @@ class JetsonTarget:
         return f"sm_{self.sm}"
 
 
-JETSON_TARGETS = {
-    "jetson": JetsonTarget("jetson-orin", 87, "6.1+", "10.3"),
-    "jetson-orin": JetsonTarget("jetson-orin", 87, "6.1+", "10.3"),
-    "jetson-xavier": JetsonTarget("jetson-xavier", 72, "5.1", "8.5"),
-    "jetson-nano": JetsonTarget("jetson-nano", 53, "4.6", "8.2"),
-}
-
-
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
 def jetson_target(target: str) -> JetsonTarget:
-    """Look up a Jetson target name.
+    """The Jetson board of a target name or alias, from the target registry.
 
     Raises:
-        ExportError: the name is not one of JETSON_TARGETS.
+        ExportError: the name is not a target with TensorRT settings.
     """
-    try:
-        return JETSON_TARGETS[target]
-    except KeyError:
-        raise ExportError(
-            f"unknown Jetson target {target!r}; choose one of {', '.join(sorted(JETSON_TARGETS))}"
-        ) from None
+    record = TARGETS.get(ALIASES.get(target, target))
+    if record is None or "tensorrt" not in record.backends:
+        boards = [name for name, t in TARGETS.items() if "tensorrt" in t.backends]
+        raise ExportError(f"unknown Jetson target {target!r}; choose one of {', '.join(boards)}")
+    settings = record.backends["tensorrt"]
+    return JetsonTarget(record.name, record.gpu.sm, settings.jetpack, settings.stock_tensorrt)
 
 
 def _build_script(board: JetsonTarget) -> str:
@@ -169,7 +163,7 @@ def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
     """Check, before any export work, that lbdeploy's TensorRT path can serve `target`.
 
     Args:
-        target: a JETSON_TARGETS key.
+        target: a target with TensorRT settings.
         custom_ops: whether the export uses the TernaryConv custom op (needs the IPluginV3 plugin).
     Returns:
         The board's JetsonTarget.
@@ -179,11 +173,14 @@ def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
     board = jetson_target(target)
     needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
     if _version(board.stock_tensorrt) < _version(needed):
-        advice = "export with standard ops (plain Conv) for this board, or use" if custom_ops else "use"
+        standard_ok = _version(board.stock_tensorrt) >= _version(MIN_TENSORRT_STANDARD_OPS)
+        advice = f"`lbdeploy export MODEL --target {board.name} --backend ort` (the board's CPU cores)"
+        if custom_ops and standard_ok:
+            advice = f"`lbdeploy export MODEL --target {board.name} --ops standard` (plain Conv), or {advice}"
         raise ExportError(
             f"{board.name} runs JetPack {board.jetpack} with TensorRT {board.stock_tensorrt}, but lbdeploy's TensorRT "
             f"path needs TensorRT >= {needed} for {'the TernaryConv IPluginV3 plugin' if custom_ops else 'its API'}; "
-            f"{advice} the ort backend"
+            f"use {advice}"
         )
     return board
 
@@ -193,7 +190,7 @@ def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = Tr
 
     Args:
         artifact_dir: the artifact folder being written; its model.onnx must already be there.
-        target: a JETSON_TARGETS key ("jetson", "jetson-orin", "jetson-xavier", "jetson-nano").
+        target: a target with TensorRT settings ("jetson", "jetson-orin", "jetson-xavier", "jetson-nano").
         custom_ops: whether model.onnx uses ai.lbdeploy::TernaryConv (else plain Conv, no plugin).
     Returns:
         {"tensorrt": {...}}: board, SM arch, TensorRT range, plugin identity and file names, the

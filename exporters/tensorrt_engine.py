@@ -8,7 +8,7 @@ size and a persistent timing cache, and writes tensorrt/model.engine plus tensor
 
 `tensorrt` is imported lazily: this module imports on machines without it, and build_engine
 raises BackendUnavailable there. To add a builder option: add it to build_engine, record it in
-engine.json, and expose it in exporters/tensorrt_commands.py.
+engine.json, and expose it in commands/tensorrt.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
-from runtime.artifact import open_artifact
+from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
 from runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
 
 TIMING_CACHE = "timing.cache"
@@ -139,7 +139,7 @@ def build_engine(
         raise ConfigError(f"--workspace must be >= 1 MiB, got {workspace_mb}")
     artifact_dir, manifest = open_artifact(artifact_dir)
     section = tensorrt_section(manifest)
-    onnx_path = artifact_dir / section.get("onnx", "model.onnx")
+    onnx_path = contained_path(artifact_dir, section.get("onnx", MODEL_FILE), "TensorRT ONNX file")
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing; re-export the model")
     trt = import_tensorrt()
@@ -162,7 +162,8 @@ def build_engine(
         tensor = network.get_input(i)
         profile.set_shape(tensor.name, *profile_shapes(tensor.name, tuple(tensor.shape), batch))
     config.add_optimization_profile(profile)
-    engine_dir = (artifact_dir / section["engine"]).parent
+    engine_path = contained_path(artifact_dir, section["engine"], "TensorRT engine")
+    engine_dir = engine_path.parent
     engine_dir.mkdir(parents=True, exist_ok=True)
     cache_path = engine_dir / TIMING_CACHE
     timing_cache = _timing_cache(config, cache_path)  # TensorRT needs it alive until the build is done
@@ -173,7 +174,6 @@ def build_engine(
         raise ExportError(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
-    engine_path = artifact_dir / section["engine"]
     _write_atomically(engine_path, bytes(serialized))
     _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
     info = {
@@ -183,4 +183,6 @@ def build_engine(
         "batch": asdict(batch),
     }
     _write_atomically(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
+    plugin = section.get("plugin") or {}
+    record_files(artifact_dir, [section["engine"], *([plugin["library"]] if plugin.get("library") else [])])
     return engine_path

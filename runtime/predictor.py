@@ -21,9 +21,9 @@ import numpy as np
 from lbdeploy.errors import ArtifactError, ConfigError, InputError
 from lbdeploy.pose.affine import apply_affine, box_to_center_scale, crop_matrix, image_center_scale, invert_affine
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
-from runtime.artifact import final_output, open_artifact
+from lbdeploy.artifact import final_output, open_artifact
 from runtime.backends import create_backend
-from runtime.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
+from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
 
 
 @dataclass
@@ -62,7 +62,7 @@ class Predictor:
 
     Args:
         artifact_or_model_pt: artifact folder written by `lbdeploy export`, or a model.pt checkpoint.
-        backend: "auto" (the artifact's own backend; "torch" for a model.pt), "ort", "tvm", "tensorrt", "torch".
+        backend: "auto" (the artifact's own backend; "torch" for a model.pt) or a name of lbdeploy.backends.
         threads: intra-op threads for the backend (None: its default).
         max_pixels: images with more pixels are refused with InputError.
         **backend_opts: passed to the backend constructor.

@@ -36,10 +36,10 @@ from starlette.exceptions import HTTPException
 
 from lbdeploy import __version__
 from lbdeploy.errors import InputError, LbdeployError
-from runtime.artifact import summarize
+from lbdeploy.artifact import summarize
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
-from runtime.transforms import DEFAULT_MAX_PIXELS
+from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 
 DEFAULT_MAX_BODY_MB = 16.0
 _ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics")

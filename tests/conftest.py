@@ -10,7 +10,7 @@ def arm_python():
     Skips with the reason when the lane cannot be built here; fails instead under
     LBDEPLOY_REQUIRE_ARM=1 (CI), so a broken lane is never silently skipped there.
     """
-    from lbdeploy.testing.arm_lane import arm_lane_required, probe_arm_lane
+    from runtime.testing.arm_lane import arm_lane_required, probe_arm_lane
 
     lane = probe_arm_lane()
     if lane.python is None:

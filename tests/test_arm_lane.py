@@ -20,7 +20,7 @@ import pytest
 from lbdeploy.errors import KernelLibraryError
 from lbdeploy.ops.ternary_conv import DOMAIN, KERNEL_TOLERANCE, OP_VERSION
 from lbdeploy.ops.vectors import load
-from lbdeploy.testing.arm_lane import (
+from runtime.testing.arm_lane import (
     LANE_SCRIPT,
     REPO_ROOT,
     UNAVAILABLE_EXIT_CODE,
@@ -41,8 +41,8 @@ VECTORS = sorted((REPO_ROOT / "tests" / "vectors").glob("*.npz"))
 OPSET = 18
 # Modules a board imports to run an artifact: they must import with numpy + onnxruntime and no torch.
 BOARD_MODULES = (
-    "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "lbdeploy.kernels.elf", "lbdeploy.testing.arm_lane",
-    "runtime.artifact", "runtime.backends", "runtime.backends.ort", "runtime.transforms", "runtime.predictor",
+    "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "lbdeploy.kernels.elf", "runtime.testing.arm_lane",
+    "lbdeploy.artifact", "runtime.backends", "runtime.backends.ort", "lbdeploy.transforms", "runtime.predictor",
 )
 
 
@@ -246,7 +246,7 @@ def _ternary_artifact(folder: Path, library: Path) -> tuple[Path, dict]:
 
 
 def test_standard_op_artifact_runs_on_arm_like_on_x86(arm_python, tmp_path):
-    from runtime.artifact import open_artifact
+    from lbdeploy.artifact import open_artifact
     from runtime.backends import create_backend
 
     artifact = write_artifact(tmp_path / "artifact", pool_model(), pool_manifest())
@@ -287,7 +287,7 @@ def demo_artifacts(tmp_path_factory):
 
 
 def test_whole_lbrn_s_runs_on_arm_like_on_x86(arm_python, demo_artifacts, tmp_path):
-    from runtime.artifact import open_artifact
+    from lbdeploy.artifact import open_artifact
     from runtime.backends import create_backend
 
     arm = demo_artifacts["arm64"]

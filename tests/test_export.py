@@ -16,7 +16,7 @@ from exporters.onnx import check_onnx
 from lbdeploy.checkpoint import save_checkpoint
 from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError
 from lbdeploy.models import build_model, list_models
-from runtime.artifact import file_sha256
+from lbdeploy.artifact import file_sha256
 
 SMALL = {"stacks": 2, "input_size": (64, 64)}
 
@@ -133,8 +133,16 @@ def test_existing_folder_needs_force(tmp_path):
     with pytest.raises(ExportError, match="--force"):
         export_model(ckpt, tmp_path / "out")
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    # --force replaces only an artifact or an empty folder: a user's folder is never deleted (issue 14)
+    with pytest.raises(ExportError, match="not an lbdeploy artifact"):
+        export_model(ckpt, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    (tmp_path / "out" / "keep.txt").unlink()
     export_model(ckpt, tmp_path / "out", force=True)
-    assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.onnx").exists()
+    assert (tmp_path / "out" / "model.onnx").exists()
+    (tmp_path / "out" / "marker").write_text("old artifact")
+    export_model(ckpt, tmp_path / "out", force=True)  # an artifact is replaced as a whole
+    assert not (tmp_path / "out" / "marker").exists() and (tmp_path / "out" / "model.onnx").exists()
 
 
 def test_unknown_target_or_backend(tmp_path):

@@ -33,14 +33,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from exporters.tensorrt import JETSON_TARGETS, add_tensorrt_files, check_tensorrt_target, weight_words
-from exporters.tensorrt_commands import build_engine_cmd
+from commands.tensorrt import build_engine_cmd
+from exporters.tensorrt import add_tensorrt_files, check_tensorrt_target, weight_words
 from exporters.tensorrt_engine import BatchProfile, build_engine, profile_shapes
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError
 from lbdeploy.ops.onnx_schema import make_node
 from lbdeploy.ops.ternary_conv import (ACTIVATIONS, KERNEL_TOLERANCE, TernaryConvAttrs, pack_ternary, packed_row_bytes,
                                        ternary_conv_reference, unpack_ternary)
 from lbdeploy.ops.vectors import load
+from lbdeploy.targets import TARGETS
 from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
 REPO = Path(__file__).resolve().parent.parent
@@ -500,7 +501,7 @@ def test_xavier_takes_standard_ops_and_nano_is_refused(tmp_path):
     _write_ternary_model(tmp_path)
     fragment = add_tensorrt_files(tmp_path, "jetson-xavier", custom_ops=False)["tensorrt"]
     assert fragment["plugin"] is None and fragment["sources"] == [] and fragment["onnx"] == "model.onnx"
-    assert fragment["sm_arch"] == f"sm_{JETSON_TARGETS['jetson-xavier'].sm}" == "sm_72"
+    assert fragment["sm_arch"] == f"sm_{TARGETS['jetson-xavier'].gpu.sm}" == "sm_72"
     assert fragment["tensorrt_range"] == ">=8.5" and fragment["build_script"] is None
     with pytest.raises(ExportError, match="TensorRT >= 8.5"):
         add_tensorrt_files(tmp_path, "jetson-nano", custom_ops=False)

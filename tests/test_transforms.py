@@ -1,4 +1,4 @@
-"""Image loading, the affine crop and normalization (runtime.transforms, lbdeploy.pose.affine)."""
+"""Image loading, the affine crop and normalization (lbdeploy.transforms, lbdeploy.pose.affine)."""
 
 import io
 
@@ -15,7 +15,7 @@ from lbdeploy.pose.affine import (
     image_center_scale,
     invert_affine,
 )
-from runtime.transforms import crop, load_image, normalize
+from lbdeploy.transforms import crop, load_image, normalize
 
 
 def _encode(array, fmt="PNG"):

@@ -213,7 +213,7 @@ def test_jetson_orin_module_builds_ptx_without_a_gpu(small_onnx, tmp_path):
 def test_aarch64_module_runs_under_qemu(small_onnx, tmp_path, arm_python):
     import json
 
-    from lbdeploy.testing.arm_lane import run_arm_python
+    from runtime.testing.arm_lane import run_arm_python
 
     path, x, reference = small_onnx
     fragment = compile_artifact(path, "arm64", tmp_path)
@@ -268,7 +268,7 @@ def test_rpi4_artifact_of_the_demo_model_runs_under_qemu_and_matches_pytorch(tmp
     from cli import main
     from lbdeploy.checkpoint import load_model
     from lbdeploy.kernels.elf import elf_arch
-    from lbdeploy.testing.arm_lane import REPO_ROOT, run_artifact_emulated
+    from runtime.testing.arm_lane import REPO_ROOT, run_artifact_emulated
 
     demo = REPO_ROOT / "lbdeploy" / "data" / "demo.pt"
     result = CliRunner().invoke(main, ["export", str(demo), "--target", "rpi4", "--backend", "tvm",

@@ -1,11 +1,11 @@
 """TVM backend of lbdeploy: compile an exported model.onnx into a TVM module for a target.
 
-    targets.py        the named target presets (x86, arm64, rpi4, rpi5, jetson-*)
+    targets.py        TVM presets made from the target registry (lbdeploy/targets.py)
     importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv handled by our kernel
     ternary_kernel.py TernaryConv as TIR that only adds and subtracts (CPU and GPU variants)
     schedules.py      CPU schedules for every other op LBRN uses; GPU thread binding via dlight
     compile.py        compile_artifact(onnx_path, target_name, out_dir): the exporter's entry point
 
 The runtime side (loading the .so with the TVM runtime only) is runtime/backends/tvm.py.
-To support a new board, add a preset to targets.py; nothing else needs to change.
+To support a new board, add a record to lbdeploy/targets.py; nothing else needs to change.
 """

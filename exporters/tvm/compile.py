@@ -184,7 +184,7 @@ def compile_artifact(onnx_path, target_name: str, out_dir, batch: int = 1) -> di
 
     Args:
         onnx_path: the exported model.onnx (TernaryConv nodes allowed).
-        target_name: a preset of exporters.tvm.targets (x86, arm64, rpi4, rpi5, jetson-...).
+        target_name: a target of lbdeploy.targets that TVM compiles for (`lbdeploy targets`).
         out_dir: the artifact folder being written.
         batch: the batch size compiled in (the runtime splits larger batches).
     Returns:

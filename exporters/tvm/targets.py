@@ -1,10 +1,9 @@
-"""Named TVM target presets: which CPU/GPU each lbdeploy target compiles for.
+"""TVM compile presets, made from the target registry's TVM settings (lbdeploy/targets.py).
 
 A preset holds the TVM 0.27 target in its dict form, the host target for GPU presets, the C
 cross-compiler that links the module's .so, the machine architecture of that .so, and the vector
-width the TernaryConv kernel tiles for. `lbdeploy targets` lists them.
-
-To add a board, append a `TargetPreset` to `_presets()`; the compiler and tests pick it up.
+width the TernaryConv kernel tiles for. The boards themselves are records of lbdeploy/targets.py;
+this module only turns a record into a preset, detecting this machine's CPU for `x86`.
 """
 
 from __future__ import annotations
@@ -13,9 +12,8 @@ import platform
 from dataclasses import dataclass
 
 from lbdeploy.errors import ConfigError
-
-AARCH64_CC = "aarch64-linux-gnu-gcc"
-_AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
+from lbdeploy.targets import HOST, TARGETS
+from lbdeploy.targets import get_target as registry_target
 
 
 @dataclass(frozen=True)
@@ -72,66 +70,31 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _arm(mcpu: str | None, *mattr: str) -> dict:
-    target = dict(_AARCH64)
-    if mcpu:
-        target["mcpu"] = mcpu
-    target["mattr"] = ["+neon", *mattr]
-    return target
-
-
-def _jetson(sm: str, host_cpu: str) -> dict:
-    # nvptx: LLVM emits PTX that the CUDA driver JIT-loads on the board (no NVRTC/nvcc there).
-    return {"kind": "nvptx", "mcpu": sm, "mtriple": "nvptx64-nvidia-cuda", "host": _arm(host_cpu)}
-
-
-def _presets() -> dict[str, TargetPreset]:
-    presets = [
-        TargetPreset("arm64", "generic 64-bit ARM (aarch64, NEON)", _arm(None), "aarch64", AARCH64_CC),
-        TargetPreset("rpi4", "Raspberry Pi 4 (Cortex-A72)", _arm("cortex-a72"), "aarch64", AARCH64_CC),
-        TargetPreset(
-            "rpi5", "Raspberry Pi 5 (Cortex-A76, dotprod, fp16)",
-            _arm("cortex-a76", "+dotprod", "+fullfp16"), "aarch64", AARCH64_CC,
-        ),
-        TargetPreset(
-            "jetson-orin-cpu", "Jetson Orin CPU cores only (Cortex-A78AE)",
-            _arm("cortex-a78ae", "+dotprod", "+fullfp16"), "aarch64", AARCH64_CC,
-        ),
-        TargetPreset(
-            "jetson-orin", "Jetson Orin GPU (Ampere sm_87, PTX via nvptx), aarch64 host",
-            _jetson("sm_87", "cortex-a78ae"), "aarch64", AARCH64_CC, gpu=True,
-        ),
-        TargetPreset(
-            "jetson-xavier", "Jetson Xavier GPU (Volta sm_72, PTX via nvptx), aarch64 host",
-            _jetson("sm_72", "carmel"), "aarch64", AARCH64_CC, gpu=True,
-        ),
-    ]
-    return {preset.name: preset for preset in presets}
-
-
-def x86_preset() -> TargetPreset:
-    """The x86 preset for the CPU of this machine (detected through LLVM)."""
+def _host_preset(name: str) -> TargetPreset:
+    """The preset for this machine's x86-64 CPU (detected through LLVM)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise ConfigError(f"target {name} compiles for this machine's CPU, but this machine is not x86-64")
     target, lanes, registers = _host_x86()
-    return TargetPreset("x86", f"this x86-64 machine's CPU ({target['mcpu']})", target, "x86_64", None, lanes,
+    return TargetPreset(name, f"this x86-64 machine's CPU ({target['mcpu']})", target, "x86_64", None, lanes,
                         registers)
 
 
 def list_targets() -> list[str]:
-    """Names of every preset, x86 first."""
-    return ["x86", *_presets()]
+    """Names of every target TVM compiles for, in registry order."""
+    return [name for name, target in TARGETS.items() if "tvm" in target.backends]
 
 
 def get_target(name: str) -> TargetPreset:
-    """The preset called `name`.
+    """The TVM preset of target `name` (a registry name or alias).
 
     Raises:
-        ConfigError: no such preset (the message lists the choices).
+        ConfigError: no such target, or one TVM does not compile for (the message lists the choices).
     """
-    if name == "x86":
-        if platform.machine() not in ("x86_64", "AMD64"):
-            raise ConfigError("target x86 compiles for this machine's CPU, but this machine is not x86-64")
-        return x86_preset()
-    presets = _presets()
-    if name not in presets:
-        raise ConfigError(f"unknown TVM target {name!r}; choose one of {', '.join(list_targets())}")
-    return presets[name]
+    record = registry_target(name)
+    if "tvm" not in record.backends:
+        raise ConfigError(f"TVM does not compile for target {name!r}; choose one of {', '.join(list_targets())}")
+    settings = record.backends["tvm"]
+    if settings.target == HOST:
+        return _host_preset(record.name)
+    return TargetPreset(record.name, record.description, settings.target, record.arch, settings.cross_compiler,
+                        settings.vector_floats, settings.vector_registers, gpu=record.gpu is not None)

@@ -4,7 +4,7 @@ One `Augmentation` is drawn per sample from a `numpy.random.Generator` (random s
 rotation +-30 degrees, horizontal flip with left/right joint swap, per-channel colour gains
 +-20 %). It becomes a single 2x3 image->crop matrix (crop geometry of lbdeploy.pose.affine, then
 rotation about the crop centre, then the mirror x -> W - 1 - x), so the image and the joints move
-through exactly the same transform; the warp is the runtime's (runtime.transforms.crop), so
+through exactly the same transform; the warp is the runtime's (lbdeploy.transforms.crop), so
 training crops and inference crops are pixel-identical when no augmentation is drawn.
 
 To add an augmentation, add a field to `Augmentation`, draw it in `draw_augmentation` and apply it
@@ -21,7 +21,7 @@ from lbdeploy.data.heatmaps import gaussian_heatmaps
 from lbdeploy.data.records import PoseDataset, PoseRecord
 from lbdeploy.pose.affine import apply_affine, crop_matrix
 from lbdeploy.pose.decode import swap_joints
-from runtime.transforms import crop
+from lbdeploy.transforms import crop
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from lbdeploy.data.records import PoseDataset, PoseRecord
 from lbdeploy.errors import BackendUnavailable, ConfigError, InputError
 from lbdeploy.pose.affine import image_center_scale
 from lbdeploy.pose.skeletons import LSP
-from runtime.transforms import load_image
+from lbdeploy.transforms import load_image
 
 JOINTS = 14
 

@@ -29,7 +29,7 @@ import numpy as np
 from lbdeploy.data.records import PoseDataset, PoseRecord
 from lbdeploy.errors import ConfigError, InputError
 from lbdeploy.pose.skeletons import MPII
-from runtime.transforms import load_image
+from lbdeploy.transforms import load_image
 
 SPLIT_FILES = {"train": ("train.json",), "val": ("valid.json", "val.json")}
 COMBINED_FILE = "mpii_annotations.json"

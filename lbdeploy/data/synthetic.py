@@ -237,7 +237,7 @@ def person_image(dataset: SyntheticPoses, index: int, size: int = 256) -> np.nda
     is made this way.
     """
     from lbdeploy.pose.affine import crop_matrix
-    from runtime.transforms import crop
+    from lbdeploy.transforms import crop
 
     record = dataset.record(index)
     return crop(dataset.load_image(record), crop_matrix(record.center, record.scale, (size, size)), (size, size))

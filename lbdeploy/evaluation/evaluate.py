@@ -62,7 +62,7 @@ def predict_with_model(model, dataset: PoseDataset, input_size, mean, std, strid
     """
     import torch
 
-    from runtime.transforms import crop
+    from lbdeploy.transforms import crop
 
     device = device or next(model.parameters()).device
     mean = np.asarray(mean, dtype=np.float32)

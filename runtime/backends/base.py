@@ -1,33 +1,34 @@
-"""The Backend protocol and the registry that builds a backend by name.
+"""The Backend protocol and the factory that builds a runtime backend by name.
 
 A backend is constructed from an artifact folder (or a model.pt for "torch") and its manifest,
 and runs named float32 inputs to named outputs. "auto" picks "torch" for a model.pt and the
-manifest's own backend for an artifact folder. Backend modules are imported lazily by dotted
-name, so a board without torch, TVM or TensorRT can still import the runtime.
+manifest's own backend for an artifact folder. Which class serves a name is the core's backend
+registry (lbdeploy/backends.py); the class is imported only when asked for, so a board without
+torch, TVM or TensorRT can still import the runtime.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from lbdeploy.errors import BackendUnavailable, ConfigError
+from lbdeploy.backends import BACKENDS, get_backend
+from lbdeploy.errors import ConfigError
 
-# name -> "module:Class"; every class takes (artifact_dir_or_model_pt, manifest, **opts).
-BACKENDS = {
-    "torch": "runtime.backends.torch_backend:TorchBackend",
-    "ort": "runtime.backends.ort:OrtBackend",
-    "tvm": "runtime.backends.tvm:TVMBackend",
-    "tensorrt": "runtime.backends.tensorrt:TensorRTBackend",
-}
+AUTO = "auto"
+RUNTIME_CHOICES = [AUTO, *BACKENDS]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What the Predictor needs from an inference engine."""
+    """What the Predictor and the profiler need from an inference engine.
+
+    Every runtime class also offers `op_breakdown(feeds, runs, top) -> runtime.profiling.Breakdown`
+    (per-op time from the engine's own profiler) and the class attribute `interleave_env`
+    (environment settings that let it share the cores with other engines in one process).
+    """
 
     input_names: list[str]
     output_names: list[str]
@@ -43,13 +44,13 @@ def resolve_backend_name(name: str, source: Path, manifest: dict) -> str:
     Raises:
         ConfigError: an unknown backend name, or "torch" asked of an exported artifact folder.
     """
-    if name == "auto":
+    if name == AUTO:
         return "torch" if source.is_file() else manifest.get("backend", "ort")
     if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {['auto', *BACKENDS]}")
-    if name == "torch" and not source.is_file():
-        raise ConfigError(f"backend 'torch' runs a model.pt checkpoint, but {source} is an artifact folder")
-    if name != "torch" and source.is_file():
+        raise ConfigError(f"unknown backend {name!r}; choose one of {RUNTIME_CHOICES}")
+    if BACKENDS[name].exporter is None and not source.is_file():
+        raise ConfigError(f"backend {name!r} runs a model.pt checkpoint, but {source} is an artifact folder")
+    if BACKENDS[name].exporter is not None and source.is_file():
         raise ConfigError(f"backend {name!r} runs an exported artifact folder; export {source} with `lbdeploy export`")
     return name
 
@@ -58,7 +59,7 @@ def create_backend(name: str, artifact_dir_or_model_pt, manifest: dict, **opts) 
     """Build a backend by name.
 
     Args:
-        name: "auto", "torch", "ort", "tvm" or "tensorrt".
+        name: "auto" or a name of lbdeploy.backends.BACKENDS.
         artifact_dir_or_model_pt: the artifact folder, or a model.pt for "torch".
         manifest: the artifact's manifest (or the equivalent built from a checkpoint).
         **opts: backend options (e.g. threads=).
@@ -71,11 +72,4 @@ def create_backend(name: str, artifact_dir_or_model_pt, manifest: dict, **opts) 
     """
     source = Path(artifact_dir_or_model_pt)
     resolved = resolve_backend_name(name, source, manifest)
-    module_name, class_name = BACKENDS[resolved].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise BackendUnavailable(
-            f"backend {resolved!r} cannot be loaded ({err}); install its extra, e.g. pip install 'lbdeploy[{resolved}]'"
-        ) from err
-    return getattr(module, class_name)(source, manifest, **opts)
+    return get_backend(resolved).load_runtime()(source, manifest, **opts)

@@ -1,22 +1,23 @@
 """ONNX Runtime backend: one InferenceSession on the artifact's model.onnx.
 
-When the manifest lists custom ops, our kernel library (manifest["kernel_library"]["path"]) is
-registered on the session first; it is refused up front if it is missing or was built for another
-CPU architecture. A graph with TernaryConv nodes but no kernel library gets our error instead of
+When the manifest lists custom ops, our kernel library (manifest["kernel_library"]["path"], inside
+the artifact folder) is registered on the session first; it is refused up front if it is missing,
+outside the folder or built for another CPU architecture. A graph with TernaryConv nodes but no kernel library gets our error instead of
 ONNX Runtime's. torch is never imported here.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from lbdeploy.artifact import MODEL_FILE, contained_path
 from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError
 from lbdeploy.kernels.elf import require_host_arch
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE
-
-MODEL_FILE = "model.onnx"
 
 
 def check_kernel_library(path: Path) -> None:
@@ -61,27 +62,31 @@ class OrtBackend:
         providers: execution providers (default CPUExecutionProvider).
         profile_prefix: turn on ONNX Runtime's profiler, writing its trace to files with this
             prefix (`session.end_profiling()` returns the path).
+        custom_op_library: a kernel library of this machine to register instead of the artifact's
+            (the exporter's parity gate on a cross-compiled artifact).
     """
 
+    interleave_env: dict = {}  # the session options already stop idle workers from spinning
+
     def __init__(self, artifact_dir: Path, manifest: dict, threads: int | None = None, providers=None,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, custom_op_library: Path | str | None = None):
         try:
             import onnxruntime as ort
         except ImportError as err:
             raise BackendUnavailable("onnxruntime is not installed; pip install 'lbdeploy[ort]'") from err
-        artifact_dir = Path(artifact_dir)
-        model_path = artifact_dir / MODEL_FILE
+        self.artifact_dir, self.manifest, self.threads = Path(artifact_dir), manifest, threads
+        model_path = contained_path(artifact_dir, MODEL_FILE, "model")
         if not model_path.is_file():
             raise ArtifactError(f"{artifact_dir} has no {MODEL_FILE}; it was not exported for ONNX Runtime")
         registered = bool(manifest.get("custom_ops"))
-        library_path = None
-        if registered:
+        library_path = custom_op_library
+        if registered and library_path is None:
             library = manifest.get("kernel_library")
             if not library or not library.get("path"):
                 raise KernelLibraryError(
                     "the manifest lists custom ops but no kernel_library; re-export with `lbdeploy export --backend ort`"
                 )
-            library_path = artifact_dir / library["path"]
+            library_path = contained_path(artifact_dir, library["path"], "kernel library")
             check_kernel_library(library_path)
         options = session_options(threads, library_path)
         if profile_prefix:
@@ -105,3 +110,16 @@ class OrtBackend:
         """Run the session; returns all outputs by name."""
         values = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, values))
+
+    def op_breakdown(self, feeds: dict, runs: int, top: int):
+        """ONNX Runtime's profiler on a second session of the artifact with the same threads
+        (kernel time per node); the first run (allocations) is left out of the totals."""
+        from runtime.profiling.breakdown import ort_trace_breakdown
+
+        with tempfile.TemporaryDirectory(prefix="lbdeploy-ort-profile-") as tmp:
+            profiled = OrtBackend(self.artifact_dir, self.manifest, threads=self.threads,
+                                  providers=self.session.get_providers(), profile_prefix=str(Path(tmp) / "ort"))
+            for _ in range(runs + 1):
+                profiled.run(feeds)
+            events = json.loads(Path(profiled.session.end_profiling()).read_text())
+        return ort_trace_breakdown(events, runs, top)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lbdeploy.artifact import contained_path, verify_file
 from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError, KernelLibraryError
 
 PLUGIN_NOT_FOUND_HINT = "run `bash tensorrt/build.sh` in the artifact on this device first"
@@ -68,7 +69,7 @@ def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
     registry = trt.get_plugin_registry()
     if registry.get_creator(plugin["name"], plugin["version"], plugin["namespace"]) is not None:
         return
-    library = Path(artifact_dir) / plugin["library"]
+    library = contained_path(artifact_dir, plugin["library"], "TensorRT plugin library")
     if not library.is_file():
         raise KernelLibraryError(f"TensorRT plugin library {library} not found; {PLUGIN_NOT_FOUND_HINT}")
     if registry.load_library(str(library)) is None:
@@ -114,6 +115,7 @@ class TensorRTBackend:
     """Runs tensorrt/model.engine of an artifact; one CUDA stream and reusable device buffers per instance."""
 
     name = "tensorrt"
+    interleave_env: dict = {}  # the GPU does the work; nothing spins on the host cores
 
     def __init__(self, artifact_dir, manifest: dict, **opts):
         """Load the plugin library and the engine.
@@ -134,13 +136,16 @@ class TensorRTBackend:
         section = tensorrt_section(manifest)
         levels = {"error": trt.Logger.ERROR, "warning": trt.Logger.WARNING, "info": trt.Logger.INFO}
         self._logger = trt.Logger(levels[opts.get("log_level", "warning")])
-        load_plugin_library(trt, artifact_dir, section)
-        engine_path = artifact_dir / section["engine"]
+        engine_path = contained_path(artifact_dir, section["engine"], "TensorRT engine")
         if not engine_path.is_file():
             raise ArtifactError(
                 f"{engine_path} not found: engines are built on the device; run `lbdeploy build-engine "
                 f"{artifact_dir}` here first"
             )
+        verify_file(artifact_dir, section["engine"], manifest.get("files", {}), "TensorRT engine")
+        if (section.get("plugin") or {}).get("library"):
+            verify_file(artifact_dir, section["plugin"]["library"], manifest.get("files", {}), "TensorRT plugin library")
+        load_plugin_library(trt, artifact_dir, section)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:

@@ -10,11 +10,13 @@ To support another device kind, map its manifest "device" string in `_device`.
 
 from __future__ import annotations
 
+import collections
 import os
-from pathlib import Path
+import time
 
 import numpy as np
 
+from lbdeploy.artifact import contained_path
 from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError
 from lbdeploy.kernels.elf import require_host_arch
 
@@ -57,6 +59,10 @@ class TVMBackend:
         ArtifactError: no TVM module in the artifact. KernelLibraryError: built for another CPU.
     """
 
+    # Engines sharing the cores in one process (profile --compare): TVM's workers must not spin
+    # between calls, or they steal the other engine's cores. Read when TVM's pool starts.
+    interleave_env = {"TVM_THREAD_POOL_SPIN_COUNT": "0"}
+
     def __init__(self, artifact_dir, manifest: dict, threads: int | None = None, device_id: int = 0):
         try:
             import tvm
@@ -68,7 +74,7 @@ class TVMBackend:
             raise ArtifactError(
                 f"{artifact_dir} has no TVM module; export it with `lbdeploy export --backend tvm`"
             )
-        path = Path(artifact_dir) / info["module"]
+        path = contained_path(artifact_dir, info["module"], "TVM module")
         if not path.is_file():
             raise ArtifactError(f"the artifact's TVM module {path} is missing; re-export the artifact")
         require_host_arch(path, "TVM module")
@@ -77,20 +83,11 @@ class TVMBackend:
         self._device = _device(tvm, info.get("device", "cpu"), device_id)
         self._vm = VirtualMachine(tvm.runtime.load_module(str(path)), self._device)
         self._main = self._vm["main"]
+        self._gpu = info.get("device", "cpu") != "cpu"
         self.input_names = list(info["inputs"])
         self.output_names = list(info["outputs"])
         self.batch = int(info.get("batch", 1))
         self._sample_shapes = {name: tuple(shape[1:]) for name, shape in info.get("input_shapes", {}).items()}
-
-    @property
-    def vm(self):
-        """The Relax VirtualMachine running the module (for instrumentation, e.g. the profiler)."""
-        return self._vm
-
-    @property
-    def device(self):
-        """The TVM device the module runs on."""
-        return self._device
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the module on named float32 arrays (any batch size); returns every output by name.
@@ -113,6 +110,42 @@ class TVMBackend:
         chunks = [self._run_batch([a[start:start + self.batch] for a in arrays])
                   for start in range(0, total, self.batch)]
         return {name: np.concatenate([chunk[i] for chunk in chunks]) for i, name in enumerate(self.output_names)}
+
+    def op_breakdown(self, feeds: dict, runs: int, top: int):
+        """Time every call instruction of the Relax VM with an instrument (TVM 0.27 has no VM profiler).
+
+        GPU calls are synchronized after each call so the time is the kernel's; the instrument is
+        removed afterwards. Types group kernels without TVM's numbering.
+        """
+        from runtime.profiling.breakdown import Breakdown, summarize_times, tvm_kernel_family
+
+        totals, calls, starts = collections.defaultdict(float), collections.Counter(), []
+
+        def instrument(func, symbol, before_run, ret_value, *args):
+            if before_run:
+                starts.append(time.perf_counter())
+            else:
+                if self._gpu:
+                    self._device.sync()
+                totals[symbol] += time.perf_counter() - starts.pop()
+                calls[symbol] += 1
+            return 0  # VMInstrumentReturnKind.NO_OP
+
+        self._vm.set_instrument(instrument)
+        try:
+            for _ in range(runs):
+                self.run(feeds)
+        finally:
+            self._vm.set_instrument(None)
+        if not totals:
+            return Breakdown(False, "the TVM module made no VM calls that could be timed")
+        by_type, type_calls = collections.defaultdict(float), collections.Counter()
+        for symbol, seconds in totals.items():
+            by_type[tvm_kernel_family(symbol)] += seconds
+            type_calls[tvm_kernel_family(symbol)] += calls[symbol]
+        return Breakdown(True, "TVM Relax VM instrument: wall time per VM call (kernels and vm.builtin.* steps); "
+                               "types group kernels without TVM's numbering", runs,
+                         summarize_times(by_type, type_calls, runs, top), summarize_times(totals, calls, runs, top))
 
     def _run_batch(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         count = arrays[0].shape[0]

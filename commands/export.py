@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import click
 
-from exporters.targets import TARGETS
+from exporters.export import OPSETS
+from lbdeploy.backends import EXPORT_BACKENDS
+from lbdeploy.targets import target_names
 
 
 @click.command("export")
 @click.argument("model_pt", type=click.Path(dir_okay=False))
-@click.option("--target", type=click.Choice(list(TARGETS)), default="onnx", help="Where the artifact runs.")
-@click.option("--backend", type=click.Choice(["ort", "tvm", "tensorrt"]), default=None,
-              help="Inference engine (default: the target's; ort for onnx/x86/arm64, tensorrt for jetson).")
+@click.option("--target", type=click.Choice(target_names()), default="onnx",
+              help="Where the artifact runs (`lbdeploy targets` lists each with its backends).")
+@click.option("--backend", type=click.Choice(EXPORT_BACKENDS), default=None,
+              help="Inference engine (default: the target's first, see `lbdeploy targets`).")
 @click.option("--ops", type=click.Choice(["custom", "standard"]), default="custom",
               help="custom: TernaryConv op (add/sub kernels); standard: plain Conv for any runtime.")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False), help="Artifact folder to create.")
-@click.option("--opset", type=int, default=18, help="ONNX opset (>= 17).")
+@click.option("--opset", type=int, default=18, help=f"ONNX opset ({OPSETS.start}..{OPSETS.stop - 1}).")
 @click.option("--verify/--no-verify", default=True, help="Fail when the parity gate fails (--no-verify: keep and report).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def export(model_pt, target, backend, ops, out_dir, opset, verify, force):

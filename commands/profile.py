@@ -1,7 +1,8 @@
 """CLI command `lbdeploy profile` (listed in cli.COMMAND_MODULES).
 
-A thin wrapper: it parses options, calls runtime.profiler (or runtime.profile_rpc for --rpc),
-and prints a table, JSON (docs/profile.md) or a PNG (runtime.profile_plot).
+A thin wrapper: it parses options, plans with workflows.compare, measures with runtime.profiling
+(runtime.profiling.rpc for --rpc), and prints a table, JSON (docs/profile.md) or a PNG
+(runtime.profiling.plot).
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import tempfile
 import click
 
 from lbdeploy.errors import ConfigError
-from runtime.backends.base import BACKENDS
-
-BACKEND_CHOICES = click.Choice(["auto", *BACKENDS])
+from runtime.backends.base import RUNTIME_CHOICES
+from workflows.compare import parse_backends, plan_targets
 
 
 def _parse_compare(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if len(names) < 2:
+    names = parse_backends(text)
+    if names is not None and len(names) < 2:
         raise ConfigError(f"--compare {text!r} needs at least two backends, e.g. --compare torch,ort")
     return names
 
@@ -57,8 +55,8 @@ def _format_breakdown(result) -> str:
 def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
     from tqdm import tqdm
 
-    from runtime.profile_rpc import connect, open_remote_artifact, parse_address, profile_remote
-    from runtime.profiler import ProfileReport
+    from runtime.profiling.report import ProfileReport
+    from runtime.profiling.rpc import connect, open_remote_artifact, parse_address, profile_remote
 
     parse_address(rpc)
     root, manifest = open_remote_artifact(source, batch)
@@ -70,9 +68,9 @@ def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
 
 @click.command("profile")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Backend for every source.")
+@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default="auto", help="Backend for every source.")
 @click.option("--compare", metavar="B1,B2,...",
-              help="Compare backends on one source, interleaved; a model.pt is exported on the fly for ort/tvm.")
+              help="Compare backends on one source, interleaved; a model.pt is exported on the fly.")
 @click.option("--runs", type=click.IntRange(min=1), default=100, help="Timed runs per result.")
 @click.option("--warmup", type=click.IntRange(min=1), default=10, help="Untimed runs first (the first is reported).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads of every backend.")
@@ -99,8 +97,7 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
       lbdeploy profile out-ort/ out-tvm/ --plot profile.png
       lbdeploy profile out-rpi4/ --rpc 192.168.1.20:9190 --key rpi4
     """
-    from runtime.profiler import plan_targets
-    from runtime.profiler import profile as run_profile
+    from runtime.profiling import profile as run_profile
 
     compare_names = _parse_compare(compare)
     if key and not rpc:
@@ -118,7 +115,7 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
                                    progress=lambda message: click.echo(message, err=True))
             report = run_profile(targets, runs, warmup, threads, batch, op_runs, top)
     if plot:
-        from runtime.profile_plot import write_plot
+        from runtime.profiling.plot import write_plot
 
         click.echo(f"Wrote {write_plot(report, plot)}", err=True)
     if as_json:

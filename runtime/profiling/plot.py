@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.profiler import ProfileReport
+from runtime.profiling.report import ProfileReport
 
 WIDTH = 900
 HIST_HEIGHT = 300

@@ -1,6 +1,7 @@
-"""Image input for the runtime: decoding, the affine person crop and normalization.
+"""Image input, shared by the runtime, training and evaluation: decoding, the affine person crop
+and normalization.
 
-Images are HxWx3 uint8 arrays in RGB channel order everywhere in the runtime. `load_image`
+Images are HxWx3 uint8 arrays in RGB channel order everywhere. `load_image`
 accepts a file path, encoded bytes (any format Pillow reads) or such an array, and refuses
 undecodable data, wrong shapes and images above a pixel budget before decoding them.
 `crop` warps a person region into the model input with Pillow's bilinear affine transform, and

@@ -1,9 +1,9 @@
 """Run a batch of ONNX models with ONNX Runtime in one process and save every output.
 
-Executed inside the emulated ARM lane by `lbdeploy.testing.arm_lane` (one interpreter start under
+Executed inside the emulated ARM lane by `runtime.testing.arm_lane` (one interpreter start under
 qemu for many models), and usable as is on a real board. It needs only numpy and onnxruntime.
 
-    python -m lbdeploy.testing.ort_driver JOB.json
+    python -m runtime.testing.ort_driver JOB.json
 
 JOB.json:
 
@@ -46,9 +46,9 @@ def run_job(job: dict) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: `python -m lbdeploy.testing.ort_driver JOB.json`."""
+    """Entry point: `python -m runtime.testing.ort_driver JOB.json`."""
     if len(argv) != 1:
-        print("usage: python -m lbdeploy.testing.ort_driver JOB.json", file=sys.stderr)
+        print("usage: python -m runtime.testing.ort_driver JOB.json", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text())
     written = run_job(job)

@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError
-from runtime.profiler import Breakdown, Measurement, Target, check_batch, make_feeds
+from runtime.profiling.breakdown import Breakdown
+from runtime.profiling.measure import check_batch, make_feeds
+from runtime.profiling.report import Measurement, Target
 
 DEFAULT_TIMEOUT_S = 10.0
 # Repeats per time_evaluator call: it discards one warm-up call each time, and the bar advances per chunk.
@@ -105,7 +107,7 @@ def open_remote_artifact(artifact_dir, batch: int = 1) -> tuple[Path, dict]:
         ConfigError: not a TVM artifact, or a batch other than the module's.
         ArtifactError: an unreadable or modified artifact.
     """
-    from runtime.artifact import open_artifact
+    from lbdeploy.artifact import open_artifact
 
     root, manifest = open_artifact(artifact_dir)
     if manifest.get("backend") != "tvm" or not manifest.get("tvm"):
@@ -122,7 +124,7 @@ def profile_remote(session, artifact_dir, manifest: dict, runs: int = 100, warmu
     Args:
         session: from `connect`.
         artifact_dir / manifest: from `open_remote_artifact` (a module built for the board's target).
-        runs / warmup / batch: as `runtime.profiler.profile`.
+        runs / warmup / batch: as `runtime.profiling.profile`.
         address / key: recorded in the result.
         bar: a tqdm bar advanced per timed run (optional).
     Returns:

@@ -12,10 +12,10 @@ from pathlib import Path
 import click
 
 from lbdeploy.errors import InputError
-from runtime.backends.base import BACKENDS
-from runtime.transforms import DEFAULT_MAX_PIXELS
+from lbdeploy.transforms import DEFAULT_MAX_PIXELS
+from runtime.backends.base import RUNTIME_CHOICES
 
-BACKEND_CHOICES = click.Choice(["auto", *BACKENDS])
+BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:
@@ -55,7 +55,7 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
     """
     from runtime.predictor import Predictor
     from runtime.results import draw_pose, pose_to_json
-    from runtime.transforms import load_image
+    from lbdeploy.transforms import load_image
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
     predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)

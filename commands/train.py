@@ -1,6 +1,7 @@
 """Training and evaluation commands of the CLI: `lbdeploy train` and `lbdeploy eval`.
 
-Thin wrappers: parse options, call lbdeploy.training.trainer / lbdeploy.evaluation, print.
+Thin wrappers: parse options, call lbdeploy.training.trainer / lbdeploy.evaluation (and
+workflows.compare for --compare), print.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import click
 
-from lbdeploy.commands import parse_size
+from commands.models import parse_size
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
+from runtime.backends.base import RUNTIME_CHOICES
+from workflows.compare import eval_columns, parse_backends
 
 DATA_HELP = "Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (sizes of the generated splits)."
 
@@ -68,46 +71,12 @@ def train_command(arch, data, output, stacks, modules, feats, density, input_siz
     train(config, log=click.echo)
 
 
-EXPORTABLE = ("ort", "tvm")  # backends a model.pt is exported for on the fly by `eval --compare`
-
-
-def _sources(paths, backend: str, compare: str | None, workdir: Path) -> list[tuple[str, str, str]]:
-    """(label, path, backend) for every evaluation column.
-
-    With --compare, a model.pt asked for "ort" or "tvm" is exported for this machine into
-    `workdir` (parity gate included), so `eval m.pt --compare torch,ort` needs no prior export.
-    """
-    from exporters.export import export_for_this_machine
-    from runtime.backends.base import resolve_backend_name
-
-    names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
-    columns = []
-    for index, path in enumerate(paths):
-        for name in names:
-            runs_on = path
-            if compare and name in EXPORTABLE and Path(path).is_file():
-                runs_on = workdir / f"{index}-{name}"
-                click.echo(f"exporting {path} for {name} to compare", err=True)
-                export_for_this_machine(path, runs_on, name)
-            try:
-                resolved = resolve_backend_name(name, Path(runs_on), {})
-            except ConfigError:
-                if compare:
-                    continue  # this backend does not run this kind of source (model.pt vs artifact)
-                raise
-            label = resolved if len(paths) == 1 else f"{resolved}:{Path(path).name}"
-            columns.append((label, str(runs_on), name))
-    if not columns:
-        raise ConfigError(f"none of the backends {names} runs {list(paths)}: torch runs a model.pt, "
-                          "ort/tvm/tensorrt an exported artifact folder")
-    return columns
-
-
 @click.command("eval")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--data", "data", required=True, help=DATA_HELP)
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", help="Dataset split to evaluate.")
-@click.option("--backend", default="auto", help="auto, torch, ort, tvm or tensorrt (auto: torch for model.pt, the artifact's own otherwise).")
+@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default="auto",
+              help="auto: torch for model.pt, the artifact's own otherwise.")
 @click.option("--compare", help="Comma-separated backends to evaluate side by side, e.g. torch,ort (each on the sources it runs).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop.")
 @click.option("--threshold", type=float, help="PCK threshold [default: the dataset's, 0.5 MPII / 0.2 LSP].")
@@ -139,7 +108,9 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
     reports, skipped = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
-        for label, path, name in _sources(sources, backend, compare, Path(workdir)):
+        columns = eval_columns(sources, backend, parse_backends(compare), Path(workdir),
+                               progress=lambda message: click.echo(message, err=True))
+        for label, path, name in columns:
             try:
                 predictor = Predictor(path, backend=name)
             except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:

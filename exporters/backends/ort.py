@@ -1,0 +1,28 @@
+"""The ONNX Runtime export step: our TernaryConv kernel library for the target's CPU, in kernels/."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from exporters.backends.base import ExportStep, Progress
+
+KERNEL_FILE = "kernels/libternary_ort.so"
+
+
+class OrtExport(ExportStep):
+    """Adds kernels/libternary_ort.so, built (or cross-built) for the target's architecture."""
+
+    def add_files(self, work: Path, progress: Progress) -> dict:
+        """Build the kernel library for the target's CPU and copy it into the artifact."""
+        if not self.custom_ops:
+            return {}
+        from lbdeploy.kernels.build import build_ort_library
+        from lbdeploy.kernels.elf import host_arch
+
+        arch = self.target.arch or host_arch()
+        progress(f"building the ONNX Runtime kernel library for {arch}")
+        library = build_ort_library(arch=None if arch == host_arch() else arch)
+        (work / KERNEL_FILE).parent.mkdir(exist_ok=True)
+        shutil.copy2(library, work / KERNEL_FILE)
+        return {"kernel_library": {"path": KERNEL_FILE, "arch": arch}}

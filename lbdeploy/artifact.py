@@ -1,0 +1,347 @@
+"""The artifact format (docs/artifact.md): one folder, one manifest.json, defined once here.
+
+Every layer uses this module: the exporters write artifacts with `write_manifest`, the runtime
+reads them with `open_artifact`, the trust boundary of an artifact:
+
+- the manifest is schema-checked (`validate_manifest`): a field of the wrong type is refused with
+  a one-line error naming the field;
+- every listed file must lie inside the folder once symlinks are resolved and match its sha256,
+  and a manifest that names a loadable file (`loadable_files`: model, kernel library, TVM module)
+  without listing it in `files` is refused;
+- backends resolve each file they load with `contained_path` (never outside the folder), and
+  files added on the device later (a TensorRT engine) are checked with `verify_file` at load.
+
+numpy-free and torch-free: a board imports this with the runtime alone.
+
+To add a manifest field, add it to `_SCHEMA` (and to `loadable_files` when a backend loads the
+file it names); to accept a new manifest version, extend SUPPORTED_FORMAT_VERSIONS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from lbdeploy.errors import ArtifactError
+
+FORMAT_NAME = "lbdeploy-artifact"
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = (1,)
+MANIFEST_NAME = "manifest.json"
+MODEL_FILE = "model.onnx"
+_CHUNK = 1 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+# field -> (accepted JSON types, required). Nested shapes are checked by `_check_nested`.
+_SCHEMA = {
+    "format": ((str,), True), "format_version": ((int,), True), "arch": ((str,), True),
+    "task": ((str,), True), "input": ((dict,), True), "outputs": ((list,), True), "backend": ((str,), True),
+    "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
+    "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
+    "pose": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False), "parity": ((dict,), False),
+    "tools": ((dict,), False),
+}
+_JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
+                    bool: "true/false", float: "a number"}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _type_error(field: str, expected: tuple, value) -> ArtifactError:
+    names = " or ".join(_JSON_TYPE_NAMES.get(t, t.__name__) for t in expected)
+    return ArtifactError(f"manifest field {field!r} must be {names}, not {type(value).__name__}; re-export the model")
+
+
+def _require(value, expected: tuple, field: str):
+    # bool is an int in Python but not in the schema
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise _type_error(field, expected, value)
+    return value
+
+
+def _check_nested(manifest: dict) -> None:
+    spec = manifest["input"]
+    _require(spec.get("name"), (str,), "input.name")
+    shape = _require(spec.get("shape"), (list,), "input.shape")
+    if len(shape) != 4:
+        raise ArtifactError(f"manifest field 'input.shape' must have 4 entries (N, C, H, W), not {len(shape)}")
+    for key in ("mean", "std"):
+        if key in spec:
+            _require(spec[key], (list,), f"input.{key}")
+    if not manifest["outputs"]:
+        raise ArtifactError("manifest field 'outputs' is empty; re-export the model")
+    for index, output in enumerate(manifest["outputs"]):
+        _require(output, (dict,), f"outputs[{index}]")
+        _require(output.get("name"), (str,), f"outputs[{index}].name")
+        _require(output.get("shape"), (list,), f"outputs[{index}].shape")
+        _require(output.get("final", False), (bool,), f"outputs[{index}].final")
+    for relative, digest in manifest["files"].items():
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise ArtifactError(f"manifest field 'files[{relative!r}]' must be a sha256 hex digest; re-export the model")
+    library = manifest.get("kernel_library")
+    if library is not None:
+        _require(library.get("path"), (str,), "kernel_library.path")
+    for index, op in enumerate(manifest.get("custom_ops", [])):
+        _require(op, (dict,), f"custom_ops[{index}]")
+
+
+def validate_manifest(manifest, where) -> dict:
+    """Check a parsed manifest against the schema of this lbdeploy.
+
+    Args:
+        manifest: the parsed JSON. where: its path, for messages.
+    Returns:
+        The manifest, unchanged.
+    Raises:
+        ArtifactError: not an lbdeploy manifest, an unsupported version, a missing field or a
+            field of the wrong type (the message names it).
+    """
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{where} must hold a JSON object; re-export the model")
+    if manifest.get("format") != FORMAT_NAME:
+        raise ArtifactError(f"{where} is not an lbdeploy artifact manifest (format {manifest.get('format')!r})")
+    if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        raise ArtifactError(
+            f"{where} has format_version {manifest.get('format_version')!r}; this lbdeploy reads "
+            f"{list(SUPPORTED_FORMAT_VERSIONS)}: upgrade lbdeploy or re-export the model"
+        )
+    missing = [key for key, (_, required) in _SCHEMA.items() if required and key not in manifest]
+    if missing:
+        raise ArtifactError(f"{where} lacks {missing}; re-export the model with `lbdeploy export`")
+    for key, (types, _) in _SCHEMA.items():
+        if key in manifest:
+            _require(manifest[key], types, key)
+    _check_nested(manifest)
+    if not any(out.get("final") for out in manifest["outputs"]):
+        raise ArtifactError(f"{where} marks no output as final; re-export the model")
+    return manifest
+
+
+def loadable_files(manifest: dict) -> list[str]:
+    """The artifact-relative paths that some backend may load as code or model.
+
+    These must be listed in `files` (and so hash-checked) whenever the manifest names them; a
+    TensorRT engine and plugin are named before they are built on the board, and are listed by
+    `lbdeploy build-engine` when it builds them.
+    """
+    paths = [MODEL_FILE]
+    if manifest.get("kernel_library"):
+        paths.append(manifest["kernel_library"]["path"])
+    for section, key in (("tvm", "module"), ("tensorrt", "onnx")):
+        if isinstance(manifest.get(section), dict) and manifest[section].get(key):
+            paths.append(manifest[section][key])
+    return paths
+
+
+class Artifact(NamedTuple):
+    """An opened, checked artifact folder: its resolved root and its manifest (unpacks as a pair).
+
+    Attributes:
+        root: the folder, symlinks resolved.
+        manifest: the validated manifest dict (docs/artifact.md).
+    """
+
+    root: Path
+    manifest: dict
+
+
+def contained_path(root, relative, what: str = "file") -> Path:
+    """`root / relative` with symlinks resolved, refused when it lies outside `root`.
+
+    Backends resolve every file they load through this (open_artifact has hash-checked it).
+
+    Raises:
+        ArtifactError: a non-string, absolute or `..` path, or a symlink leading out of the folder.
+    """
+    root = Path(root).resolve()
+    if not isinstance(relative, str) or not relative:
+        raise ArtifactError(f"the manifest names the {what} as {relative!r}, which is not a file path in the artifact")
+    path = (root / relative).resolve()
+    if root not in path.parents:
+        raise ArtifactError(f"the {what} {relative!r} lies outside the artifact folder {root}; refusing to load it")
+    return path
+
+
+def list_files(folder) -> dict:
+    """Every file under `folder` but the manifest, as {relative path: sha256}."""
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): file_sha256(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def verify_file(root: Path, relative: str, files: dict, what: str = "file") -> Path:
+    """Check one artifact file: listed in `files`, inside `root` (symlinks resolved), sha256 as listed.
+
+    Returns:
+        The resolved path. Raises: ArtifactError, naming the file and the fix.
+    """
+    if not isinstance(relative, str) or relative not in files:
+        raise ArtifactError(f"the manifest names the {what} {relative!r} but does not list it in 'files', so it "
+                            "cannot be verified; refusing to load it (re-export the model)")
+    path = contained_path(root, relative, what)
+    if not path.is_file():
+        raise ArtifactError(f"artifact {what} {relative!r} is missing from {root}; re-export the model")
+    actual = file_sha256(path)
+    if actual != files[relative]:
+        raise ArtifactError(
+            f"artifact {what} {relative!r} in {root} was modified (sha256 {actual[:12]}..., manifest says "
+            f"{str(files[relative])[:12]}...); re-export the model or restore the file"
+        )
+    return path
+
+
+def verify_files(artifact_dir: Path, manifest: dict) -> None:
+    """Check every listed file and that every loadable file is listed.
+
+    Raises:
+        ArtifactError: a path outside the folder, a missing or modified file, or a loadable file
+            the manifest names without listing it.
+    """
+    files = manifest["files"]
+    for relative in files:
+        verify_file(artifact_dir, relative, files)
+    for relative in loadable_files(manifest):
+        if relative not in files:
+            raise ArtifactError(f"the manifest names {relative!r} without listing it in 'files'; refusing an "
+                                "artifact whose model or kernels cannot be verified (re-export the model)")
+
+
+def open_artifact(artifact_dir) -> Artifact:
+    """Read, validate and verify an artifact folder.
+
+    Args:
+        artifact_dir: the folder `lbdeploy export` wrote.
+    Returns:
+        The Artifact (resolved folder and manifest).
+    Raises:
+        ArtifactError: no manifest, an unreadable or malformed manifest, or files that do not match it.
+    """
+    root = Path(artifact_dir)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise ArtifactError(f"{root} has no {MANIFEST_NAME}; pass the folder written by `lbdeploy export`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ArtifactError(f"{manifest_path} is not valid JSON ({type(err).__name__}); re-export the model") from None
+    validate_manifest(manifest, manifest_path)
+    verify_files(root, manifest)
+    return Artifact(root.resolve(), manifest)
+
+
+def is_artifact_folder(folder) -> bool:
+    """True when `folder` holds a manifest.json that says it is an lbdeploy artifact (any version)."""
+    try:
+        return json.loads((Path(folder) / MANIFEST_NAME).read_text()).get("format") == FORMAT_NAME
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
+        return False
+
+
+def write_manifest(folder: Path, manifest: dict) -> dict:
+    """List every file of `folder` with its sha256 in `manifest["files"]` and write manifest.json.
+
+    Returns:
+        The manifest as written (validated).
+    """
+    folder = Path(folder)
+    manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **manifest}
+    manifest["files"] = list_files(folder)
+    validate_manifest(manifest, folder / MANIFEST_NAME)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def record_files(folder, relatives: list[str]) -> dict:
+    """Add files made on the device (a TensorRT engine, its plugin) to the manifest's `files`.
+
+    The manifest is rewritten atomically (a temporary file renamed over it), so an interrupted
+    call leaves the previous manifest.
+
+    Returns:
+        The updated manifest. Raises: ArtifactError for a path outside the folder or a missing file.
+    """
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    for relative in relatives:
+        path = contained_path(folder, relative)
+        if not path.is_file():
+            raise ArtifactError(f"{relative!r} is missing from {folder}; cannot record it in the manifest")
+        manifest["files"][relative] = file_sha256(path)
+    temporary = folder / f".{MANIFEST_NAME}.tmp"
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(temporary, folder / MANIFEST_NAME)
+    return manifest
+
+
+def final_output(manifest: dict) -> dict:
+    """The manifest entry of the output to decode (the last stack's heatmaps)."""
+    return [out for out in manifest["outputs"] if out.get("final")][-1]
+
+
+def summarize(manifest: dict) -> dict:
+    """The public part of a manifest: what the model is and how it is fed, without file hashes."""
+    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "tools")
+    summary = {key: manifest[key] for key in keys if key in manifest}
+    summary["config"] = manifest.get("config", {})
+    return summary
+
+
+def output_names(task: str, count: int) -> list[str]:
+    """Model output names: heatmaps_0..heatmaps_{S-1} for pose (one per stack), logits for classification."""
+    return [f"heatmaps_{i}" for i in range(count)] if task == "pose" else ["logits"]
+
+
+def io_manifest(metadata: dict, config: dict, output_names: list[str], output_shapes: list) -> dict:
+    """The task, input, outputs and pose sections of a manifest, from a checkpoint's metadata.
+
+    Args:
+        metadata: the checkpoint metadata (task, input_size, mean, std, heatmap_stride, joints,
+            flip_pairs, skeleton); config: the build config (input_size when metadata lacks it).
+        output_names: the model's outputs in order, last = final.
+        output_shapes: the shape of each output for a batch of one.
+    Returns:
+        {"task", "input", "outputs"} and, for pose models, "pose".
+    """
+    height, width = (int(v) for v in metadata.get("input_size", config.get("input_size", (256, 256))))
+    task = metadata.get("task", "pose")
+    last = len(output_names) - 1
+    section = {
+        "task": task,
+        "input": {"name": "image", "shape": ["N", 3, height, width], "layout": "NCHW", "dtype": "float32",
+                  "color": "RGB", "pixel_scale": float(metadata.get("pixel_scale", 1.0 / 255.0)),
+                  "mean": list(metadata.get("mean", (0.0, 0.0, 0.0))), "std": list(metadata.get("std", (1.0, 1.0, 1.0)))},
+        "outputs": [{"name": name, "shape": ["N", *[int(d) for d in shape[1:]]], **({"stack": i} if task == "pose" else {}),
+                     "final": i == last} for i, (name, shape) in enumerate(zip(output_names, output_shapes))],
+    }
+    if task == "pose":
+        section["pose"] = {key: metadata[key] for key in ("joints", "flip_pairs", "skeleton") if key in metadata}
+        section["pose"]["heatmap_stride"] = int(metadata.get("heatmap_stride", height // output_shapes[-1][2]))
+    return section
+
+
+def checkpoint_manifest(arch: str, config: dict, metadata: dict, output_shapes: list) -> dict:
+    """The manifest equivalent of a model.pt, from its checkpoint metadata (no files, backend "torch").
+
+    Args:
+        arch: preset name; config: the build config; metadata: the checkpoint metadata.
+        output_shapes: the shape of each output for a batch of one, last = final.
+    Returns:
+        A manifest dict with the sections the Predictor reads (input, outputs, pose).
+    """
+    names = output_names(metadata.get("task", "pose"), len(output_shapes))
+    return {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": arch, "config": config,
+        **io_manifest(metadata, config, names, output_shapes),
+        "target": "host", "backend": "torch", "ops": "standard", "custom_ops": [], "kernel_library": None, "files": {},
+    }

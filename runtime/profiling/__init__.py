@@ -1,0 +1,18 @@
+"""Profiling on this machine or a board (the library behind `lbdeploy profile`), split by concern:
+
+- report.py: what was measured (Target, Measurement, ProfileReport) and its JSON form;
+- measure.py: loading backends, interleaved timing, memory, the per-op pass (`profile`);
+- breakdown.py: the per-op record and the trace readers the backends' `op_breakdown` use;
+- rpc.py: the same measurement of a TVM module on a board through TVM's RPC;
+- plot.py: the PNG of a report.
+
+Which sources to profile with which backends (exporting a model.pt on the fly for --compare) is
+planned one layer up, in workflows/compare.py. To give a backend a per-op breakdown, give its
+runtime class an `op_breakdown(feeds, runs, top) -> Breakdown` method.
+"""
+
+from runtime.profiling.breakdown import Breakdown
+from runtime.profiling.measure import profile
+from runtime.profiling.report import Measurement, ProfileReport, Target
+
+__all__ = ["Breakdown", "Measurement", "ProfileReport", "Target", "profile"]

@@ -1,0 +1,82 @@
+"""The structure of the package: the layer contract, and one registry per concept that every
+command, table and document is generated from (docs/architecture.md)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from cli import main
+from exporters.backends import ExportStep
+from lbdeploy.backends import BACKENDS, EXPORT_BACKENDS
+from lbdeploy.errors import ConfigError
+from lbdeploy.targets import ALIASES, TARGETS, get_target, resolve, target_names, target_table_markdown
+from runtime.backends.base import RUNTIME_CHOICES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_layers_only_import_downward():
+    """import-linter's layers contract (pyproject.toml), lazy imports included."""
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    if lint is None:
+        pytest.fail("lint-imports is not installed; install the dev extra (pip install -e '.[dev]')")
+    result = subprocess.run([lint, "--no-cache", "--no-logo"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout
+
+
+def test_targets_command_lists_every_target_value():
+    result = CliRunner().invoke(main, ["targets"])
+    assert result.exit_code == 0, result.output
+    listed = result.output
+    for name in target_names():
+        assert name in listed, name
+
+
+def _choices(command: str, option: str) -> list[str]:
+    params = {p.name: p for p in main.commands[command].params}
+    assert isinstance(params[option].type, click.Choice)
+    return list(params[option].type.choices)
+
+
+def test_cli_choices_come_from_the_registries():
+    assert _choices("export", "target") == target_names()
+    assert _choices("export", "backend") == EXPORT_BACKENDS
+    for command in ("infer", "serve", "profile", "eval"):
+        assert _choices(command, "backend") == RUNTIME_CHOICES == ["auto", *BACKENDS], command
+
+
+def test_docs_target_table_is_the_registry():
+    text = (REPO / "docs" / "targets.md").read_text()
+    assert target_table_markdown() in text, "regenerate docs/targets.md (docs/architecture.md says how)"
+
+
+def test_every_target_backend_is_registered_and_exportable():
+    for target in TARGETS.values():
+        assert target.backends, target.name
+        for backend in target.backends:
+            assert backend in EXPORT_BACKENDS, (target.name, backend)
+    assert not set(ALIASES) & set(TARGETS)
+
+
+def test_every_backend_part_loads_with_its_interface():
+    for spec in BACKENDS.values():
+        runtime_class = spec.load_runtime()
+        assert callable(getattr(runtime_class, "run")) and isinstance(runtime_class.interleave_env, dict), spec.name
+        if spec.exporter:
+            assert issubclass(spec.load_exporter(), ExportStep), spec.name
+
+
+def test_aliases_and_backend_choice_resolve_through_the_registry():
+    assert get_target("jetson") is TARGETS["jetson-orin"]
+    assert resolve("rpi4") == (TARGETS["rpi4"], "ort")
+    assert resolve("jetson-nano")[1] == "ort"  # the Nano's stock TensorRT is too old: its CPU is the default
+    with pytest.raises(ConfigError, match="supports --backend ort or tvm, not 'tensorrt'"):
+        resolve("rpi5", "tensorrt")
+    with pytest.raises(ConfigError, match="lbdeploy targets"):
+        get_target("rpi3")
