@@ -109,6 +109,7 @@ ABSURD = {
     "tiny-size": "[[0, 0, 1e-300, 1e-300]]",
     "bool": "[[true, 0, 5, 5]]",
     "string": '[["0", 0, 5, 5]]',
+    "nested-20k": "[" * 20_000,  # fits in a URL
     "nested-100k": "[" * 100_000,
     "nested-100k-closed": "[" * 100_000 + "]" * 100_000,
 }
@@ -117,8 +118,8 @@ ABSURD = {
 @pytest.mark.parametrize("text", ABSURD.values(), ids=ABSURD.keys())
 @pytest.mark.parametrize("where", ["query", "form"])
 def test_absurd_numbers_get_a_400_json_error_counted_once(client, text, where):
-    if where == "query" and len(text) > 8000:
-        pytest.skip("too long for a URL")
+    if where == "query" and len(text) > 20_000:
+        pytest.skip("longer than a URL may be (uvicorn's HTTP parser refuses such a request line itself)")
     before = _errors(client)
     if where == "query":
         response = client.post("/v1/pose", content=IMAGE, params={"boxes": text})
