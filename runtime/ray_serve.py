@@ -98,8 +98,8 @@ def start(predictor_factory: Callable, host: str, port: int, settings: ServerSet
     serve = _serve_module()
     import ray
 
-    owned = not ray.is_initialized()
-    if owned:
+    owned = False
+    if not ray.is_initialized():
         ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         owned = not address
     for signum in (signal.SIGTERM, signal.SIGINT) if on_signal else ():

@@ -256,7 +256,6 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def validation_error(request: Request, err: RequestValidationError):
         return _error(request.scope, 422, "ValidationError", str(err.errors()))
 
-
     def require_token(request: Request) -> None:
         if settings.token is None:
             return
