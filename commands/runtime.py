@@ -14,6 +14,7 @@ import click
 from lbdeploy.errors import InputError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from runtime.backends.base import RUNTIME_CHOICES
+from runtime.limits import check_box
 
 BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
 
@@ -25,7 +26,10 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         values = ()
     if len(values) != 4:
         raise InputError(f"--box {text!r} must be four numbers x,y,w,h (e.g. --box 10,20,100,200)")
-    return values
+    try:
+        return check_box(values)
+    except InputError as err:
+        raise InputError(f"--box {text!r}: {err}") from None
 
 
 def _draw_target(draw: str, image: Path, several: bool) -> Path:

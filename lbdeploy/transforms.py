@@ -55,7 +55,9 @@ def _decode(data: bytes | str, max_pixels: int, what: str) -> np.ndarray:
                     )
                 rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise InputError(f"{what} is not a readable image ({err}); send a JPEG, PNG or another Pillow format") from err
+        # Pillow's "cannot identify" message names its file object (<_io.BytesIO object at 0x...>)
+        reason = "Pillow does not recognise its format" if isinstance(err, UnidentifiedImageError) else err
+        raise InputError(f"{what} is not a readable image ({reason}); send a JPEG, PNG or another Pillow format") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise InputError(f"{what} is too large to decode safely ({err}); resize it") from err
     return np.asarray(rgb, dtype=np.uint8)

@@ -1,7 +1,8 @@
 """Prometheus metrics of the pose server, kept in memory and written in the text exposition format.
 
-Three families, labelled by endpoint: request counts by status code, error counts by error type,
-and a latency histogram. Written by hand (no client library) so a board needs nothing extra.
+Three families, labelled by endpoint: request counts by status code, error counts by error type
+(each error response counted once), and a latency histogram; plus the gauge of requests admitted
+for inference now (runtime.admission). Written by hand (no client library) so a board needs nothing extra.
 To add a metric, add a dict keyed by label values here and write it in `render`.
 """
 
@@ -45,9 +46,16 @@ class ServerMetrics:
         with self._lock:
             self._errors[(endpoint, error_type)] += 1
 
-    def render(self) -> str:
-        """All metrics in the Prometheus text exposition format (version 0.0.4)."""
-        lines = ["# HELP lbdeploy_requests_total HTTP requests answered, by endpoint and status code.",
+    def render(self, admitted: int = 0) -> str:
+        """All metrics in the Prometheus text exposition format (version 0.0.4).
+
+        Args:
+            admitted: requests decoding or inferring now (the admission gauge).
+        """
+        lines = ["# HELP lbdeploy_requests_admitted Requests decoding or inferring now.",
+                 "# TYPE lbdeploy_requests_admitted gauge",
+                 f"lbdeploy_requests_admitted {int(admitted)}",
+                 "# HELP lbdeploy_requests_total HTTP requests answered, by endpoint and status code.",
                  "# TYPE lbdeploy_requests_total counter"]
         with self._lock:
             for (endpoint, status), count in sorted(self._requests.items()):

@@ -1,16 +1,19 @@
 """HTTP pose server: a FastAPI app around one Predictor (served by uvicorn, or by Ray Serve).
 
-Endpoints (OpenAPI at /docs and /openapi.json):
+Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others):
     POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
     POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
 Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...].
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
-reading), images above `max_pixels` get 400, inference longer than `timeout_s` gets 504, and with
-a token every endpoint but /healthz needs `Authorization: Bearer <token>` (401 otherwise). Errors
-are JSON: {"error": {"type": ..., "message": ...}}. Inference runs on a thread pool of `workers`
-threads, so the event loop keeps answering while models run.
+reading), images above `max_pixels` get 400, boxes that are not finite pixel coordinates get 400,
+more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more than `max_pending`
+requests at once get 503, and a request still running after `timeout_s` is stopped between two
+batches and gets 504 (runtime.admission). With a token every endpoint but /healthz needs
+`Authorization: Bearer <token>` (401 otherwise). Errors are JSON: {"error": {"type": ...,
+"message": ...}}, each counted once by type in /metrics. Inference runs on a thread pool of
+`workers` threads, so the event loop keeps answering while models run.
 
 The app is built from a predictor *factory* and creates the predictor, thread pool and metrics on
 startup, so the same app can be pickled to Ray Serve replicas (runtime.ray_serve).
@@ -21,28 +24,34 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
-import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from lbdeploy import __version__
-from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.artifact import summarize
+from lbdeploy.errors import InputError, LbdeployError
+from lbdeploy.transforms import DEFAULT_MAX_PIXELS
+from runtime.admission import Admission, predict_in_batches
+from runtime.limits import RequestLimits, check_work, parse_boxes_json
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
-from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 
 DEFAULT_MAX_BODY_MB = 16.0
-_ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics")
+_ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
+_LOG = logging.getLogger(__name__)
+# Key in the ASGI scope's state under which an error response records its type for /metrics.
+_ERROR_TYPE = "lbdeploy_error_type"
 _IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -67,8 +76,11 @@ class ServerSettings:
         token: bearer token required on every endpoint but /healthz (None: open).
         max_body_bytes: largest accepted request body.
         max_pixels: largest accepted image (width * height).
-        timeout_s: per-request inference time limit.
+        timeout_s: per-request time limit (decoding and inference); the request stops past it.
         workers: inference threads.
+        limits: per-request caps (boxes, crop pixels) and the batch size requests run in.
+        max_pending: requests decoding or inferring at once (running or waiting for a thread);
+            more get 503.
     """
 
     token: str | None = None
@@ -76,9 +88,13 @@ class ServerSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     timeout_s: float = 30.0
     workers: int = 1
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    max_pending: int = 8
 
 
-def _error(status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
+def _error(scope, status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
+    """The JSON error response; records `kind` in the request's scope for the error metric."""
+    scope.setdefault("state", {})[_ERROR_TYPE] = kind
     return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status, headers=headers)
 
 
@@ -93,7 +109,7 @@ class _BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = _error(413, "PayloadTooLarge", f"request body of {int(declared)} bytes is above the "
+            response = _error(scope, 413, "PayloadTooLarge", f"request body of {int(declared)} bytes is above the "
                               f"limit of {self.max_bytes} bytes; send a smaller image")
             return await response(scope, receive, send)
         seen = 0
@@ -111,8 +127,37 @@ class _BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+class _InternalErrors:
+    """ASGI middleware: any other exception becomes a logged JSON 500 (InternalError); the
+    connection stays usable (Starlette's own handler re-raises, so the server would drop it)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as err:
+            _LOG.exception("request %s %s failed", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = _error(scope, 500, "InternalError",
+                              f"the server failed on this request ({type(err).__name__}); see its log")
+            await response(scope, receive, send)
+
+
 class _Metrics:
-    """ASGI middleware: request count, status and latency of every HTTP request."""
+    """ASGI middleware: request count, status and latency of every HTTP request, and the type of
+    every error answered (the type an error response recorded, else InternalError / HTTPError)."""
 
     def __init__(self, app):
         self.app = app
@@ -135,22 +180,9 @@ class _Metrics:
             if metrics is not None:
                 endpoint = scope["path"] if scope["path"] in _ENDPOINTS else "other"
                 metrics.observe(endpoint, status["code"], time.perf_counter() - start)
-
-
-def _parse_boxes(text: str | None):
-    if text is None or text == "":
-        return None
-    try:
-        boxes = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"boxes must be JSON like [[x, y, w, h], ...] ({err})") from err
-    if isinstance(boxes, list) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes):
-        boxes = [boxes]
-    if not isinstance(boxes, list) or not all(
-        isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) for v in b) for b in boxes
-    ):
-        raise InputError("boxes must be JSON like [[x, y, w, h], ...] with numbers")
-    return boxes
+                if status["code"] >= 400:
+                    default = "InternalError" if status["code"] >= 500 else "HTTPError"
+                    metrics.error(endpoint, scope.get("state", {}).get(_ERROR_TYPE, default))
 
 
 def _parse_flip(value) -> bool:
@@ -175,7 +207,7 @@ async def _read_request(request: Request) -> tuple[bytes, list | None, bool]:
         flip = form.get("flip", flip)
     else:
         data = await request.body()
-    return data, _parse_boxes(boxes), _parse_flip(flip)
+    return data, parse_boxes_json(boxes), _parse_flip(flip)
 
 
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
@@ -196,37 +228,33 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
         app.state.predictor = predictor_factory()
         app.state.predictor.max_pixels = settings.max_pixels
         app.state.executor = ThreadPoolExecutor(max_workers=max(1, settings.workers), thread_name_prefix="lbdeploy-infer")
+        app.state.admission = Admission(settings.max_pending)
         try:
             yield
         finally:
             app.state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(title="lbdeploy pose server", version=__version__, lifespan=lifespan,
-                  description="Human pose estimation with an exported LBRN artifact.")
+                  description="Human pose estimation with an exported LBRN artifact.",
+                  docs_url=None, redoc_url=None, openapi_url=None)  # served below, behind the token
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(_InternalErrors)
     app.add_middleware(_Metrics)
-
-    def count_error(request: Request, kind: str) -> None:
-        endpoint = request.url.path if request.url.path in _ENDPOINTS else "other"
-        request.app.state.metrics.error(endpoint, kind)
 
     @app.exception_handler(LbdeployError)
     async def lbdeploy_error(request: Request, err: LbdeployError):
-        status = 400 if isinstance(err, InputError) else 500
-        count_error(request, type(err).__name__)
-        return _error(status, type(err).__name__, str(err))
+        status = getattr(err, "http_status", 400 if isinstance(err, InputError) else 500)
+        return _error(request.scope, status, type(err).__name__, str(err), headers=getattr(err, "headers", None))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException):
         kind = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLarge"}.get(
             err.status_code, "HTTPError")
-        count_error(request, kind)
-        return _error(err.status_code, kind, str(err.detail), headers=getattr(err, "headers", None))
+        return _error(request.scope, err.status_code, kind, str(err.detail), headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError):
-        count_error(request, "ValidationError")
-        return _error(422, "ValidationError", str(err.errors()))
+        return _error(request.scope, 422, "ValidationError", str(err.errors()))
 
     def require_token(request: Request) -> None:
         if settings.token is None:
@@ -240,17 +268,23 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def run_inference(request: Request, return_heatmaps: bool):
         data, boxes, flip = await _read_request(request)
         predictor = request.app.state.predictor
+        check_work(len(boxes) if boxes else 1, flip, predictor.input_size, settings.limits)
         loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(request.app.state.executor, lambda: predictor.predict(
-            data, boxes=boxes, flip=flip, return_heatmaps=return_heatmaps))
-        try:
-            return await asyncio.wait_for(job, timeout=settings.timeout_s)
-        except asyncio.TimeoutError:
-            count_error(request, "Timeout")
-            raise HTTPException(504, f"inference took longer than {settings.timeout_s} s; "
-                                     "retry, send a smaller image or fewer boxes") from None
+        with request.app.state.admission.slot():
+            return await predict_in_batches(
+                predictor, data, boxes, flip, return_heatmaps,
+                run=lambda job: loop.run_in_executor(request.app.state.executor, job),
+                batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s)
 
     protected = [Depends(require_token)]
+
+    @app.get("/openapi.json", dependencies=protected, include_in_schema=False)
+    async def openapi():
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=protected, include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
     @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY,
               summary="Keypoints of the people in an image (COCO-style JSON)")
@@ -279,7 +313,8 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
 
     @app.get("/metrics", dependencies=protected, response_class=Response, summary="Prometheus metrics")
     async def metrics(request: Request):
-        return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+        state = request.app.state
+        return Response(state.metrics.render(admitted=state.admission.active), media_type=CONTENT_TYPE)
 
     return app
 

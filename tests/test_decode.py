@@ -142,3 +142,20 @@ def test_dataset_flip_pairs_swap_left_and_right_names(joint_set):
         paired |= {a, b}
     unpaired = [name for i, name in enumerate(joint_set.joints) if i not in paired]
     assert all(not name.startswith(("l_", "r_")) for name in unpaired)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_heatmap_decodes_to_a_not_found_joint(bad):
+    maps = np.concatenate([_peak(x=3, y=4, value=0.8), _peak(x=5, y=7)], axis=1)  # joints 0 and 1
+    maps[0, 1] = _gaussian(16, 12, 6, 8) * 2.0
+    maps[0, 1, 2, 2] = bad  # one bad pixel anywhere spoils joint 1 only
+    coords, scores = decode_heatmaps(maps)
+    assert np.isfinite(coords).all() and np.isfinite(scores).all()
+    assert scores[0, 1] == 0.0 and tuple(coords[0, 1]) == (0.0, 0.0)
+    assert scores[0, 0] == pytest.approx(0.8) and tuple(coords[0, 0]) == (3.0, 4.0)
+
+
+def test_an_all_nan_flip_average_decodes_to_not_found():
+    maps = np.full((2, 3, 8, 8), np.nan, dtype=np.float32)
+    coords, scores = decode_heatmaps(average_flip(maps, maps, [(0, 1)], stride=4))
+    assert (scores == 0.0).all() and (coords == 0.0).all()

@@ -316,7 +316,11 @@ def test_infer_command_single_draw_file_and_stdout(pool_artifact, tmp_path):
     assert '"images"' in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [(["--box", "1,2,3"], "four numbers"), (["--backend", "torch"], "artifact folder")])
+@pytest.mark.parametrize("args, message", [
+    (["--box", "1,2,3"], "four numbers"), (["--backend", "torch"], "artifact folder"),
+    (["--box", "0,0,1e308,1e308"], "w and h must be between"), (["--box", "0,0,1e400,5"], "non-finite"),
+    (["--box", "nan,0,5,5"], "non-finite"), (["--box", "-2e6,0,5,5"], "x and y must be within"),
+])
 def test_infer_command_errors_are_one_line(pool_artifact, tmp_path, args, message):
     from click.testing import CliRunner
     from PIL import Image
@@ -327,3 +331,4 @@ def test_infer_command_errors_are_one_line(pool_artifact, tmp_path, args, messag
     Image.fromarray(dot_image(16, 16, {})).save(path)
     result = CliRunner().invoke(main, ["infer", str(pool_artifact), str(path), *args])
     assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Infinity" not in result.output

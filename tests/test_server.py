@@ -259,7 +259,7 @@ def test_ray_serve_replicas_answer_like_the_python_api(artifact):
 
     port = _free_port()
     settings = ServerSettings(token=TOKEN, max_body_bytes=MAX_BODY, max_pixels=MAX_PIXELS, workers=1)
-    ray_serve.start(PredictorFactory(artifact), "127.0.0.1", port, settings, replicas=2, num_cpus=2)
+    owned = ray_serve.start(PredictorFactory(artifact), "127.0.0.1", port, settings, replicas=2, num_cpus=2)
     try:
         predictor = Predictor(artifact)
         images = [dot_image(96, 80, {0: (10 + 7 * i, 20), 2: (50, 70 - 3 * i)}) for i in range(6)]
@@ -273,4 +273,4 @@ def test_ray_serve_replicas_answer_like_the_python_api(artifact):
                 assert answer.json() == pose_to_json(expected, predictor.joint_names, predictor.skeleton)
             assert session.post("/v1/pose", content=b"junk").status_code == 400
     finally:
-        ray_serve.stop()
+        ray_serve.stop(owned)

@@ -2,7 +2,9 @@
 
 `decode_heatmaps` takes each joint's argmax, moves it a quarter pixel toward the higher of its two
 neighbours on each axis (Newell et al.'s sub-pixel refinement; no shift on a border or a tie) and
-reports the peak value as the joint's confidence. Coordinates are heatmap pixel indices; multiply
+reports the peak value as the joint's confidence. A joint whose heatmap holds a non-finite value
+(NaN, +-inf: a diverged network or a NaN input) is "not found": score 0 at the map's first pixel,
+so decoded keypoints and scores are always finite. Coordinates are heatmap pixel indices; multiply
 by the heatmap stride for model-input pixels (`heatmap_to_input`), then map through the inverse
 crop matrix (`lbdeploy.pose.affine`) for original-image pixels.
 
@@ -35,12 +37,16 @@ def decode_heatmaps(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns:
         (coords [N, J, 2] float32 as (x, y) heatmap pixel indices, scores [N, J] float32 peak values).
-        A flat map decodes to its first pixel; a score <= 0 means the joint was not found.
+        A flat map decodes to its first pixel; a score <= 0 means the joint was not found. A map
+        with any non-finite value decodes like an all-zero map (first pixel, score 0): never NaN.
 
     Raises:
         InputError: heatmaps that are not a non-empty 4-D array.
     """
     maps = _check_heatmaps(heatmaps)
+    finite = np.isfinite(maps).all(axis=(2, 3))
+    if not finite.all():
+        maps = np.where(finite[..., None, None], maps, np.float32(0.0))
     n, j, h, w = maps.shape
     flat = maps.reshape(n, j, h * w)
     index = flat.argmax(axis=2)

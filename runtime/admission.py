@@ -1,0 +1,126 @@
+"""Admission control and deadline-bounded, batched inference for the pose server.
+
+One request cannot starve the others nor outlive its timeout:
+
+- `Admission` lets at most `limit` requests decode and infer at once; the next one is answered
+  503 (`Overloaded`) at once instead of queueing without bound.
+- `predict_in_batches` decodes the image and runs the people of a request in batches of at most
+  `batch_crops` crops (flip counted), each batch one job on the shared inference thread pool.
+  Requests therefore take turns on the pool batch by batch (its queue is first-in first-out), a
+  small request waits for at most one batch of each running request, and memory per request is
+  one batch whatever its box count. Before each batch, and while waiting for one, the request's
+  deadline is checked: past it the request stops (`DeadlineExceeded`, 504), a batch not yet
+  started is dropped and only a batch already running finishes in the background.
+
+To change the scheduling (e.g. priorities), replace the `run` callable given to
+`predict_in_batches`; the batching and deadline checks stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import contextmanager
+from typing import Callable
+
+import numpy as np
+
+from lbdeploy.errors import LbdeployError
+from runtime.predictor import PoseResult
+from runtime.transforms import load_image
+
+
+class Overloaded(LbdeployError):
+    """The server already runs as many requests as it admits (HTTP 503; retry later)."""
+
+    http_status = 503
+    headers = {"Retry-After": "1"}
+
+
+class DeadlineExceeded(LbdeployError):
+    """A request ran past the server's timeout and was stopped (HTTP 504)."""
+
+    http_status = 504
+
+
+class Admission:
+    """At most `limit` admitted requests at a time; used from one event loop (no locking).
+
+    Args:
+        limit: requests admitted at once (running or waiting for the thread pool).
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.active = max(1, int(limit)), 0
+
+    @contextmanager
+    def slot(self):
+        """Hold one slot for the body of the `with` block.
+
+        Raises:
+            Overloaded: all slots are taken.
+        """
+        if self.active >= self.limit:
+            raise Overloaded(f"the server is busy with {self.active} requests (its limit); retry in a moment")
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+
+def _merge(parts: list[PoseResult]) -> PoseResult:
+    if len(parts) == 1:
+        return parts[0]
+    heatmaps = None if parts[0].heatmaps is None else np.concatenate([p.heatmaps for p in parts])
+    return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]),
+                      scores=np.concatenate([p.scores for p in parts]),
+                      centers=np.concatenate([p.centers for p in parts]),
+                      scales=np.concatenate([p.scales for p in parts]),
+                      image_size=parts[0].image_size, heatmaps=heatmaps)
+
+
+async def _within(job: Callable, run: Callable, deadline: float, timeout_s: float):
+    """Run `job` through `run` unless the deadline has passed; stop waiting for it at the deadline."""
+    late = DeadlineExceeded(f"inference took longer than {timeout_s} s; retry, send a smaller image or fewer boxes")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise late
+    future = run(job)
+    try:
+        return await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
+    except asyncio.TimeoutError:
+        future.cancel()  # a batch that has not started yet is dropped; a running one finishes
+        raise late from None
+
+
+async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_heatmaps: bool,
+                             run: Callable, batch_crops: int, timeout_s: float) -> PoseResult:
+    """Decode `data` and estimate the people of `boxes` batch by batch, within `timeout_s`.
+
+    Args:
+        predictor: a runtime.predictor.Predictor.
+        data: the encoded image.
+        boxes: checked (x, y, w, h) boxes, or None for the whole image.
+        flip: run the flip test (each person is two crops).
+        return_heatmaps: keep the heatmaps in the result.
+        run: `run(job) -> asyncio future` running a no-argument callable on the inference pool.
+        batch_crops: most crops per backend call.
+        timeout_s: time limit from this call on.
+
+    Returns:
+        The PoseResult of all people, in box order (as `predictor.predict` would give).
+
+    Raises:
+        InputError: an unreadable or too large image; DeadlineExceeded: past the time limit.
+    """
+    deadline = time.monotonic() + timeout_s
+    pixels = await _within(lambda: load_image(data, predictor.max_pixels), run, deadline, timeout_s)
+    step = max(1, batch_crops // (2 if flip else 1))
+    batches = [boxes] if not boxes else [boxes[i:i + step] for i in range(0, len(boxes), step)]
+    parts = []
+    for batch in batches:
+        parts.append(await _within(
+            lambda batch=batch: predictor.predict(pixels, boxes=batch, flip=flip, return_heatmaps=return_heatmaps),
+            run, deadline, timeout_s))
+    return _merge(parts)
