@@ -27,7 +27,7 @@ import numpy as np
 
 from lbdeploy.errors import LbdeployError
 from runtime.predictor import PoseResult
-from runtime.transforms import load_image
+from lbdeploy.transforms import load_image
 
 
 class Overloaded(LbdeployError):
