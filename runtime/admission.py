@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 
 from lbdeploy.errors import LbdeployError
-from runtime.predictor import PoseResult
 from lbdeploy.transforms import load_image
+from runtime.predictor import PoseResult
 
 
 class Overloaded(LbdeployError):
