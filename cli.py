@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "commands.targets",
     "commands.tensorrt",
     "commands.profile",
+    "commands.doctor",
 )
 
 
