@@ -199,3 +199,11 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return mask
     image = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image) >= MASK_THRESHOLD
+
+
+def resize_probabilities(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A saliency map [h, w] in [0, 1] resized (bilinear) to `shape` (H, W): back to the image's size."""
+    if prob.shape == tuple(shape):
+        return prob
+    resized = Image.fromarray(prob.astype(np.float32)).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from lbdeploy.data.saliency import SaliencyDataset, resize_image
+from lbdeploy.data.saliency import SaliencyDataset, resize_image, resize_probabilities
 from lbdeploy.evaluation.saliency import SaliencyMeter, SaliencyReport
 
 Predict = Callable[[np.ndarray], np.ndarray]
@@ -45,15 +45,6 @@ def torch_predictor(model, input_size, mean, std, device=None) -> Predict:
     return predict
 
 
-def _resize_map(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    if prob.shape == shape:
-        return prob
-    from PIL import Image
-
-    resized = Image.fromarray(prob.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
-
-
 def evaluate_saliency(dataset: SaliencyDataset, predict: Predict, input_size, limit: int | None = None,
                       batch_size: int = 16, progress: bool = False) -> SaliencyReport:
     """MAE and max F-measure of `predict` on the first `limit` images of `dataset`.
@@ -70,7 +61,7 @@ def evaluate_saliency(dataset: SaliencyDataset, predict: Predict, input_size, li
         samples = [dataset.load(i) for i in range(start, min(start + batch_size, count))]
         probs = predict(np.stack([resize_image(image, tuple(input_size)) for image, _ in samples]))
         for prob, (_, mask) in zip(probs, samples):
-            meter.update(_resize_map(prob, mask.shape), mask)
+            meter.update(resize_probabilities(prob, mask.shape), mask)
     return meter.report()
 
 

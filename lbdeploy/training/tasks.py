@@ -8,6 +8,8 @@ To add a task, write a TrainingTask subclass and add it to `task_for`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from lbdeploy.errors import ConfigError
@@ -15,7 +17,7 @@ from lbdeploy.errors import ConfigError
 HEATMAP_STRIDE = 4
 
 
-class TrainingTask:
+class TrainingTask(ABC):
     """Task-specific parts of training.
 
     Attributes:
@@ -45,29 +47,29 @@ class TrainingTask:
         return build_model(self.config.arch, **{**self.config.model_options, **self.model_overrides(),
                                                 "seed": self.config.seed})
 
+    @abstractmethod
     def training_set(self, metadata: dict, input_size: tuple[int, int]) -> torch.utils.data.Dataset:
         """The torch Dataset of (image, *targets) training samples at `input_size` (width, height)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss(self, outputs, *targets) -> torch.Tensor:
         """The training loss of a batch."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, model, val_data, metadata: dict, input_size) -> dict:
         """Validation figures of `model` ({metric: score, ...})."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         """Task settings for the run's first log line."""
         return ""
 
+    @abstractmethod
     def metric_name(self, val_data) -> str:
         """The validation metric as recorded in checkpoint metadata (training.metric)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def score_text(self, val_data, entry: dict) -> str:
         """The validation figures of an epoch-log entry, for the epoch's log line."""
-        raise NotImplementedError
 
 
 class PoseTask(TrainingTask):

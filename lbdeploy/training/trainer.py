@@ -92,7 +92,7 @@ class TrainResult:
     run_dir: Path
     last: Path
     best: Path
-    best_pck: float | None
+    best_pck: float | None  # the best validation score: PCK for pose, max-F for saliency
     history: list
 
 
