@@ -37,21 +37,26 @@ def parse_size(text: str | None):
 @click.option("--seed", type=int, help="Seed of the ternary weights.")
 @click.option("--joints", type=click.Choice(["16", "14"]), help="16 (MPII) or 14 (LSP) joints.")
 @click.option("--classes", type=int, help="Classes of a CIFAR ResNet (10 or 100).")
+@click.option("--backbone", type=click.Choice(["vgg16", "resnet50"]), help="Backbone of a CPD saliency network.")
+@click.option("--width", type=int, help="Base width of a CPD backbone (64 as in VGG16 / ResNet50).")
+@click.option("--channels", type=int, help="Decoder channels of a CPD network (32 as in CPD).")
 @click.option("--input-size", help="Input HxW, multiples of 64 for hourglass networks (e.g. 256x256).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="model.pt to write.")
-def create(arch, stacks, modules, feats, density, seed, joints, classes, input_size, output):
+def create(arch, stacks, modules, feats, density, seed, joints, classes, backbone, width, channels, input_size, output):
     """Create a network from a preset and save it as model.pt.
 
     \b
     Example:
       lbdeploy create lbrn-s --stacks 8 --density 0.5 --seed 0 -o m.pt
       lbdeploy create resnet-lbb-56 --classes 100 -o cifar.pt
+      lbdeploy create cpd-lb --backbone resnet50 -o cpd.pt
     """
     from lbdeploy.checkpoint import save_checkpoint
     from lbdeploy.models import build_model
 
     options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "seed": seed,
-               "joints": int(joints) if joints else None, "classes": classes, "input_size": parse_size(input_size)}
+               "joints": int(joints) if joints else None, "classes": classes, "backbone": backbone, "width": width,
+               "channels": channels, "input_size": parse_size(input_size)}
     model = build_model(arch, **{k: v for k, v in options.items() if v is not None})
     path = save_checkpoint(output, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

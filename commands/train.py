@@ -17,17 +17,21 @@ from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, Kern
 from runtime.backends.base import RUNTIME_CHOICES
 from workflows.compare import eval_columns, parse_backends
 
-DATA_HELP = "Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (sizes of the generated splits)."
+DATA_HELP = ("Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (pose); saliency:PATH[,VAL_PATH] or "
+             "synthetic-saliency[:TRAIN,VAL] (saliency).")
 
 
 @click.command("train")
-@click.option("--arch", default="lbrn-s", help="Model preset (a pose network, see `lbdeploy models`).")
+@click.option("--arch", default="lbrn-s", help="Model preset (a pose or saliency network, see `lbdeploy models`).")
 @click.option("--data", "data", required=True, help=DATA_HELP)
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Run folder (last.pt, best.pt, state.pt, log.jsonl).")
 @click.option("--stacks", type=int, help="Stacked hourglasses (preset default if omitted).")
 @click.option("--modules", type=int, help="Residual modules per hourglass position.")
 @click.option("--feats", type=int, help="Feature channels of the hourglass.")
 @click.option("--density", type=float, help="Fraction of non-zero ternary weights.")
+@click.option("--backbone", type=click.Choice(["vgg16", "resnet50"]), help="Backbone of a CPD saliency network.")
+@click.option("--width", type=int, help="Base width of a CPD backbone (64 as in VGG16 / ResNet50).")
+@click.option("--channels", type=int, help="Decoder channels of a CPD network (32 as in CPD).")
 @click.option("--input-size", help="Input HxW, multiples of 64 (e.g. 256x256).")
 @click.option("--seed", type=int, default=0, help="Seed of the ternary weights, initialization, shuffling and augmentation.")
 @click.option("--epochs", type=int, default=250, help="Epochs to train.")
@@ -41,8 +45,8 @@ DATA_HELP = "Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (sizes of the
 @click.option("--no-augment", is_flag=True, help="Train on plain crops (no scale/rotation/flip/colour augmentation).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT exactly where it stopped.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with loss and images/s.")
-def train_command(arch, data, output, stacks, modules, feats, density, input_size, seed, epochs, batch_size, lr,
-                  lr_drops, sigma, workers, threads, val_limit, no_augment, resume, progress):
+def train_command(arch, data, output, stacks, modules, feats, density, backbone, width, channels, input_size, seed,
+                  epochs, batch_size, lr, lr_drops, sigma, workers, threads, val_limit, no_augment, resume, progress):
     """Train a pose network with the paper's recipe (RMSprop, MSE on every stack, augmentation).
 
     Writes OUTPUT/last.pt every epoch and OUTPUT/best.pt (best validation PCK); both are
@@ -56,13 +60,15 @@ def train_command(arch, data, output, stacks, modules, feats, density, input_siz
       lbdeploy train --data synthetic:2000,200 --stacks 1 --feats 64 --input-size 128x128 \\
           --epochs 5 --batch-size 16 --lr-drops '' -o runs/demo
       lbdeploy train --data mpii:/data/mpii -o runs/lbrn-s --resume
+      lbdeploy train --arch cpd-lb --data synthetic-saliency:64,16 --width 8 --channels 8 \
+          --input-size 64x64 --epochs 1 --batch-size 16 --lr-drops '' -o runs/cpd-demo
     """
     from lbdeploy.data.augment import NO_AUGMENTATION, AugmentConfig
     from lbdeploy.training.schedule import parse_drops
     from lbdeploy.training.trainer import TrainConfig, train
 
-    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density,
-               "input_size": parse_size(input_size)}
+    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "backbone": backbone,
+               "width": width, "channels": channels, "input_size": parse_size(input_size)}
     config = TrainConfig(
         output=output, arch=arch, data=data, model_options={k: v for k, v in options.items() if v is not None},
         seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_drops=parse_drops(lr_drops), workers=workers,
@@ -85,7 +91,8 @@ def train_command(arch, data, output, stacks, modules, feats, density, input_siz
 @click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json):
-    """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve.
+    """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve;
+    on a saliency dataset, MAE and max F-measure of a saliency model (torch backend).
 
     SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
     one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
@@ -97,15 +104,25 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
       lbdeploy eval runs/lbrn-s/best.pt --data mpii:/data/mpii --flip
       lbdeploy eval lbdeploy/data/demo.pt --data synthetic --compare torch,ort,tvm
       lbdeploy eval out/ --data lsp:/data/lsp --json
+      lbdeploy eval lbdeploy/data/cpd_demo.pt --data synthetic-saliency
     """
     from lbdeploy.data import open_dataset
+    from lbdeploy.data.saliency import SaliencyDataset
     from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor
     from lbdeploy.evaluation.pck import format_reports
+    from lbdeploy.evaluation.saliency import format_saliency_reports
+    from lbdeploy.evaluation.saliency_eval import evaluate_saliency_sources
     from runtime.predictor import Predictor
 
     dataset = open_dataset(data, split, seed)
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
+    if isinstance(dataset, SaliencyDataset):
+        if flip or threshold is not None or norm:
+            raise ConfigError("--flip, --threshold and --norm are pose options; saliency reports MAE and max-F")
+        reports, skipped = evaluate_saliency_sources(sources, dataset, backend, compare, limit, progress=not as_json)
+        _print_reports(dataset, reports, skipped, as_json, format_saliency_reports(reports), {})
+        return
     reports, skipped = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
         columns = eval_columns(sources, backend, parse_backends(compare), Path(workdir),
@@ -122,13 +139,19 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
             reports[label] = evaluate(dataset, predictions, threshold, norm)
     if not reports:
         raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    _print_reports(dataset, reports, skipped, as_json, format_reports(reports), {"flip": flip},
+                   ", flip test" if flip else "")
+
+
+def _print_reports(dataset, reports: dict, skipped: dict, as_json: bool, table: str, options: dict, note: str = ""):
+    """Print `lbdeploy eval` results: JSON, or the dataset line, the table and the skipped columns."""
     if as_json:
-        click.echo(json.dumps({"dataset": dataset.describe(), "flip": flip,
+        click.echo(json.dumps({"dataset": dataset.describe(), **options,
                                "results": {k: r.to_dict() for k, r in reports.items()},
                                "skipped": skipped}, indent=2))
         return
-    click.echo(f"{dataset.describe()}{', flip test' if flip else ''}")
-    click.echo(format_reports(reports))
+    click.echo(f"{dataset.describe()}{note}")
+    click.echo(table)
     for label, reason in skipped.items():
         click.echo(f"{label}: skipped ({reason})")
 

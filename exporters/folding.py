@@ -4,7 +4,7 @@ Everything patched only for export lives here; the models stay plain nn.Modules.
 `prepare_for_export(model, ops)` returns a rewritten deep copy in which
 
 - every BN that directly follows a conv is folded into it (stem conv + bn1, the hourglass heads,
-  and inside a pre-activation block each stage's BN into the previous stage's conv);
+  CPD's conv-BN units, and inside a pre-activation block each stage's BN into the previous stage's conv);
 - a ternary conv followed by BN + activation becomes one `TernaryConvOp` with scale = the BN's
   gamma/sqrt(var+eps), bias = its shift and the activation fused; other ternary convs get
   scale 1, bias 0;
@@ -27,6 +27,7 @@ from torch import nn
 
 from lbdeploy.errors import ExportError
 from lbdeploy.models.blocks import PreActBottleneck, PyramidBottleneck
+from lbdeploy.models.cpd import ConvBN
 from lbdeploy.models.hourglass import HourglassNet
 from lbdeploy.models.ternary import HalfTernaryConv2d, TernaryConv2d
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, TernaryConvAttrs, pack_ternary
@@ -178,6 +179,8 @@ def _rewrite(module: nn.Module, ops: str) -> nn.Module:
         for i, head in enumerate(module.fc):
             conv, bn, act = head
             module.fc[i] = nn.Sequential(fold_affine(conv, *bn_affine(bn)), act)
+    elif isinstance(module, ConvBN):
+        return fuse_conv(module.conv, module.bn, module.act, ops)
     elif isinstance(module, (TernaryConv2d, HalfTernaryConv2d)):
         return fuse_conv(module, None, None, ops)
     for name, child in list(module.named_children()):

@@ -164,6 +164,30 @@ def block_figures(in_ch: int = 256, mid_ch: int = 128, hw: int = 64, kernel_size
     }
 
 
+def cpd_block_figures(channels: int = 32, hw: int = 88) -> dict:
+    """Paper §4.4: "the flop of each basic convolution block is 9 times higher than the LBB's".
+
+    Analyzes a real CPD basic convolution block (3x3 conv-BN, `channels` -> `channels`, as in CPD's
+    decoders: 32 channels on 88x88 maps for a 352x352 input) and the LBB that CPD-LB puts in its
+    place (1x1 c -> c/2, 3x3 ternary, 1x1 c/2 -> c). Real-conv FLOPs are 2HW * 9c^2 vs
+    2HW * (c * c/2 + c/2 * c) = 2HW * c^2, so the ratio is exactly 9 (= k^2) for any c and map size.
+
+    Returns:
+        dict with flops_basic, flops_lbb, flops_ratio, trainable_basic, trainable_lbb (BN and
+        biases included), fixed_lbb (ternary weights) and additions_lbb (ternary adds).
+    """
+    from lbdeploy.models.cpd import PLAIN, conv_unit
+
+    stats = {}
+    for name, block in (("basic", conv_unit(PLAIN, 0.5)(channels, channels)), ("lbb", conv_unit("lbb", 0.5)(channels, channels))):
+        block.config = {"arch": f"cpd-block-{name}", "input_size": (hw, hw)}
+        stats[name] = analyze(_BlockAsImage(block, channels), (hw, hw))
+    basic, lbb = stats["basic"], stats["lbb"]
+    return {"flops_basic": basic.flops, "flops_lbb": lbb.flops, "flops_ratio": basic.flops / lbb.flops,
+            "trainable_basic": basic.trainable_params, "trainable_lbb": lbb.trainable_params,
+            "fixed_lbb": lbb.fixed_params, "additions_lbb": lbb.ternary_additions}
+
+
 class _BlockAsImage(nn.Module):
     """Feeds a block a tensor of `channels` channels from analyze()'s 3-channel probe."""
 

@@ -46,11 +46,15 @@ class Checkpoint:
 
 
 def default_metadata(config: dict) -> dict:
-    """Metadata for a freshly built model: task, input size, normalization and joints."""
+    """Metadata for a freshly built model: task (pose, saliency or classification), input size,
+    normalization and joints."""
     input_size = [int(v) for v in config.get("input_size", (256, 256))]
     if "joints" in config:
         return {"task": "pose", "input_size": input_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                 "heatmap_stride": 4, **joint_set(config["joints"]).metadata()}
+    if "backbone" in config:  # CPD saliency networks: one logit map at input size, sigmoid -> probability
+        return {"task": "saliency", "input_size": input_size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "output_activation": "sigmoid"}
     return {"task": "classification", "input_size": input_size, "mean": list(CIFAR_MEAN), "std": list(CIFAR_STD),
             "classes": int(config["classes"])}
 

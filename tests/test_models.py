@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from lbdeploy.errors import ConfigError
-from lbdeploy.models import build_model, list_models
+from lbdeploy.models import build_model, get_preset, list_models
 from lbdeploy.models.blocks import PyramidBottleneck, fractional_max_pool, pyramid_ratios
 from lbdeploy.models.ternary import HalfTernaryConv2d, TernaryConv2d
 
-POSE = [name for name in list_models() if not name.startswith("resnet")]
+POSE = [name for name in list_models() if "joints" in get_preset(name).config]
 SMALL = dict(stacks=2, input_size=(64, 64))
 
 

@@ -1,12 +1,14 @@
-"""Pose datasets behind one spec string: `mpii:PATH`, `lsp:PATH` or `synthetic[:TRAIN[,VAL]]`.
+"""Datasets behind one spec string: pose (`mpii:PATH`, `lsp:PATH`, `synthetic[:TRAIN[,VAL]]`) and
+saliency (`saliency:PATH[,VAL_PATH]`, `synthetic-saliency[:TRAIN[,VAL]]`).
 
     from lbdeploy.data import open_dataset
     train = open_dataset("synthetic:2000,200", "train", seed=0)
     record = train.record(0); image = train.load_image(record)
 
 Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets),
-`augment` (training crops and augmentation), `heatmaps` (Gaussian targets).
-To add a dataset, write a PoseDataset subclass and add its loader to DATASETS.
+`augment` (training crops and augmentation), `heatmaps` (Gaussian targets), `saliency` (image +
+mask datasets). To add a dataset, write a PoseDataset (or SaliencyDataset) subclass and add its
+loader to DATASETS.
 """
 
 from __future__ import annotations
@@ -31,27 +33,48 @@ def _open_lsp(arg: str, split: str, seed: int) -> PoseDataset:
     return LSPDataset(Path(arg), split)
 
 
-def _open_synthetic(arg: str, split: str, seed: int) -> PoseDataset:
-    from lbdeploy.data.synthetic import DEFAULT_SIZES, SyntheticPoses
-
-    sizes = dict(DEFAULT_SIZES)
+def _synthetic_sizes(arg: str, defaults: dict, name: str) -> dict:
+    sizes = dict(defaults)
     if arg:
         try:
             values = [int(v) for v in arg.split(",")]
         except ValueError:
-            raise ConfigError(f"synthetic sizes must be integers like synthetic:2000,200, got {arg!r}") from None
+            raise ConfigError(f"{name} sizes must be integers like {name}:2000,200, got {arg!r}") from None
         sizes.update(zip(SPLITS, values))
-    return SyntheticPoses(split, size=sizes[split], seed=seed)
+    return sizes
 
 
-DATASETS = {"mpii": _open_mpii, "lsp": _open_lsp, "synthetic": _open_synthetic}
+def _open_synthetic(arg: str, split: str, seed: int) -> PoseDataset:
+    from lbdeploy.data.synthetic import DEFAULT_SIZES, SyntheticPoses
+
+    return SyntheticPoses(split, size=_synthetic_sizes(arg, DEFAULT_SIZES, "synthetic")[split], seed=seed)
 
 
-def open_dataset(spec: str, split: str, seed: int = 0) -> PoseDataset:
+def _open_saliency(arg: str, split: str, seed: int):
+    from lbdeploy.data.saliency import SaliencyFolder
+
+    paths = arg.split(",")
+    return SaliencyFolder(Path(paths[min(SPLITS.index(split), len(paths) - 1)]), split)
+
+
+def _open_synthetic_saliency(arg: str, split: str, seed: int):
+    from lbdeploy.data.saliency import SYNTHETIC_SIZES, SyntheticSaliency
+
+    sizes = _synthetic_sizes(arg, SYNTHETIC_SIZES, "synthetic-saliency")
+    return SyntheticSaliency(split, size=sizes[split], seed=seed)
+
+
+DATASETS = {"mpii": _open_mpii, "lsp": _open_lsp, "synthetic": _open_synthetic, "saliency": _open_saliency,
+            "synthetic-saliency": _open_synthetic_saliency}
+
+
+def open_dataset(spec: str, split: str, seed: int = 0):
     """Open split `split` ("train" or "val") of the dataset named by `spec`.
 
     Args:
-        spec: "mpii:PATH", "lsp:PATH" or "synthetic[:TRAIN_SIZE[,VAL_SIZE]]".
+        spec: "mpii:PATH", "lsp:PATH" or "synthetic[:TRAIN_SIZE[,VAL_SIZE]]" (pose, a PoseDataset);
+            "saliency:PATH[,VAL_PATH]" (one folder serves both splits unless VAL_PATH is given) or
+            "synthetic-saliency[:TRAIN_SIZE[,VAL_SIZE]]" (a SaliencyDataset).
         split: "train" or "val".
         seed: seed of generated datasets (ignored by files on disk).
     Raises:
@@ -60,10 +83,11 @@ def open_dataset(spec: str, split: str, seed: int = 0) -> PoseDataset:
     """
     name, _, arg = spec.partition(":")
     if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r} in {spec!r}; use mpii:PATH, lsp:PATH or synthetic")
+        raise ConfigError(f"unknown dataset {name!r} in {spec!r}; use mpii:PATH, lsp:PATH, synthetic, "
+                          "saliency:PATH or synthetic-saliency")
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
-    if name != "synthetic" and not arg:
+    if not name.startswith("synthetic") and not arg:
         raise ConfigError(f"{name} needs a path: --data {name}:/path/to/{name}")
     return DATASETS[name](arg, split, seed)
 

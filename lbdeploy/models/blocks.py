@@ -45,15 +45,15 @@ class BlockLayers:
     first_pointwise: bool  # False: LBB-1 (the k x k conv reads the block input)
 
 
-def real_conv(in_ch, out_ch, kernel_size=1, stride=1, padding=None, bias=True):
+def real_conv(in_ch, out_ch, kernel_size=1, stride=1, padding=None, bias=True, dilation=1):
     """A real-valued conv with 'same' padding by default."""
-    padding = kernel_size // 2 if padding is None else padding
-    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=bias)
+    padding = dilation * (kernel_size // 2) if padding is None else padding
+    return nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, dilation=dilation, bias=bias)
 
 
-def ternary_conv(in_ch, out_ch, kernel_size=3, stride=1, padding=None, density=0.5):
+def ternary_conv(in_ch, out_ch, kernel_size=3, stride=1, padding=None, density=0.5, dilation=1):
     """A fixed ternary conv (weights drawn later by `init_ternary`)."""
-    return TernaryConv2d(in_ch, out_ch, kernel_size, stride, padding, density=density)
+    return TernaryConv2d(in_ch, out_ch, kernel_size, stride, padding, dilation, density=density)
 
 
 def block_layers(variant: str, density: float) -> BlockLayers:
@@ -83,10 +83,12 @@ class PreActBottleneck(nn.Module):
         layers: the variant's layer choices (`block_layers`).
         kernel_size, stride: of the k x k conv (stride also on the skip projection).
         act_layer: activation module class (ReLU or Sigmoid).
+        dilation: of the k x k conv ('same' padding keeps the map size at stride 1).
     The skip is a 1x1 projection (`downsample`) when channels or stride change.
     """
 
-    def __init__(self, in_ch, out_ch, mid_ch, layers: BlockLayers, kernel_size=3, stride=1, act_layer=nn.ReLU):
+    def __init__(self, in_ch, out_ch, mid_ch, layers: BlockLayers, kernel_size=3, stride=1, act_layer=nn.ReLU,
+                 dilation=1):
         super().__init__()
         self.act = act_layer()
         width = in_ch
@@ -96,7 +98,7 @@ class PreActBottleneck(nn.Module):
             width = mid_ch
         if layers.spatial is not None:
             self.bn2 = nn.BatchNorm2d(width)
-            self.conv2 = layers.spatial(width, mid_ch, kernel_size, stride)
+            self.conv2 = layers.spatial(width, mid_ch, kernel_size, stride, dilation=dilation)
             width = mid_ch
         self.bn3 = nn.BatchNorm2d(width)
         self.conv3 = layers.pointwise(width, out_ch, 1, stride if layers.spatial is None else 1)

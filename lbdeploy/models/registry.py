@@ -75,4 +75,4 @@ def build_model(name: str, **overrides):
 
 def _load_presets() -> None:
     # Importing the model modules runs their register_model calls.
-    from lbdeploy.models import hourglass, resnet  # noqa: F401
+    from lbdeploy.models import cpd, hourglass, resnet  # noqa: F401

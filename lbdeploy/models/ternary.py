@@ -113,13 +113,14 @@ class TernaryConv2d(nn.Module):
 class HalfTernaryConv2d(nn.Module):
     """LBRN-3: half of the output filters ternary and fixed, the other half real and trainable."""
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, density=0.5, seed=0):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None, density=0.5, seed=0,
+                 dilation=1):
         super().__init__()
         k = _pair(kernel_size)
-        padding = padding if padding is not None else (k[0] // 2, k[1] // 2)
+        padding = padding if padding is not None else (dilation * (k[0] // 2), dilation * (k[1] // 2))
         fixed = out_channels // 2
-        self.ternary = TernaryConv2d(in_channels, fixed, k, stride, padding, density=density, seed=seed)
-        self.real = nn.Conv2d(in_channels, out_channels - fixed, k, stride, padding, bias=True)
+        self.ternary = TernaryConv2d(in_channels, fixed, k, stride, padding, dilation, density=density, seed=seed)
+        self.real = nn.Conv2d(in_channels, out_channels - fixed, k, stride, padding, dilation, bias=True)
 
     def forward(self, x):
         return torch.cat([self.ternary(x), self.real(x)], dim=1)

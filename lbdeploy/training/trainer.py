@@ -4,11 +4,13 @@ Recipe (Liu et al. 2021, after Newell et al.): RMSprop at 2.5e-4, divided by 10 
 `lr_drops`; MSE between every stack's heatmaps and Gaussian targets (intermediate supervision);
 random scale +-25 %, rotation +-30 degrees, horizontal flip and colour jitter. The 3x3 ternary
 weights are buffers, never optimized; at the end of training they are compared bit for bit with
-the weights their seed draws, and a difference is an error.
+the weights their seed draws, and a difference is an error. The task-specific parts (model
+check, samples, loss, validation metric) come from lbdeploy.training.tasks, chosen by the dataset:
+saliency datasets train CPD presets with CPD's BCE on both decoder maps, validated by max-F.
 
 Outputs in the run folder:
     last.pt     model.pt of the latest epoch (lbdeploy checkpoint format, exportable)
-    best.pt     model.pt of the epoch with the best validation PCK
+    best.pt     model.pt of the epoch with the best validation PCK (saliency: max-F)
     state.pt    optimizer, scheduler, RNG state, epoch and history (what --resume reads)
     log.jsonl   one JSON line per epoch (loss, learning rate, PCK, images/s, seconds)
 
@@ -34,13 +36,10 @@ import torch
 
 from lbdeploy.data import open_dataset
 from lbdeploy.data.augment import AugmentConfig
-from lbdeploy.data.heatmaps import sigma_for
 from lbdeploy.errors import ConfigError, TernaryWeightError
-from lbdeploy.training.losses import heatmap_loss
-from lbdeploy.training.pose_dataset import PoseTrainingSet
 from lbdeploy.training.schedule import make_optimizer, make_scheduler
+from lbdeploy.training.tasks import task_for
 
-HEATMAP_STRIDE = 4
 STATE_FORMAT = "lbdeploy-train-state"
 # Options that must not change between a run and its resumption.
 RESUME_KEYS = ("arch", "data", "model_options", "seed", "batch_size", "lr", "lr_drops", "sigma", "augment")
@@ -93,7 +92,7 @@ class TrainResult:
     run_dir: Path
     last: Path
     best: Path
-    best_pck: float | None
+    best_pck: float | None  # the best validation score: PCK for pose, max-F for saliency
     history: list
 
 
@@ -120,15 +119,6 @@ def _setup_distributed() -> _Dist:
         torch.cuda.set_device(local_rank)
     dist.init_process_group("nccl" if cuda else "gloo")
     return _Dist(dist.get_rank(), world, torch.device(f"cuda:{local_rank}" if cuda else "cpu"))
-
-
-def _build(config: TrainConfig, joints: int):
-    from lbdeploy.models import build_model, get_preset
-
-    if "joints" not in get_preset(config.arch).config:
-        raise ConfigError(f"{config.arch} is not a pose model; `lbdeploy train` trains hourglass presets (e.g. lbrn-s)")
-    torch.manual_seed(config.seed)
-    return build_model(config.arch, **{**config.model_options, "joints": joints, "seed": config.seed})
 
 
 def ternary_buffers(model: torch.nn.Module) -> dict:
@@ -194,7 +184,7 @@ def _load_state(run: Path, config: TrainConfig) -> dict:
     return state
 
 
-def _loader(train_set: PoseTrainingSet, config: TrainConfig, dist: _Dist, epoch: int):
+def _loader(train_set: torch.utils.data.Dataset, config: TrainConfig, dist: _Dist, epoch: int):
     train_set.set_epoch(epoch)
     if dist.world > 1:
         sampler = torch.utils.data.DistributedSampler(train_set, dist.world, dist.rank, shuffle=True, seed=config.seed)
@@ -208,7 +198,7 @@ def _loader(train_set: PoseTrainingSet, config: TrainConfig, dist: _Dist, epoch:
 
 
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
-    """Train a pose network with `config`; see the module docstring for what is written.
+    """Train a pose or saliency network with `config`; see the module docstring for what is written.
 
     Raises:
         ConfigError: bad options, an existing run without --resume, a dataset smaller than a batch.
@@ -217,7 +207,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     from tqdm import tqdm
 
     from lbdeploy.checkpoint import default_metadata, load_checkpoint, save_checkpoint
-    from lbdeploy.evaluation.evaluate import evaluate, predict_with_model
 
     if config.epochs < 1 or config.batch_size < 1 or config.workers < 0:
         raise ConfigError("--epochs and --batch-size must be >= 1 and --workers >= 0")
@@ -229,13 +218,11 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         raise ConfigError(f"{run} already holds a run; pass --resume to continue it or choose another -o")
     train_data = open_dataset(config.data, "train", config.seed)
     val_data = open_dataset(config.data, "val", config.seed)
-    joints = len(train_data.joint_set.joints)
-    model = _build(config, joints)
+    task = task_for(config, train_data)
+    model = task.build()
     height, width = (int(v) for v in model.config["input_size"])
-    sigma = config.sigma or sigma_for(height // HEATMAP_STRIDE)
     metadata = default_metadata(model.config)
-    train_set = PoseTrainingSet(train_data, (width, height), HEATMAP_STRIDE, sigma, metadata["mean"], metadata["std"],
-                                config.augment, config.seed)
+    train_set = task.training_set(metadata, (width, height))
     if len(train_set) < config.batch_size * dist.world:
         raise ConfigError(f"{train_data.describe()} is smaller than one batch of {config.batch_size}; lower --batch-size")
 
@@ -258,7 +245,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if dist.main:
         run.mkdir(parents=True, exist_ok=True)
         log(f"Training {config.arch} ({sum(p.numel() for p in model.parameters()):,} trainable parameters) on "
-            f"{train_data.describe()}, validating on {val_data.describe()}, input {width}x{height}, sigma {sigma:g}, "
+            f"{train_data.describe()}, validating on {val_data.describe()}, input {width}x{height}{task.describe()}, "
             f"{dist.world} process(es) on {dist.device}")
 
     for epoch in range(start_epoch, config.epochs):
@@ -267,9 +254,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         total, seen, steps = 0.0, 0, 0
         bar = tqdm(_loader(train_set, config, dist, epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not (config.progress and dist.main), leave=False, unit="batch")
-        for images, targets, weights in bar:
-            images, targets, weights = (t.to(dist.device, non_blocking=True) for t in (images, targets, weights))
-            loss = heatmap_loss(net(images), targets, weights)
+        for images, *targets in bar:
+            images, *targets = (t.to(dist.device, non_blocking=True) for t in (images, *targets))
+            loss = task.loss(net(images), *targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -283,33 +270,32 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         total, seen = _sum_over_ranks(total, seen, dist)
         seconds = time.perf_counter() - started
         entry = {"epoch": epoch + 1, "loss": total / max(seen, 1), "lr": lr, "steps": steps,
-                 "images_per_s": round(seen / seconds, 2), "seconds": round(seconds, 2), "pck": None}
+                 "images_per_s": round(seen / seconds, 2), "seconds": round(seconds, 2), task.metric: None}
         if dist.main:
-            if len(val_data):
-                predictions = predict_with_model(model, val_data, (width, height), metadata["mean"], metadata["std"],
-                                                 HEATMAP_STRIDE, limit=config.val_limit)
-                entry["pck"] = round(evaluate(val_data, predictions).total, 3)
+            figures = task.validate(model, val_data, metadata, (width, height)) if len(val_data) else {task.metric: None}
+            entry.update(figures)
             history.append(entry)
-            training_meta = {"training": {"data": config.data, "epoch": epoch + 1, "val_pck": entry["pck"],
-                                          "metric": f"{val_data.metric}@{val_data.threshold:g}"}}
+            score = entry[task.metric]
+            training_meta = {"training": {"data": config.data, "epoch": epoch + 1,
+                                          **{f"val_{k}": v for k, v in figures.items()},
+                                          "metric": task.metric_name(val_data)}}
             save_checkpoint(run / "last.pt", model, {**metadata, **training_meta})
-            improved = entry["pck"] is not None and (best_pck is None or entry["pck"] > best_pck)
+            improved = score is not None and (best_pck is None or score > best_pck)
             if improved or not (run / "best.pt").exists():
-                best_pck = entry["pck"] if entry["pck"] is not None else best_pck
+                best_pck = score if score is not None else best_pck
                 shutil.copyfile(run / "last.pt", run / "best.pt")
             _save_state(run / "state.pt", {
                 "format": STATE_FORMAT, "epoch": epoch + 1, "config": config.resume_view(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(), "history": history, "best_pck": best_pck})
             _write_json_line(run / "log.jsonl", entry)
-            pck = "n/a" if entry["pck"] is None else f"{entry['pck']:.2f}"
             log(f"epoch {epoch + 1}/{config.epochs}: loss {entry['loss']:.4e}, lr {lr:.2e}, "
-                f"val {val_data.metric}@{val_data.threshold:g} {pck}, {entry['images_per_s']} img/s, {seconds:.0f} s")
+                f"{task.score_text(val_data, entry)}, {entry['images_per_s']} img/s, {seconds:.0f} s")
 
     layers = verify_ternary_unchanged(model.cpu())
     if dist.main:
         log(f"Ternary weights of {layers} layers are bit-identical to their seeded draw. "
-            f"Best validation PCK {best_pck if best_pck is not None else 'n/a'}; wrote {run / 'best.pt'} and {run / 'last.pt'}")
+            f"Best validation {task.metric} {best_pck if best_pck is not None else 'n/a'}; wrote {run / 'best.pt'} and {run / 'last.pt'}")
     if dist.world > 1:
         torch.distributed.destroy_process_group()
     return TrainResult(run, run / "last.pt", run / "best.pt", best_pck, history)
