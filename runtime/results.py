@@ -28,18 +28,27 @@ def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
 
     Returns:
         {"image_id", "width", "height", "joints", "skeleton", "people": [{"category_id": 1,
-        "keypoints": [x, y, s] * J, "score", "center", "scale"}]}
+        "keypoints": [x, y, s] * J, "score", "center", "scale", "id"}]}, plus "box" [x, y, w, h]
+        when the person came from a box and "box_score" when a detector found it. "id" is the
+        track id in a video (stable across frames), else the person's index in the image.
     """
     people = []
-    for keypoints, scores, center, scale in zip(result.keypoints, result.scores, result.centers, result.scales):
+    for index, (keypoints, scores, center, scale) in enumerate(
+            zip(result.keypoints, result.scores, result.centers, result.scales)):
         triples = np.concatenate([keypoints, scores[:, None]], axis=1)
-        people.append({
+        person = {
             "category_id": 1,
             "keypoints": [round(float(v), 3) for v in triples.ravel()],
             "score": round(float(np.mean(scores)), 5),
             "center": [round(float(v), 3) for v in center],
             "scale": round(float(scale), 5),
-        })
+            "id": int(result.track_ids[index]) if result.track_ids is not None else index,
+        }
+        if result.boxes is not None:
+            person["box"] = [round(float(v), 2) for v in result.boxes[index]]
+        if result.box_scores is not None:
+            person["box_score"] = round(float(result.box_scores[index]), 4)
+        people.append(person)
     width, height = result.image_size
     return {"image_id": image_id, "width": width, "height": height, "joints": list(joint_names),
             "skeleton": [list(edge) for edge in skeleton], "people": people}
