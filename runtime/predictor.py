@@ -78,6 +78,7 @@ class Predictor:
         max_pixels: images with more pixels are refused with InputError.
         detector: finds the people when `predict` gets no boxes: None or "none" (the whole image is
             one person), "hog", a path to an ONNX detector, or a runtime.detection.Detector.
+        detector_options: score_threshold, nms_iou, max_people of a detector given by name or path.
         box_padding: person boxes are enlarged by this factor (after the aspect-ratio fit).
         **backend_opts: passed to the backend constructor.
 
@@ -87,8 +88,8 @@ class Predictor:
     """
 
     def __init__(self, artifact_or_model_pt, backend: str = "auto", threads: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, detector=None, box_padding: float = BOX_PADDING,
-                 **backend_opts):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, detector=None,
+                 detector_options: dict | None = None, box_padding: float = BOX_PADDING, **backend_opts):
         source = Path(artifact_or_model_pt)
         if source.is_file():
             self.backend = create_backend(backend, source, {}, threads=threads, **backend_opts)
@@ -115,7 +116,7 @@ class Predictor:
         self.skeleton = [tuple(edge) for edge in pose.get("skeleton", [])]
         self.heatmap_stride = int(pose.get("heatmap_stride", 4))
         self.box_padding = float(box_padding)
-        self.detector = create_detector(detector, threads=threads)
+        self.detector = create_detector(detector, threads=threads, **(detector_options or {}))
 
     @property
     def aspect_ratio(self) -> float:
@@ -169,7 +170,7 @@ class Predictor:
         if boxes is None and center_scale is None and self.detector is not None:
             boxes, box_scores = self.detector.detect(pixels)
             if not len(boxes):
-                return self._nobody(pixels)
+                return self.nobody(pixels)
         people = self._people(pixels, boxes, center_scale)
         matrices = [crop_matrix(center, scale, self.input_size) for center, scale in people]
         batch = normalize(np.stack([crop(pixels, m, self.input_size) for m in matrices]), self.manifest["input"])
@@ -192,7 +193,8 @@ class Predictor:
             box_scores=box_scores,
         )
 
-    def _nobody(self, pixels: np.ndarray) -> PoseResult:
+    def nobody(self, pixels: np.ndarray) -> PoseResult:
+        """The PoseResult of an HxWx3 image in which no person was found (N = 0)."""
         joints = len(self.joint_names)
         return PoseResult(keypoints=np.zeros((0, joints, 2), np.float32), scores=np.zeros((0, joints), np.float32),
                           centers=np.zeros((0, 2), np.float32), scales=np.zeros(0, np.float32),

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 DRAW_MIN_SCORE = 0.0
 _LINE_COLOR = (0, 220, 255)
 _JOINT_COLOR = (255, 60, 60)
+_BOX_COLOR = (120, 255, 120)
 
 
 def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
@@ -55,7 +56,7 @@ def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
 
 
 def draw_pose(image: np.ndarray, result, skeleton, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
-    """Overlay skeleton lines and joint dots on a copy of the image.
+    """Overlay skeleton lines and joint dots on a copy of the image (and each person's box and id when known).
 
     Args:
         image: HxWx3 uint8 RGB array (the image that was predicted on).
@@ -69,7 +70,12 @@ def draw_pose(image: np.ndarray, result, skeleton, min_score: float = DRAW_MIN_S
     canvas = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(canvas)
     size = max(1, round(max(canvas.size) / 160))
-    for keypoints, scores in zip(result.keypoints, result.scores):
+    for index, (keypoints, scores) in enumerate(zip(result.keypoints, result.scores)):
+        if result.boxes is not None:
+            x, y, w, h = (float(v) for v in result.boxes[index])
+            draw.rectangle([x, y, x + w, y + h], outline=_BOX_COLOR, width=max(1, size // 2))
+            label = result.track_ids[index] if result.track_ids is not None else index
+            draw.text((x + 2, y + 1), f"#{label}", fill=_BOX_COLOR)
         visible = scores > min_score
         for a, b in skeleton:
             if visible[a] and visible[b]:

@@ -21,5 +21,5 @@ if [ -f "$out/model/manifest.json" ]; then
 fi
 mkdir -p "$out"
 "${lbdeploy[@]}" export lbdeploy/data/demo.pt --target x86 -o "$out/model"
-"${lbdeploy[@]}" infer "$out/model" lbdeploy/data/sample.jpg --draw "$out/pose.png" --json "$out/pose.json"
+"${lbdeploy[@]}" infer "$out/model" lbdeploy/data/sample.jpg --detector none --draw "$out/pose.png" --json "$out/pose.json"
 echo "Demo done: $out/pose.png (skeleton overlay), $out/pose.json (keypoints)"

@@ -23,7 +23,7 @@ from PIL import Image
 from lbdeploy.data.synthetic import _draw_figure, _head_box, _pose
 from lbdeploy.errors import ConfigError
 
-BACKGROUND = (16, 16, 16)
+BACKGROUND = (0, 0, 0)
 # Each figure is drawn in a square of this fraction of min(band width, image height).
 FIGURE_SQUARE = (0.75, 1.0)
 

@@ -21,7 +21,7 @@ import numpy as np
 from lbdeploy.data.scenes import BACKGROUND
 
 # A pixel is foreground when one channel differs from the background by more than this (0..255).
-FOREGROUND_THRESHOLD = 8.0
+FOREGROUND_THRESHOLD = 24.0
 
 
 def scene_detector_model():
