@@ -143,11 +143,24 @@ class HogDetector(Detector):
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def raw_boxes(self, image):
-        """HOG windows over an image pyramid (OpenCV's own grouping off; NMS follows in `detect`)."""
+        """HOG windows over an image pyramid (OpenCV's own grouping off; NMS follows in `detect`).
+
+        An image smaller than the 64x128 window is enlarged to hold one first (OpenCV's HOG
+        crashes on smaller images).
+        """
+        from PIL import Image
+
+        height, width = image.shape[:2]
+        win_w, win_h = self._hog.winSize
+        zoom = max(win_h / height, win_w / width, 1.0)
+        if zoom > 1.0:
+            size = (int(np.ceil(width * zoom)), int(np.ceil(height * zoom)))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         boxes, weights = self._hog.detectMultiScale(
             np.ascontiguousarray(image[..., ::-1]), hitThreshold=0.0, winStride=self.WIN_STRIDE,
             padding=self.PADDING, scale=self.PYRAMID_SCALE, useMeanshiftGrouping=False)
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(weights, dtype=np.float32).reshape(-1)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / zoom
+        return boxes, np.asarray(weights, dtype=np.float32).reshape(-1)
 
 
 class OnnxDetector(Detector):

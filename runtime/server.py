@@ -2,10 +2,12 @@
 
 Endpoints (OpenAPI at /docs and /openapi.json):
     POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
+    POST /v1/pose/batch several images (multipart fields "files") -> {"model", "images": [...]}
     POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
-Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...].
+Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...];
+without them the Predictor's detector finds the people (each gets a "box" and an "id").
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
 reading), images above `max_pixels` get 400, inference longer than `timeout_s` gets 504, and with
 a token every endpoint but /healthz needs `Authorization: Bearer <token>` (401 otherwise). Errors
@@ -39,10 +41,12 @@ from lbdeploy.errors import InputError, LbdeployError
 from runtime.artifact import summarize
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
+from runtime.schemas import BatchPoses, ImagePoses
 from runtime.transforms import DEFAULT_MAX_PIXELS
 
 DEFAULT_MAX_BODY_MB = 16.0
-_ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics")
+_ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics")
+MAX_BATCH_IMAGES = 32
 _IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -55,6 +59,17 @@ _IMAGE_BODY = {
                 "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"},
                 "flip": {"type": "boolean"}}}},
         },
+    }
+}
+
+
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": f"one field per image, at most {MAX_BATCH_IMAGES}"},
+            "flip": {"type": "boolean"}}}}},
     }
 }
 
@@ -178,6 +193,20 @@ async def _read_request(request: Request) -> tuple[bytes, list | None, bool]:
     return data, _parse_boxes(boxes), _parse_flip(flip)
 
 
+async def _read_batch(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
+    """The (file name, bytes) of each image of a multipart batch request, and the flip flag."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InputError("send the images as multipart/form-data, one file field named 'files' per image")
+    form = await request.form()
+    uploads = form.getlist("files")
+    if not uploads or any(isinstance(upload, str) for upload in uploads):
+        raise InputError("a batch needs one or more image files in multipart fields named 'files'")
+    if len(uploads) > MAX_BATCH_IMAGES:
+        raise InputError(f"a batch holds at most {MAX_BATCH_IMAGES} images, got {len(uploads)}; split it")
+    images = [(upload.filename or str(i), await upload.read()) for i, upload in enumerate(uploads)]
+    return images, _parse_flip(form.get("flip", request.query_params.get("flip")))
+
+
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -240,9 +269,12 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def run_inference(request: Request, return_heatmaps: bool):
         data, boxes, flip = await _read_request(request)
         predictor = request.app.state.predictor
-        loop = asyncio.get_running_loop()
-        job = loop.run_in_executor(request.app.state.executor, lambda: predictor.predict(
+        return await run_in_pool(request, lambda: predictor.predict(
             data, boxes=boxes, flip=flip, return_heatmaps=return_heatmaps))
+
+    async def run_in_pool(request: Request, work: Callable):
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(request.app.state.executor, work)
         try:
             return await asyncio.wait_for(job, timeout=settings.timeout_s)
         except asyncio.TimeoutError:
@@ -252,12 +284,22 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
 
     protected = [Depends(require_token)]
 
-    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY,
-              summary="Keypoints of the people in an image (COCO-style JSON)")
+    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY, response_model=ImagePoses,
+              response_model_exclude_unset=True, summary="Keypoints of the people in an image (COCO-style JSON)")
     async def pose(request: Request):
         result = await run_inference(request, return_heatmaps=False)
         predictor = request.app.state.predictor
         return pose_to_json(result, predictor.joint_names, predictor.skeleton)
+
+    @app.post("/v1/pose/batch", dependencies=protected, openapi_extra=_BATCH_BODY, response_model=BatchPoses,
+              response_model_exclude_unset=True, summary="Keypoints of the people in each of several images")
+    async def pose_batch(request: Request):
+        images, flip = await _read_batch(request)
+        predictor = request.app.state.predictor
+        results = await run_in_pool(request, lambda: [predictor.predict(data, flip=flip) for _, data in images])
+        return {"model": predictor.manifest.get("arch"),
+                "images": [pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=name)
+                           for (name, _), result in zip(images, results)]}
 
     @app.post("/v1/heatmaps", dependencies=protected, openapi_extra=_IMAGE_BODY,
               response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")
