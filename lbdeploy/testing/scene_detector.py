@@ -2,8 +2,9 @@
 
 It is a real ONNX graph run by the same `OnnxDetector` as a user's detector, but it finds people
 only by the scenes' known cue: every pixel that differs from the flat background colour belongs to
-a person, and people never share a column range. The graph takes the foreground mask, splits its
-column profile into runs (one run = one person), and takes each run's first and last foreground
+a person, and people never share a column range. The graph takes the foreground mask, closes gaps
+of less than GAP_COLUMNS columns in its column profile (a hand held away from the body), splits the
+profile into runs (one run = one person), and takes each run's first and last foreground
 rows, giving `dets` [K, 5] (x1, y1, x2, y2, score 1) and `labels` [K] (all 0, "person"). It is
 useless on photographs; it exists so tests and bench/tracking.py can score detection -> pose ->
 tracking against exact truth where OpenCV's HOG detector (trained on real pedestrians) sees no one.
@@ -22,6 +23,8 @@ from lbdeploy.data.scenes import BACKGROUND
 
 # A pixel is foreground when one channel differs from the background by more than this (0..255).
 FOREGROUND_THRESHOLD = 24.0
+# Column gaps narrower than this inside one figure are closed (odd: a centred max-pool window).
+GAP_COLUMNS = 9
 
 
 def scene_detector_model():
@@ -39,7 +42,13 @@ def scene_detector_model():
         n("Greater", ["strongest", "threshold"], ["mask_bool"]),
         n("Cast", ["mask_bool"], ["mask3"], to=TensorProto.FLOAT),
         n("Squeeze", ["mask3", "axis0"], ["mask"]),                                         # [H, W]
-        n("ReduceMax", ["mask", "axis0"], ["columns"], keepdims=0),                         # [W]
+        n("ReduceMax", ["mask", "axis0"], ["profile"], keepdims=1),                         # [1, W]
+        n("Unsqueeze", ["profile", "axis0"], ["profile3"]),                                 # [1, 1, W]
+        n("MaxPool", ["profile3"], ["dilated"], kernel_shape=[GAP_COLUMNS], pads=[GAP_COLUMNS // 2] * 2),
+        n("Neg", ["dilated"], ["dilated_neg"]),
+        n("MaxPool", ["dilated_neg"], ["eroded_neg"], kernel_shape=[GAP_COLUMNS], pads=[GAP_COLUMNS // 2] * 2),
+        n("Neg", ["eroded_neg"], ["closed"]),
+        n("Reshape", ["closed", "flat"], ["columns"]),                                      # [W]
         n("Pad", ["columns", "pad_before"], ["columns_padded"]),                             # [W + 2]
         n("Slice", ["columns_padded", "zero", "minus2", "axis0"], ["left"]),
         n("Slice", ["columns_padded", "two", "big", "axis0"], ["right"]),
@@ -67,7 +76,7 @@ def scene_detector_model():
         const("threshold", FOREGROUND_THRESHOLD), const("half", 0.5), const("zero_f", 0.0), const("one_f", 1.0),
         const("axis0", [0], np.int64), const("axis1", [1], np.int64),
         const("pad_before", [1, 1], np.int64), const("pad_left_column", [0, 1, 0, 0], np.int64),
-        const("zero", [0], np.int64), const("two", [2], np.int64), const("minus2", [-2], np.int64),
+        const("zero", [0], np.int64), const("flat", [-1], np.int64), const("two", [2], np.int64), const("minus2", [-2], np.int64),
         const("big", [2 ** 62], np.int64), const("one_int", 1, np.int64), const("zero_int", 0, np.int64),
     ]
     graph = helper.make_graph(
