@@ -4,7 +4,8 @@
     train = open_dataset("synthetic:2000,200", "train", seed=0)
     record = train.record(0); image = train.load_image(record)
 
-Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets),
+Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets), `scenes`
+(several synthetic people per image and short clips, for detection and tracking),
 `augment` (training crops and augmentation), `heatmaps` (Gaussian targets).
 To add a dataset, write a PoseDataset subclass and add its loader to DATASETS.
 """
