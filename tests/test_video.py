@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lbdeploy.data.scenes import BACKGROUND, make_clip
 from lbdeploy.errors import InputError
@@ -197,3 +198,17 @@ def test_infer_on_a_clip_writes_jsonl_with_stable_ids_and_an_annotated_video(dem
         frames = list(drawn)
     assert len(frames) == 24 and drawn.size == (384, 256)
     assert np.abs(frames[5].image.astype(int) - clip[5].image).mean() > 0.5  # skeletons and boxes drawn
+
+
+def test_scene_files_for_the_demo(tmp_path):
+    pytest.importorskip("onnx", reason="building the scene detector needs onnx")
+    from lbdeploy.testing.scene_files import main
+    from runtime.detection import create_detector
+
+    assert main([str(tmp_path), "--frames", "5", "--people", "2"]) == 0
+    with open_video(tmp_path / "clip.mp4") as source:
+        frames = list(source)
+    assert len(frames) == 5 and source.size == (384, 256)
+    detector = create_detector(str(tmp_path / "scene_det.onnx"))
+    assert len(detector.detect(np.asarray(Image.open(tmp_path / "scene.png")))[0]) == 2
+    assert len(detector.detect(frames[0].image)[0]) == 2
