@@ -134,6 +134,8 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
     predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
                                                         nms_iou, max_people, box_padding))
     if camera is not None or any(map(is_video, images)):
+        if parsed_boxes:
+            raise InputError("--box applies to images; in a video the detector and the tracker find the people")
         return _infer_stream(predictor, images, camera, flip, json_path, draw, detect_every, smooth, max_fps,
                              max_frames, progress)
     several = len(images) > 1

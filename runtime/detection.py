@@ -192,7 +192,8 @@ class OnnxDetector(Detector):
             self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                                 providers=["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types for unreadable or invalid graphs
-            raise ConfigError(f"detector {self.path} is not a loadable ONNX model ({str(err).splitlines()[0]})") from err
+            reason = str(err).splitlines()[0]
+            raise ConfigError(f"detector {self.path} is not a loadable ONNX model ({reason})") from err
         self._check_graph()
         self.mean = np.asarray(settings.get("mean", MMDET_MEAN), dtype=np.float32)
         self.std = np.asarray(settings.get("std", MMDET_STD), dtype=np.float32)

@@ -42,7 +42,8 @@ MIN_JOINTS = 4
 def _people_subset(result, keep: np.ndarray):
     """The PoseResult with only the people where `keep` is True."""
     fields = ("keypoints", "scores", "centers", "scales", "heatmaps", "boxes", "box_scores")
-    return replace(result, **{name: getattr(result, name)[keep] for name in fields if getattr(result, name) is not None})
+    present = [name for name in fields if getattr(result, name) is not None]
+    return replace(result, **{name: getattr(result, name)[keep] for name in present})
 
 
 class OneEuroFilter:

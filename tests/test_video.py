@@ -88,7 +88,7 @@ def test_undecodable_video_missing_camera_and_bad_output_are_input_errors(tmp_pa
 
 @pytest.mark.parametrize("args, message", [
     (["junk.mp4"], "cannot be decoded"), (["--camera", "63"], "camera 63"), ([], "give IMAGES"),
-    (["clip.avi", "clip.avi"], "one video at a time"),
+    (["clip.avi", "clip.avi"], "one video at a time"), (["clip.avi", "--box", "1,2,3,4"], "--box applies to images"),
 ])
 def test_infer_video_errors_are_one_line_exit_2(tmp_path, args, message):
     from click.testing import CliRunner

@@ -25,6 +25,9 @@ from lbdeploy.data.scenes import BACKGROUND
 FOREGROUND_THRESHOLD = 24.0
 # Column gaps narrower than this inside one figure are closed (odd: a centred max-pool window).
 GAP_COLUMNS = 9
+# x1, y1, x2, y2 of each run as int64 tensors of the graph, then the float columns of `dets`.
+EDGES = ("starts", "top", "ends_after", "bottom_after")
+DET_COLUMNS = tuple(f"{name}_f" for name in EDGES) + ("score",)
 
 
 def scene_detector_model():
@@ -65,10 +68,10 @@ def scene_detector_model():
         n("ArgMax", ["rows"], ["top"], axis=0, keepdims=0),
         n("ArgMax", ["rows"], ["bottom"], axis=0, keepdims=0, select_last_index=1),
         n("Add", ["bottom", "one_int"], ["bottom_after"]),
-        *[n("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT) for name in ("starts", "top", "ends_after", "bottom_after")],
+        *[n("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT) for name in EDGES],
         n("Mul", ["starts_f", "zero_f"], ["zeros_f"]), n("Add", ["zeros_f", "one_f"], ["score"]),
-        *[n("Unsqueeze", [f"{name}", "axis1"], [f"{name}_col"]) for name in ("starts_f", "top_f", "ends_after_f", "bottom_after_f", "score")],
-        n("Concat", ["starts_f_col", "top_f_col", "ends_after_f_col", "bottom_after_f_col", "score_col"], ["dets"], axis=1),
+        *[n("Unsqueeze", [column, "axis1"], [f"{column}_col"]) for column in DET_COLUMNS],
+        n("Concat", [f"{column}_col" for column in DET_COLUMNS], ["dets"], axis=1),
         n("Mul", ["starts", "zero_int"], ["labels"]),
     ]
     initializers = [
@@ -76,7 +79,8 @@ def scene_detector_model():
         const("threshold", FOREGROUND_THRESHOLD), const("half", 0.5), const("zero_f", 0.0), const("one_f", 1.0),
         const("axis0", [0], np.int64), const("axis1", [1], np.int64),
         const("pad_before", [1, 1], np.int64), const("pad_left_column", [0, 1, 0, 0], np.int64),
-        const("zero", [0], np.int64), const("flat", [-1], np.int64), const("two", [2], np.int64), const("minus2", [-2], np.int64),
+        const("zero", [0], np.int64), const("flat", [-1], np.int64), const("two", [2], np.int64),
+        const("minus2", [-2], np.int64),
         const("big", [2 ** 62], np.int64), const("one_int", 1, np.int64), const("zero_int", 0, np.int64),
     ]
     graph = helper.make_graph(
