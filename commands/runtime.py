@@ -1,20 +1,26 @@
 """CLI commands of the runtime: `lbdeploy infer` and `lbdeploy serve` (listed in cli.COMMAND_MODULES).
 
 Thin wrappers: they parse options, build a Predictor, and print or serve. The library entry
-points are runtime.predictor.Predictor, runtime.results and runtime.server.
+points are runtime.predictor.Predictor, runtime.detection, runtime.video, runtime.tracking,
+runtime.stream, runtime.results and runtime.server.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import click
 
 from lbdeploy.errors import InputError
+from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from runtime.backends.base import RUNTIME_CHOICES
+from runtime.detection import DEFAULT_MAX_PEOPLE, DEFAULT_NMS_IOU
 from runtime.limits import check_box
+from runtime.tracking import DEFAULT_DETECT_EVERY
 
 BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
 
@@ -36,33 +42,106 @@ def _draw_target(draw: str, image: Path, several: bool) -> Path:
     return Path(draw) / f"{image.stem}.pose.png" if several else Path(draw)
 
 
+def detection_options(command):
+    """The person-detector options shared by `infer` and `serve`."""
+    options = [
+        click.option("--detector", default="hog", show_default=True, metavar="hog|none|PATH.onnx",
+                     help="Finds the people when no --box is given: OpenCV's HOG pedestrian detector, none "
+                          "(the whole image is one person) or an ONNX detector with MMDeploy's dets/labels outputs."),
+        click.option("--score-threshold", type=float, default=None,
+                     help="Drop detections scoring below this [default: hog 0.3 (SVM margin), onnx 0.3]."),
+        click.option("--nms-iou", type=click.FloatRange(0.0, 1.0), default=DEFAULT_NMS_IOU, show_default=True,
+                     help="Non-maximum suppression overlap."),
+        click.option("--max-people", type=click.IntRange(min=1), default=DEFAULT_MAX_PEOPLE, show_default=True,
+                     help="Most people per image."),
+        click.option("--box-padding", type=click.FloatRange(min=1.0), default=BOX_PADDING, show_default=True,
+                     help="Enlarge each person box by this factor (after fitting the model's aspect ratio)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people, box_padding):
+    return dict(backend=backend, threads=threads, max_pixels=max_pixels, detector=detector, box_padding=box_padding,
+                detector_options=dict(score_threshold=score_threshold, nms_iou=nms_iou, max_people=max_people))
+
+
+def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every, smooth, max_fps, max_frames,
+                  progress):
+    """Video or camera: one JSON line per frame, an annotated video, a summary line on stderr."""
+    from runtime.stream import run_stream
+    from runtime.tracking import PoseTracker
+    from runtime.video import open_camera, open_video
+
+    if len(inputs) > 1:
+        raise InputError("give one video at a time (or --camera N), not several inputs")
+    source = open_camera(camera, max_fps) if camera is not None else open_video(inputs[0], max_fps)
+    tracker = PoseTracker(predictor, detect_every=detect_every, smoothing=smooth, flip=flip)
+    output = open(json_path, "w") if json_path else nullcontext(sys.stdout)
+    with source, output as lines:
+        stats = run_stream(source, tracker, json_lines=lines, draw_path=draw, max_frames=max_frames,
+                           progress=progress)
+    click.echo(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} frames/s, detector on "
+               f"{stats.detections}); {stats.broken} broken frames skipped, {stats.skipped} dropped by --max-fps",
+               err=True)
+    for path in filter(None, (json_path, draw)):
+        click.echo(f"Wrote {path}", err=True)
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--camera", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Read camera /dev/videoN (V4L2) instead of files; Ctrl-C stops.")
 @click.option("--box", "boxes", multiple=True, metavar="X,Y,W,H",
-              help="Person box in pixels (repeat for several people); default: the whole image.")
+              help="Person box in pixels (repeat for several people); default: the detector's boxes.")
+@detection_options
 @click.option("--flip/--no-flip", default=False, help="Flip test: average with the mirrored image.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write COCO-style keypoints JSON here (default: print it).")
-@click.option("--draw", type=click.Path(), help="Write the overlay PNG here (a folder when several images).")
+              help="Write keypoints JSON here (video: JSON lines, one per frame; default: print it).")
+@click.option("--draw", type=click.Path(),
+              help="Write the overlay PNG here (a folder when several images; a .mp4/.avi for a video).")
+@click.option("--detect-every", type=click.IntRange(min=1), default=DEFAULT_DETECT_EVERY, show_default=True,
+              help="Video: run the detector every N frames (and when a person is lost); track in between.")
+@click.option("--smooth/--no-smooth", default=False, help="Video: One-Euro smoothing of the keypoints.")
+@click.option("--max-fps", type=click.FloatRange(min=0.01), default=None,
+              help="Video: pose at most this many frames per second (others are dropped).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Video: stop after N posed frames.")
+@click.option("--progress/--no-progress", default=True, help="Video: progress bar with frames/s on stderr.")
 @click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Inference backend.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Refuse larger images.")
-def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_pixels):
-    """Estimate human poses in IMAGES with an exported ARTIFACT folder (or a model.pt).
+def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, max_people, box_padding, flip,
+          json_path, draw, detect_every, smooth, max_fps, max_frames, progress, backend, threads, max_pixels):
+    """Estimate human poses in IMAGES, a video or a camera with an exported ARTIFACT folder (or a model.pt).
 
-    Keypoints are (x, y, score) per joint in original-image pixels.
+    Keypoints are (x, y, score) per joint in original-image pixels. Without --box a person
+    detector finds the people; in a video they are tracked with stable ids.
 
     \b
     Example:
-      lbdeploy infer out/ person.jpg --box 40,10,120,300 --flip --json pose.json --draw pose.png
+      lbdeploy infer out/ person.jpg --flip --json pose.json --draw pose.png
+      lbdeploy infer out/ person.jpg --box 40,10,120,300 --detector none
+      lbdeploy infer out/ clip.mp4 --draw out.mp4 --json poses.jsonl
+      lbdeploy infer out/ --camera 0 --max-fps 10 --json poses.jsonl
     """
-    from runtime.predictor import Predictor
     from runtime.results import draw_pose, pose_to_json
     from lbdeploy.transforms import load_image
+    from runtime.video import is_video
+
+    if (camera is None) == (not images):
+        raise InputError("give IMAGES or a video file, or --camera N (not both)")
+    from runtime.predictor import Predictor
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
-    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)
+    predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
+                                                        nms_iou, max_people, box_padding))
+    if camera is not None or any(map(is_video, images)):
+        if parsed_boxes:
+            raise InputError("--box applies to images; in a video the detector and the tracker find the people")
+        return _infer_stream(predictor, images, camera, flip, json_path, draw, detect_every, smooth, max_fps,
+                             max_frames, progress)
     several = len(images) > 1
     if draw and several:
         Path(draw).mkdir(parents=True, exist_ok=True)
@@ -70,6 +149,9 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
     for image_path in map(Path, images):
         pixels = load_image(image_path, max_pixels)
         result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+        if not len(result.keypoints):
+            click.echo(f"No person found in {image_path} by the {detector} detector; pass --box, "
+                       "--detector none (the whole image) or another --detector", err=True)
         results.append(pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=str(image_path)))
         if draw:
             target = _draw_target(draw, image_path, several)
@@ -99,11 +181,15 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn",
               help="uvicorn: one process; ray: Ray Serve replicas on a local Ray instance.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="Ray Serve replicas (--engine ray).")
-def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, backend, engine, replicas):
+@detection_options
+def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, backend, engine, replicas,
+          detector, score_threshold, nms_iou, max_people, box_padding):
     """Serve pose estimation over HTTP (OpenAPI docs at /docs).
 
     POST /v1/pose (image bytes or multipart 'file', optional boxes=[[x,y,w,h],...]) returns
-    keypoints JSON; POST /v1/heatmaps returns .npy; GET /v1/model, /healthz, /metrics.
+    keypoints JSON (people found by --detector without boxes); POST /v1/pose/batch (multipart
+    'files', several images) returns one entry per image; POST /v1/heatmaps returns .npy;
+    GET /v1/model, /healthz, /metrics.
 
     \b
     Example:
@@ -115,11 +201,13 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
-    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)  # fails before binding
+    kwargs = _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people,
+                               box_padding)
+    predictor = Predictor(artifact, **kwargs)  # fails before binding
     if engine == "ray":
         from runtime.ray_serve import serve_with_ray
 
-        factory = PredictorFactory(Path(artifact).resolve(), backend=backend, threads=threads, max_pixels=max_pixels)
+        factory = PredictorFactory(Path(artifact).resolve(), **kwargs)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
         from runtime.server import serve as serve_uvicorn

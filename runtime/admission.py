@@ -19,6 +19,7 @@ To change the scheduling (e.g. priorities), replace the `run` callable given to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from contextlib import contextmanager
 from typing import Callable
@@ -70,14 +71,17 @@ class Admission:
 
 
 def _merge(parts: list[PoseResult]) -> PoseResult:
+    """One result of the people of several batches: every per-person array concatenated in order."""
     if len(parts) == 1:
         return parts[0]
-    heatmaps = None if parts[0].heatmaps is None else np.concatenate([p.heatmaps for p in parts])
-    return PoseResult(keypoints=np.concatenate([p.keypoints for p in parts]),
-                      scores=np.concatenate([p.scores for p in parts]),
-                      centers=np.concatenate([p.centers for p in parts]),
-                      scales=np.concatenate([p.scales for p in parts]),
-                      image_size=parts[0].image_size, heatmaps=heatmaps)
+    merged = {}
+    for item in dataclasses.fields(PoseResult):
+        values = [getattr(part, item.name) for part in parts]
+        if item.name == "image_size":
+            merged[item.name] = values[0]
+        else:
+            merged[item.name] = None if values[0] is None else np.concatenate(values)
+    return PoseResult(**merged)
 
 
 async def _within(job: Callable, run: Callable, deadline: float, timeout_s: float):

@@ -5,6 +5,9 @@
     result = predictor.predict("person.jpg", boxes=[(x, y, w, h)], flip=True)
     result.keypoints  # [N, J, 2] (x, y) in original-image pixels; result.scores  # [N, J]
 
+Without boxes, a person detector (runtime.detection; `detector="hog"` or an ONNX file) finds
+them; without a detector the whole image is one person.
+
 Pipeline per person: center/scale from the box (or the whole image), affine crop to the model
 input, normalization from the manifest, one batched backend call for all people (and their
 mirrored crops with flip=True), heatmap decoding, and the inverse affine back to image pixels.
@@ -18,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.errors import ArtifactError, ConfigError, InputError
-from lbdeploy.pose.affine import apply_affine, box_to_center_scale, crop_matrix, image_center_scale, invert_affine
-from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.artifact import final_output, open_artifact
-from runtime.backends import create_backend
+from lbdeploy.errors import ArtifactError, ConfigError, InputError
+from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale, crop_matrix, image_center_scale,
+                                  invert_affine)
+from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
+from runtime.backends import create_backend
+from runtime.detection import create_detector
 
 
 @dataclass
@@ -36,6 +41,9 @@ class PoseResult:
         centers: [N, 2] crop centers; scales: [N] crop scales (box height / 200).
         image_size: (width, height) of the input image.
         heatmaps: [N, J, h, w] final heatmaps in the crop frame, when asked for.
+        boxes: [N, 4] (x, y, w, h) person boxes (given or detected), None for whole-image/center_scale.
+        box_scores: [N] detector scores (None when the boxes were not detected).
+        track_ids: [N] person ids (runtime.tracking: stable across frames; else None).
     """
 
     keypoints: np.ndarray
@@ -44,6 +52,9 @@ class PoseResult:
     scales: np.ndarray
     image_size: tuple[int, int]
     heatmaps: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    box_scores: np.ndarray | None = None
+    track_ids: np.ndarray | None = None
 
 
 def _parse_center_scale(center_scale) -> list[tuple[np.ndarray, float]]:
@@ -65,6 +76,10 @@ class Predictor:
         backend: "auto" (the artifact's own backend; "torch" for a model.pt) or a name of lbdeploy.backends.
         threads: intra-op threads for the backend (None: its default).
         max_pixels: images with more pixels are refused with InputError.
+        detector: finds the people when `predict` gets no boxes: None or "none" (the whole image is
+            one person), "hog", a path to an ONNX detector, or a runtime.detection.Detector.
+        detector_options: score_threshold, nms_iou, max_people of a detector given by name or path.
+        box_padding: person boxes are enlarged by this factor (after the aspect-ratio fit).
         **backend_opts: passed to the backend constructor.
 
     Raises:
@@ -73,7 +88,8 @@ class Predictor:
     """
 
     def __init__(self, artifact_or_model_pt, backend: str = "auto", threads: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, **backend_opts):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, detector=None,
+                 detector_options: dict | None = None, box_padding: float = BOX_PADDING, **backend_opts):
         source = Path(artifact_or_model_pt)
         if source.is_file():
             self.backend = create_backend(backend, source, {}, threads=threads, **backend_opts)
@@ -99,6 +115,13 @@ class Predictor:
         self.flip_pairs = [tuple(pair) for pair in pose.get("flip_pairs", [])]
         self.skeleton = [tuple(edge) for edge in pose.get("skeleton", [])]
         self.heatmap_stride = int(pose.get("heatmap_stride", 4))
+        self.box_padding = float(box_padding)
+        self.detector = create_detector(detector, threads=threads, **(detector_options or {}))
+
+    @property
+    def max_people(self) -> int:
+        """Most people one image yields without boxes: the detector's limit, else 1 (the whole image)."""
+        return int(getattr(self.detector, "max_people", 1)) if self.detector is not None else 1
 
     @property
     def aspect_ratio(self) -> float:
@@ -115,7 +138,7 @@ class Predictor:
             for box in boxes:
                 if len(box) != 4:
                     raise InputError(f"a box is (x, y, w, h), got {box!r}")
-                people.append(box_to_center_scale(box, self.aspect_ratio))
+                people.append(box_to_center_scale(box, self.aspect_ratio, self.box_padding))
         else:
             people = [image_center_scale(image.shape[1], image.shape[0], self.aspect_ratio)]
         if not people:
@@ -141,12 +164,18 @@ class Predictor:
             return_heatmaps: keep the final heatmaps (crop frame) in the result.
 
         Returns:
-            PoseResult for all people (the whole image is one person when no box is given).
+            PoseResult for all people. Without boxes the detector finds them (possibly nobody: N = 0);
+            without a detector the whole image is one person.
 
         Raises:
             InputError: an unreadable or too large image, or malformed boxes.
         """
         pixels = load_image(image, self.max_pixels)
+        box_scores = None
+        if boxes is None and center_scale is None and self.detector is not None:
+            boxes, box_scores = self.detector.detect(pixels)
+            if not len(boxes):
+                return self.nobody(pixels)
         people = self._people(pixels, boxes, center_scale)
         matrices = [crop_matrix(center, scale, self.input_size) for center, scale in people]
         batch = normalize(np.stack([crop(pixels, m, self.input_size) for m in matrices]), self.manifest["input"])
@@ -165,7 +194,17 @@ class Predictor:
             scales=np.array([scale for _, scale in people], dtype=np.float32),
             image_size=(int(pixels.shape[1]), int(pixels.shape[0])),
             heatmaps=heatmaps if return_heatmaps else None,
+            boxes=None if boxes is None else np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+            box_scores=box_scores,
         )
+
+    def nobody(self, pixels: np.ndarray) -> PoseResult:
+        """The PoseResult of an HxWx3 image in which no person was found (N = 0)."""
+        joints = len(self.joint_names)
+        return PoseResult(keypoints=np.zeros((0, joints, 2), np.float32), scores=np.zeros((0, joints), np.float32),
+                          centers=np.zeros((0, 2), np.float32), scales=np.zeros(0, np.float32),
+                          image_size=(int(pixels.shape[1]), int(pixels.shape[0])),
+                          boxes=np.zeros((0, 4), np.float32), box_scores=np.zeros(0, np.float32))
 
 
 class PredictorFactory:

@@ -2,10 +2,12 @@
 
 Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others):
     POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
+    POST /v1/pose/batch several images (multipart fields "files") -> {"model", "images": [...]}
     POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
-Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...].
+Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...];
+without them the Predictor's detector finds the people (each gets a "box" and an "id").
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
 reading), images above `max_pixels` get 400, boxes that are not finite pixel coordinates get 400,
 more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more than `max_pending`
@@ -46,9 +48,12 @@ from runtime.admission import Admission, predict_in_batches
 from runtime.limits import RequestLimits, check_work, parse_boxes_json
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
+from runtime.schemas import BatchPoses, ImagePoses
 
 DEFAULT_MAX_BODY_MB = 16.0
-_ENDPOINTS = ("/v1/pose", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics", "/docs", "/openapi.json")
+_ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics", "/docs",
+              "/openapi.json")
+MAX_BATCH_IMAGES = 32
 _LOG = logging.getLogger(__name__)
 # Key in the ASGI scope's state under which an error response records its type for /metrics.
 _ERROR_TYPE = "lbdeploy_error_type"
@@ -64,6 +69,17 @@ _IMAGE_BODY = {
                 "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"},
                 "flip": {"type": "boolean"}}}},
         },
+    }
+}
+
+
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                      "description": f"one field per image, at most {MAX_BATCH_IMAGES}"},
+            "flip": {"type": "boolean"}}}}},
     }
 }
 
@@ -210,6 +226,20 @@ async def _read_request(request: Request) -> tuple[bytes, list | None, bool]:
     return data, parse_boxes_json(boxes), _parse_flip(flip)
 
 
+async def _read_batch(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
+    """The (file name, bytes) of each image of a multipart batch request, and the flip flag."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InputError("send the images as multipart/form-data, one file field named 'files' per image")
+    form = await request.form()
+    uploads = form.getlist("files")
+    if not uploads or any(isinstance(upload, str) for upload in uploads):
+        raise InputError("a batch needs one or more image files in multipart fields named 'files'")
+    if len(uploads) > MAX_BATCH_IMAGES:
+        raise InputError(f"a batch holds at most {MAX_BATCH_IMAGES} images, got {len(uploads)}; split it")
+    images = [(upload.filename or str(i), await upload.read()) for i, upload in enumerate(uploads)]
+    return images, _parse_flip(form.get("flip", request.query_params.get("flip")))
+
+
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -268,13 +298,16 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def run_inference(request: Request, return_heatmaps: bool):
         data, boxes, flip = await _read_request(request)
         predictor = request.app.state.predictor
-        check_work(len(boxes) if boxes else 1, flip, predictor.input_size, settings.limits)
-        loop = asyncio.get_running_loop()
+        check_work(len(boxes) if boxes else predictor.max_people, flip, predictor.input_size, settings.limits)
         with request.app.state.admission.slot():
-            return await predict_in_batches(
-                predictor, data, boxes, flip, return_heatmaps,
-                run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-                batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s)
+            return await _predict(request, data, boxes, flip, return_heatmaps)
+
+    async def _predict(request: Request, data: bytes, boxes, flip: bool, return_heatmaps: bool):
+        loop = asyncio.get_running_loop()
+        return await predict_in_batches(
+            request.app.state.predictor, data, boxes, flip, return_heatmaps,
+            run=lambda job: loop.run_in_executor(request.app.state.executor, job),
+            batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s)
 
     protected = [Depends(require_token)]
 
@@ -286,12 +319,24 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
-    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY,
-              summary="Keypoints of the people in an image (COCO-style JSON)")
+    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY, response_model=ImagePoses,
+              response_model_exclude_unset=True, summary="Keypoints of the people in an image (COCO-style JSON)")
     async def pose(request: Request):
         result = await run_inference(request, return_heatmaps=False)
         predictor = request.app.state.predictor
         return pose_to_json(result, predictor.joint_names, predictor.skeleton)
+
+    @app.post("/v1/pose/batch", dependencies=protected, openapi_extra=_BATCH_BODY, response_model=BatchPoses,
+              response_model_exclude_unset=True, summary="Keypoints of the people in each of several images")
+    async def pose_batch(request: Request):
+        images, flip = await _read_batch(request)
+        predictor = request.app.state.predictor
+        check_work(len(images) * predictor.max_people, flip, predictor.input_size, settings.limits)
+        with request.app.state.admission.slot():
+            results = [await _predict(request, data, None, flip, False) for _, data in images]
+        return {"model": predictor.manifest.get("arch"),
+                "images": [pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=name)
+                           for (name, _), result in zip(images, results)]}
 
     @app.post("/v1/heatmaps", dependencies=protected, openapi_extra=_IMAGE_BODY,
               response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")

@@ -31,3 +31,27 @@ def library() -> str:
         return str(build_ort_library())
     except KernelLibraryError as err:
         pytest.skip(f"cannot build the kernel library here: {err}")
+
+
+@pytest.fixture(scope="session")
+def demo_artifact(tmp_path_factory):
+    """The bundled demo LBRN-S (lbdeploy/data/demo.pt, trained on the synthetic set) exported for
+    ONNX Runtime with standard ops (no kernel library to build); skips without torch."""
+    pytest.importorskip("torch", reason="exporting the demo model needs torch (pip install lbdeploy[torch])")
+    from pathlib import Path
+
+    from exporters.export import export_model
+
+    folder = tmp_path_factory.mktemp("demo") / "artifact"
+    export_model(Path(__file__).resolve().parents[1] / "lbdeploy" / "data" / "demo.pt", folder, target="onnx",
+                 ops="standard")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def scene_detector(tmp_path_factory):
+    """The ONNX test detector of the synthetic scenes (runtime.testing.scene_detector)."""
+    pytest.importorskip("onnx", reason="building the scene detector needs onnx")
+    from runtime.testing.scene_detector import write_scene_detector
+
+    return write_scene_detector(tmp_path_factory.mktemp("detector") / "scene_det.onnx")

@@ -5,10 +5,11 @@ saliency (`saliency:PATH[,VAL_PATH]`, `synthetic-saliency[:TRAIN[,VAL]]`).
     train = open_dataset("synthetic:2000,200", "train", seed=0)
     record = train.record(0); image = train.load_image(record)
 
-Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets),
-`augment` (training crops and augmentation), `heatmaps` (Gaussian targets), `saliency` (image +
-mask datasets). To add a dataset, write a PoseDataset (or SaliencyDataset) subclass and add its
-loader to DATASETS.
+Modules: `records` (PoseRecord, PoseDataset), `mpii`, `lsp`, `synthetic` (the datasets), `scenes`
+(several synthetic people per image and short clips, for detection and tracking), `augment`
+(training crops and augmentation), `heatmaps` (Gaussian targets), `saliency` (image + mask
+datasets). To add a dataset, write a PoseDataset (or SaliencyDataset) subclass and add its loader
+to DATASETS.
 """
 
 from __future__ import annotations
