@@ -370,8 +370,8 @@ def emulated_kernel(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("g++ not installed")
     folder = tmp_path_factory.mktemp("emulated")
-    source, launches = re.subn(r"(\w+<\w+>)<<<([^>]*)>>>\(", r"emulateLaunch(\2, \1, ", KERNEL_CU.read_text())
-    assert launches == 1, "expected one kernel<<<...>>> launch in ternary_conv.cu"
+    source, launches = re.subn(r"(\w+)<<<([^>]*)>>>\(", r"emulateLaunch(\2, \1, ", KERNEL_CU.read_text())
+    assert launches == 2, "expected two kernel<<<...>>> launches (tap lists, conv) in ternary_conv.cu"
     (folder / "ternary_conv_emulated.cu").write_text(source)
     program = folder / "kernel_cpu_emulation"
     _run(["g++", "-std=c++20", "-O2", "-pthread", "-I", EMULATION / "cuda_emulation", "-I", KERNEL_CU.parent,
