@@ -105,13 +105,13 @@ class GpuKernel:
     def __init__(self, kernel):
         self.kernel = kernel
 
-    def prepare(self, g: Geometry, weights: np.ndarray):
+    def prepare(self, g: Geometry, weights: np.ndarray, dtype: int = 0):
         import torch
 
         packed = torch.from_numpy(np.ascontiguousarray(pack_ternary(weights))).cuda()
         lists = torch.empty(int(self.kernel.lbd_ternary_conv_tap_list_bytes(ctypes.byref(g))), dtype=torch.uint8,
                             device="cuda")
-        status = self.kernel.lbd_ternary_conv_prepare(ctypes.byref(g), ctypes.c_void_p(packed.data_ptr()),
+        status = self.kernel.lbd_ternary_conv_prepare(ctypes.byref(g), dtype, ctypes.c_void_p(packed.data_ptr()),
                                                       packed.shape[1], ctypes.c_void_p(lists.data_ptr()), None)
         assert status == 0, f"prepare failed: {status}"
         return lists, packed
@@ -133,8 +133,8 @@ def check_vectors(gpu: GpuKernel) -> bool:
         x = arrays["x"]
         g = geometry(x.shape, arrays["y"].shape[1], case.k, case.stride, case.pad, case.dilation, case.group,
                      ACTIVATIONS.index(case.activation))
-        lists, _ = gpu.prepare(g, arrays["w"])
         for dtype, tolerance in ((torch.float32, KERNEL_TOLERANCE), (torch.float16, FP16_TOLERANCE)):
+            lists, _ = gpu.prepare(g, arrays["w"], 0 if dtype == torch.float32 else 1)
             xt = torch.from_numpy(x).cuda().to(dtype)
             y = torch.empty(arrays["y"].shape, dtype=dtype, device="cuda")
             gpu.run(g, xt, lists, torch.from_numpy(arrays["scale"]).cuda(), torch.from_numpy(arrays["bias"]).cuda(), y)
@@ -220,13 +220,14 @@ def time_against_cudnn(gpu: GpuKernel, repeats: int) -> None:
             weights = draw_ternary((cout, cin, 3, 3), density, 7)
             g = geometry((1, cin, h, w), cout, 3, stride, 1)
             lists, _ = gpu.prepare(g, weights)
+            lists16, _ = gpu.prepare(g, weights, 1)
             scale, bias = torch.ones(cout, device="cuda"), torch.zeros(cout, device="cuda")
             x = torch.randn(1, cin, h, w, device="cuda")
             y = torch.empty(1, cout, g.oh, g.ow, device="cuda")
             xh, yh = x.half(), y.half()
             wt = torch.from_numpy(weights.astype(np.float32)).cuda()
             ours = _time(lambda: gpu.run(g, x, lists, scale, bias, y), repeats)
-            ours16 = _time(lambda: gpu.run(g, xh, lists, scale, bias, yh), repeats)
+            ours16 = _time(lambda: gpu.run(g, xh, lists16, scale, bias, yh), repeats)
             times = {}
             for label, tf32 in (("fp32", False), ("tf32", True)):
                 torch.backends.cudnn.allow_tf32 = tf32

@@ -28,7 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 KERNEL_CU = REPO / "lbdeploy" / "kernels" / "cuda" / "ternary_conv.cu"
-ADD_OPCODES = {"FADD": 1, "HADD2": 2}  # opcode -> taps of one output it adds (HADD2: two fp16 lanes)
+# opcode -> output taps one such add sums (HADD2: two fp16 lanes). ptxas also issues fp16 pair adds as
+# HFMA2.MMA Rd, Ra, 1, 1, Rc (Ra * 1 + Rc) to balance its pipes; those count when multiplying by 1.
+ADD_OPCODES = {"FADD": 1, "HADD2": 2, "HFMA2": 2}
 LOAD_OPCODES = ("LDS",)
 BARRIER_OPCODES = ("BAR",)
 _LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
@@ -46,6 +48,13 @@ class Instruction:
         """The opcode without its modifiers (FADD.FTZ -> FADD)."""
         return self.opcode.split(".")[0]
 
+    @property
+    def taps(self) -> int:
+        """Output taps this instruction adds (0 unless it is an add; an FMA counts only as x * 1 + y)."""
+        if self.base == "HFMA2" and ", 1, 1," not in self.operands:
+            return 0
+        return ADD_OPCODES.get(self.base, 0)
+
 
 @dataclass(frozen=True)
 class Loop:
@@ -57,7 +66,7 @@ class Loop:
     @property
     def taps(self) -> int:
         """Non-zero taps of one output value this loop body handles (adds, HADD2 counting two)."""
-        return sum(ADD_OPCODES.get(i.base, 0) for i in self.body)
+        return sum(i.taps for i in self.body)
 
     @property
     def instructions_per_tap(self) -> float:
@@ -144,9 +153,13 @@ def hottest(tap_loops: list[Loop]) -> dict[str, Loop]:
 
 
 def short_name(mangled: str) -> str:
-    """ternary_conv_kernel<float, 1> style name from the mangled one (enough to tell kernels apart)."""
-    match = re.search(r"(?<=\d)([a-z_]+kernel)I(6__half|f)Li(\d)E", mangled)
-    return f"{match.group(1)}<{'half' if match.group(2) != 'f' else 'float'}, step {match.group(3)}>" if match else mangled
+    """A readable kernel name (ternary_conv_kernel<float, step 1>) from the mangled one."""
+    match = re.search(r"(ternary_conv_half2_kernel|ternary_conv_kernel)(?:I(6__half|f)Li(\d)E)?", mangled)
+    if not match:
+        return mangled
+    if match.group(2) is None:
+        return f"{match.group(1)} (float16 pairs, step 1)"
+    return f"{match.group(1)}<{'half' if match.group(2) != 'f' else 'float'}, step {match.group(3)}>"
 
 
 def main(argv=None) -> int:
@@ -160,7 +173,7 @@ def main(argv=None) -> int:
         return 1
     taps_dense = 128 * 9
     print(f"arch {args.arch}; 128->128 3x3 layer: {taps_dense} taps per output value when dense")
-    header = "| kernel | loop body (instr.) | taps per iteration | instr. per tap | " + " | ".join(
+    header = "| kernel | loop body (instr.) | output taps per iteration | instr. per tap | " + " | ".join(
         f"loop instr. per output @ density {d}" for d in args.density) + " |"
     print(header)
     print("|" + "---|" * (4 + len(args.density)))

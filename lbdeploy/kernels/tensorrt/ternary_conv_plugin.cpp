@@ -161,14 +161,14 @@ TernaryConvPlugin::~TernaryConvPlugin()
     }
 }
 
-int32_t TernaryConvPlugin::prepareTapLists(
-    LbdTernaryConvGeometry const& g, void const* weights, int32_t rowStride, cudaStream_t stream) noexcept
+int32_t TernaryConvPlugin::prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
+    int32_t rowStride, cudaStream_t stream) noexcept
 {
     int64_t const bytes = lbd_ternary_conv_tap_list_bytes(&g);
     if (bytes <= 0) {
         return -1;
     }
-    if (weights == mPreparedWeights && bytes == mTapListBytes) {
+    if (weights == mPreparedWeights && dtype == mPreparedType && bytes == mTapListBytes) {
         return 0;
     }
     if (bytes != mTapListBytes) {
@@ -184,8 +184,9 @@ int32_t TernaryConvPlugin::prepareTapLists(
         mTapListBytes = bytes;
     }
     int32_t const status
-        = lbd_ternary_conv_prepare(&g, static_cast<uint8_t const*>(weights), rowStride, mTapLists, stream);
+        = lbd_ternary_conv_prepare(&g, dtype, static_cast<uint8_t const*>(weights), rowStride, mTapLists, stream);
     mPreparedWeights = status == 0 ? weights : nullptr;
+    mPreparedType = dtype;
     return status;
 }
 
@@ -363,7 +364,7 @@ int32_t TernaryConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     int32_t const dtype = inputDesc[0].type == DataType::kHALF ? LBD_FLOAT16 : LBD_FLOAT32;
     int32_t const elementBytes = inputDesc[1].type == DataType::kINT32 ? 4 : 1;
     int32_t const rowStride = static_cast<int32_t>(inputDesc[1].dims.d[1]) * elementBytes;
-    int32_t status = prepareTapLists(g, inputs[1], rowStride, stream);
+    int32_t status = prepareTapLists(g, dtype, inputs[1], rowStride, stream);
     if (status == 0) {
         status = lbd_ternary_conv_run(&g, dtype, inputs[0], mTapLists, static_cast<float const*>(inputs[2]),
             static_cast<float const*>(inputs[3]), outputs[0], stream);

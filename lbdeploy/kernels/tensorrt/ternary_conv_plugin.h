@@ -97,9 +97,9 @@ private:
     std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::DataType wType,
         nvinfer1::Dims const& scale, nvinfer1::Dims const& bias) const;
     void refreshSerializedFields();
-    //! Builds the tap lists of `weights` once (again only when the weight buffer or the shape changes).
-    int32_t prepareTapLists(LbdTernaryConvGeometry const& g, void const* weights, int32_t rowStride,
-        cudaStream_t stream) noexcept;
+    //! Builds the tap lists of `weights` once (again only when the weight buffer, dtype or shape changes).
+    int32_t prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
+        int32_t rowStride, cudaStream_t stream) noexcept;
 
     TernaryConvAttrs mAttrs;
     std::string mNamespace;
@@ -110,6 +110,7 @@ private:
     void* mTapLists{nullptr};
     int64_t mTapListBytes{0};
     void const* mPreparedWeights{nullptr};
+    int32_t mPreparedType{-1};
 };
 
 class TernaryConvPluginCreator : public nvinfer1::IPluginCreatorV3One {
