@@ -144,7 +144,8 @@ def check_vectors(gpu: GpuKernel) -> bool:
                 expected = ternary_conv_reference(x.astype(np.float16).astype(np.float32), arrays["w_packed"],
                                                   arrays["scale"], arrays["bias"], case.attrs())
                 scale = float(np.abs(expected).max() + 1)
-            good = np.allclose(y.float().cpu().numpy(), expected, rtol=tolerance["rtol"], atol=tolerance["atol"] * scale)
+            good = np.allclose(y.float().cpu().numpy(), expected, rtol=tolerance["rtol"],
+                               atol=tolerance["atol"] * scale)
             print(f"vector {path.stem:28s} {str(dtype):14s} {'ok' if good else 'MISMATCH'}")
             ok &= good
     return ok

@@ -159,6 +159,8 @@ def build_engine(
         KernelLibraryError: the plugin library is missing, unloadable, or not found by the parser.
         ExportError: the ONNX parser or the builder failed.
         ParityError: the fp16 engine's keypoints (classes) differ from float32 beyond the tolerances.
+            The fp16 check also needs onnxruntime and this machine's TernaryConv kernel library
+            (BackendUnavailable / KernelLibraryError when they are missing).
     """
     batch = BatchProfile(min_batch, opt_batch, max_batch)
     if workspace_mb < 1:

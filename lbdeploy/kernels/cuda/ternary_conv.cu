@@ -197,7 +197,8 @@ __device__ __forceinline__ void store_outputs(const LbdTernaryConvGeometry& g, c
 #pragma unroll
             for (int p = 0; p < PIXELS; ++p) {
                 if (tile.ox0 + p < g.ow) {
-                    store_from_float(y_row + tile.ox0 + p, activate(fmaf(scale[oc], acc[o][p], bias[oc]), g.activation));
+                    const float v = activate(fmaf(scale[oc], acc[o][p], bias[oc]), g.activation);
+                    store_from_float(y_row + tile.ox0 + p, v);
                 }
             }
         }
@@ -228,7 +229,8 @@ __global__ void __launch_bounds__(TILE_W * TILE_H) ternary_conv_kernel(LbdTernar
         const int chunk = min(plan.chunk, cin_g - c0);
         __syncthreads();  // the previous chunk is fully consumed
         for (int r = threadIdx.y; r < chunk * plan.tile_ih; r += TILE_H) {
-            stage_row(g, plan, tile, x_group, c0, r, [&](int q, T v) { x_s[r * plan.tile_iw + q] = load_as_float(&v); });
+            stage_row(g, plan, tile, x_group, c0, r,
+                [&](int q, T v) { x_s[r * plan.tile_iw + q] = load_as_float(&v); });
         }
         stage_lists(g, plan, tile, k, lists, list_s, count_s);
         __syncthreads();
