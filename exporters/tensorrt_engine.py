@@ -110,6 +110,29 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _checked_precision(artifact_dir: Path, manifest: dict, section: dict, engine: bytes) -> dict:
+    """Run the candidate engine beside float32 ONNX Runtime (exporters/engine_precision.py).
+
+    The candidate is written next to the engine and removed afterwards, so a refused engine never
+    replaces the one already there. Returns the report for engine.json; raises ParityError when refused.
+    """
+    from exporters.engine_precision import check_engine_precision, ort_float32_runner
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    candidate = f"{section['engine']}.candidate"
+    (artifact_dir / candidate).write_bytes(engine)
+    try:
+        backend = TensorRTBackend(artifact_dir, {**manifest, "tensorrt": {**section, "engine": candidate}})
+        try:
+            engine_run = lambda images: backend.run({backend.input_names[0]: images})  # noqa: E731
+            report = check_engine_precision(ort_float32_runner(artifact_dir, manifest), engine_run, manifest)
+        finally:
+            backend.close()
+    finally:
+        (artifact_dir / candidate).unlink(missing_ok=True)
+    return report.to_dict()
+
+
 def build_engine(
     artifact_dir: Path,
     fp16: bool = False,
@@ -122,7 +145,9 @@ def build_engine(
 
     Args:
         artifact_dir: an artifact exported for a Jetson target, with its plugin library built.
-        fp16: allow float16 kernels (the TernaryConv plugin then runs in float16, accumulating in float32).
+        fp16: allow float16 kernels (the TernaryConv plugin then runs in float16, accumulating in float32);
+            the engine is kept only if it passes the precision gate against float32 ONNX Runtime
+            (exporters/engine_precision.py).
         workspace_mb: TensorRT's workspace memory-pool limit in MiB.
         min_batch, opt_batch, max_batch: the batch sizes the engine accepts; tuned for opt_batch.
     Returns:
@@ -133,6 +158,9 @@ def build_engine(
         BackendUnavailable: TensorRT is not installed.
         KernelLibraryError: the plugin library is missing, unloadable, or not found by the parser.
         ExportError: the ONNX parser or the builder failed.
+        ParityError: the fp16 engine's keypoints (classes) differ from float32 beyond the tolerances.
+            The fp16 check also needs onnxruntime and this machine's TernaryConv kernel library
+            (BackendUnavailable / KernelLibraryError when they are missing).
     """
     batch = BatchProfile(min_batch, opt_batch, max_batch)
     if workspace_mb < 1:
@@ -174,13 +202,15 @@ def build_engine(
         raise ExportError(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
-    _write_atomically(engine_path, bytes(serialized))
     _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
+    precision = _checked_precision(artifact_dir, manifest, section, bytes(serialized)) if fp16 else None
+    _write_atomically(engine_path, bytes(serialized))
     info = {
         "tensorrt": trt.__version__,
         "fp16": fp16,
         "workspace_mb": workspace_mb,
         "batch": asdict(batch),
+        "precision_check": precision,
     }
     _write_atomically(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
     plugin = section.get("plugin") or {}

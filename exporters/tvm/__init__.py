@@ -4,6 +4,8 @@
     importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv handled by our kernel
     ternary_kernel.py TernaryConv as TIR that only adds and subtracts (CPU and GPU variants)
     schedules.py      CPU schedules for every other op LBRN uses; GPU thread binding via dlight
+    kernel_entries.py nvptx builds whose kernels are PTX `.entry` points (TVM 0.27 + LLVM >= 21)
+    kernel_entries.py the PTX of GPU modules gets its `.entry` kernels (TVM 0.27 with LLVM >= 21)
     compile.py        compile_artifact(onnx_path, target_name, out_dir): the exporter's entry point
 
 The runtime side (loading the .so with the TVM runtime only) is runtime/backends/tvm.py.

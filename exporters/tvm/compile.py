@@ -155,6 +155,8 @@ def build(model, preset, batch: int = 1):
 def export_module(executable, preset, path: Path) -> None:
     """Link `executable` into the shared library `path` with the preset's compiler.
 
+    For GPU presets the PTX inside is then given its kernel entry points (kernel_entries.py).
+
     Raises:
         ExportError: the cross-compiler is not installed.
     """
@@ -170,6 +172,10 @@ def export_module(executable, preset, path: Path) -> None:
         fcompile = cc.cross_compiler(preset.cross_compiler)
     path.parent.mkdir(parents=True, exist_ok=True)
     executable.export_library(str(path), fcompile=fcompile)
+    if preset.gpu:
+        from exporters.tvm.kernel_entries import mark_library_kernels
+
+        mark_library_kernels(path)
 
 
 def io_names(model) -> tuple[list[str], list[str]]:

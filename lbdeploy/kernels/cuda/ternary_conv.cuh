@@ -8,8 +8,9 @@
  *
  * This header has no CUDA or TensorRT includes so a C/C++ harness, the TensorRT plugin and a
  * ctypes loader can all use it. Pointers are device pointers; `stream` is a cudaStream_t (NULL for
- * the default stream). X and Y are NCHW float32 or float16; scale and bias are always float32;
- * float16 inputs are accumulated in float32.
+ * the default stream). X and Y are NCHW float32 or float16; scale and bias are always float32.
+ * float16 inputs are summed in float16 pairs per (output channel, input-channel chunk) at column
+ * stride 1, in float32 otherwise; chunk sums are accumulated in float32.
  *
  * To extend (a new activation, a new dtype): add the enum value here, handle it in ternary_conv.cu,
  * and add a shared test vector (lbdeploy/ops/vectors.py) so every backend is checked on it.
@@ -54,7 +55,31 @@ const char* lbd_ternary_conv_check_geometry(const LbdTernaryConvGeometry* geomet
 int32_t lbd_ternary_conv_packed_row_bytes(const LbdTernaryConvGeometry* geometry);
 
 /*
- * Enqueue Y = TernaryConv(X, W, scale, bias) on `stream`.
+ * Bytes of the tap lists lbd_ternary_conv_prepare writes for a geometry (0 when it is invalid).
+ * The weights are fixed, so a caller that runs the same weights many times (the TensorRT plugin)
+ * prepares them once into a device buffer of this size and calls lbd_ternary_conv_run.
+ */
+int64_t lbd_ternary_conv_tap_list_bytes(const LbdTernaryConvGeometry* geometry);
+
+/*
+ * Enqueue the conversion of the packed weights into per-output-channel lists of +1 and -1 taps
+ * (shared-memory offsets of the kernel's input tile, one list per channel chunk) in `tap_lists`
+ * (device memory of lbd_ternary_conv_tap_list_bytes bytes), for runs in `dtype` (enum LbdDType:
+ * the float16 kernel's tile layout differs). Returns as lbd_ternary_conv_launch.
+ */
+int32_t lbd_ternary_conv_prepare(const LbdTernaryConvGeometry* geometry, int32_t dtype, const uint8_t* w_packed,
+    int32_t w_row_stride, void* tap_lists, void* stream);
+
+/*
+ * Enqueue Y = TernaryConv(X, tap lists, scale, bias) on `stream`, with tap lists written by
+ * lbd_ternary_conv_prepare for the same geometry and dtype. Work follows the non-zero taps only.
+ */
+int32_t lbd_ternary_conv_run(const LbdTernaryConvGeometry* geometry, int32_t dtype, const void* x,
+    const void* tap_lists, const float* scale, const float* bias, void* y, void* stream);
+
+/*
+ * Enqueue Y = TernaryConv(X, W, scale, bias) on `stream`: prepare + run with a stream-ordered
+ * temporary tap-list buffer (for one-off calls and tests).
  *
  * Args: geometry (see above), dtype (enum LbdDType of x and y), x [n,c,h,w], w_packed (cout rows
  * of packed bytes, row o starting at byte o * w_row_stride; w_row_stride >= packed_row_bytes, e.g.

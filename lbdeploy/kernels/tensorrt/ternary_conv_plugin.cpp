@@ -3,12 +3,12 @@
  *
  * Build-time work: output shape expressions, type/format negotiation (X/Y float32 or float16 in
  * linear NCHW, W int32 words or uint8 bytes, scale/bias float32) and shape checks. Run-time work:
- * one call to the CUDA kernel's C entry point per enqueue; no workspace and no per-plugin device
- * state, so clones are cheap.
+ * the weights' tap lists are built once per execution context (and again only if the weight buffer
+ * or the shape changes), then each enqueue is one call to lbd_ternary_conv_run; no workspace.
  */
 #include "ternary_conv_plugin.h"
 
-#include "../cuda/ternary_conv.cuh"
+#include <cuda_runtime_api.h>
 
 #include <exception>
 #include <string>
@@ -152,6 +152,42 @@ TernaryConvPlugin::TernaryConvPlugin(TernaryConvPlugin const& other)
     , mNamespace(other.mNamespace)
 {
     refreshSerializedFields();
+}
+
+TernaryConvPlugin::~TernaryConvPlugin()
+{
+    if (mTapLists != nullptr) {
+        cudaFree(mTapLists);
+    }
+}
+
+int32_t TernaryConvPlugin::prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
+    int32_t rowStride, cudaStream_t stream) noexcept
+{
+    int64_t const bytes = lbd_ternary_conv_tap_list_bytes(&g);
+    if (bytes <= 0) {
+        return -1;
+    }
+    if (weights == mPreparedWeights && dtype == mPreparedType && bytes == mTapListBytes) {
+        return 0;
+    }
+    if (bytes != mTapListBytes) {
+        if (mTapLists != nullptr) {
+            cudaFree(mTapLists);
+            mTapLists = nullptr;
+        }
+        cudaError_t const status = cudaMalloc(&mTapLists, static_cast<size_t>(bytes));
+        if (status != cudaSuccess) {
+            mTapListBytes = 0;
+            return static_cast<int32_t>(status);
+        }
+        mTapListBytes = bytes;
+    }
+    int32_t const status
+        = lbd_ternary_conv_prepare(&g, dtype, static_cast<uint8_t const*>(weights), rowStride, mTapLists, stream);
+    mPreparedWeights = status == 0 ? weights : nullptr;
+    mPreparedType = dtype;
+    return status;
 }
 
 void TernaryConvPlugin::refreshSerializedFields()
@@ -328,8 +364,11 @@ int32_t TernaryConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,
     int32_t const dtype = inputDesc[0].type == DataType::kHALF ? LBD_FLOAT16 : LBD_FLOAT32;
     int32_t const elementBytes = inputDesc[1].type == DataType::kINT32 ? 4 : 1;
     int32_t const rowStride = static_cast<int32_t>(inputDesc[1].dims.d[1]) * elementBytes;
-    int32_t const status = lbd_ternary_conv_launch(&g, dtype, inputs[0], static_cast<uint8_t const*>(inputs[1]),
-        rowStride, static_cast<float const*>(inputs[2]), static_cast<float const*>(inputs[3]), outputs[0], stream);
+    int32_t status = prepareTapLists(g, dtype, inputs[1], rowStride, stream);
+    if (status == 0) {
+        status = lbd_ternary_conv_run(&g, dtype, inputs[0], mTapLists, static_cast<float const*>(inputs[2]),
+            static_cast<float const*>(inputs[3]), outputs[0], stream);
+    }
     if (status != 0) {
         logMessage(nvinfer1::ILogger::Severity::kERROR,
             "TernaryConv kernel launch failed with status " + std::to_string(status));

@@ -9,6 +9,10 @@
  * as plugin fields named like the ONNX attributes (kernel_shape, strides, pads, dilations, group,
  * activation); unknown fields (plugin_version, plugin_namespace) are ignored.
  *
+ * The weights are a constant input: the first enqueue of an execution context turns them into the
+ * kernel's tap lists (lbd_ternary_conv_prepare) in a device buffer the plugin keeps; later enqueues
+ * only run the conv.
+ *
  * The creator is offered under two namespaces: "" (what the node's plugin_namespace attribute says)
  * and "ai.lbdeploy" (TensorRT >= 10.10's ONNX parser also reads the namespace from the node domain),
  * so the same library serves both lookups. To add an attribute: add it to TernaryConvAttrs, parse it
@@ -19,6 +23,8 @@
 #define LBDEPLOY_TERNARY_CONV_PLUGIN_H
 
 #include "NvInferRuntime.h"
+
+#include "../cuda/ternary_conv.cuh"
 
 #include <array>
 #include <string>
@@ -55,7 +61,7 @@ public:
     TernaryConvPlugin(TernaryConvAttrs const& attrs, std::string pluginNamespace);
     TernaryConvPlugin(TernaryConvPlugin const& other);
     TernaryConvPlugin& operator=(TernaryConvPlugin const&) = delete;
-    ~TernaryConvPlugin() override = default;
+    ~TernaryConvPlugin() override;
 
     // IPluginV3
     nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
@@ -91,12 +97,20 @@ private:
     std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::DataType wType,
         nvinfer1::Dims const& scale, nvinfer1::Dims const& bias) const;
     void refreshSerializedFields();
+    //! Builds the tap lists of `weights` once (again only when the weight buffer, dtype or shape changes).
+    int32_t prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
+        int32_t rowStride, cudaStream_t stream) noexcept;
 
     TernaryConvAttrs mAttrs;
     std::string mNamespace;
     std::string mActivationName;
     std::vector<nvinfer1::PluginField> mFields;
     nvinfer1::PluginFieldCollection mFieldCollection{};
+    // Device tap lists of the (constant) weight input, per execution context; never copied by clone().
+    void* mTapLists{nullptr};
+    int64_t mTapListBytes{0};
+    void const* mPreparedWeights{nullptr};
+    int32_t mPreparedType{-1};
 };
 
 class TernaryConvPluginCreator : public nvinfer1::IPluginCreatorV3One {

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -30,7 +31,11 @@ struct dim3 {
 
 using cudaStream_t = void*;
 using cudaError_t = int;
+constexpr cudaError_t cudaSuccess = 0;
 inline cudaError_t cudaGetLastError() { return 0; }
+// Stream-ordered allocation: plain host memory (the emulated kernels run synchronously).
+inline cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t) { *ptr = std::malloc(bytes); return *ptr ? 0 : 2; }
+inline cudaError_t cudaFreeAsync(void* ptr, cudaStream_t) { std::free(ptr); return 0; }
 
 inline thread_local dim3 threadIdx;
 inline thread_local dim3 blockIdx;
