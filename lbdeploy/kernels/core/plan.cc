@@ -250,11 +250,11 @@ void flat_tiles(const InputLayout& l, int rows, int width, TilePlan& plan) {
 }  // namespace
 
 TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w,
-                        const tile::TileKernel& kernel, bool allow_columns) {
+                        const tile::TileKernel& kernel, bool flat_only) {
   TilePlan plan;
   const tile::TileShape& widest = kernel.shapes[0];
   // The lane layout needs enough output rows to fill the lanes without much halo overhead.
-  const int used_lanes = out_h >= 2 * kernel.lanes ? kernel.lanes : 1;
+  const int used_lanes = !flat_only && out_h >= 2 * kernel.lanes ? kernel.lanes : 1;
   // The layout's read slack covers the widest tiles, which also cover the narrower ones.
   plan.layout = make_layout(params, x, out_h, out_w, widest.rows, widest.width, used_lanes);
   const InputLayout& l = plan.layout;
@@ -302,7 +302,7 @@ TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h
       column_shape = k;
     }
   }
-  if (allow_columns && params.stride_h == 1 && column_cost <= flat_cost) {
+  if (!flat_only && params.stride_h == 1 && column_cost <= flat_cost) {
     const tile::TileShape& shape = kernel.shapes[column_shape];
     const int64_t floats = static_cast<int64_t>(shape.rows) * shape.width;
     plan.layout = make_column_layout(params, x, out_h, out_w, kernel.lanes, floats);

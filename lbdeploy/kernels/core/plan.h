@@ -79,9 +79,9 @@ struct TilePlan {
 };
 
 // Layout and tiles for input x (no offsets yet: the program depends on the tiles' footprint).
-// allow_columns = false keeps small maps in the flat layout (for a path without a column copy).
+// flat_only: always the flat layout (for a path with neither a lane transpose nor a column copy).
 TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w,
-                        const tile::TileKernel& kernel, bool allow_columns = true);
+                        const tile::TileKernel& kernel, bool flat_only = false);
 
 // Fills plan.offsets from the program's tap ids.
 void set_tap_offsets(const ConvParams& params, const PatternProgram& program, TilePlan& plan);

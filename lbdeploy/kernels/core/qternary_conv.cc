@@ -117,12 +117,28 @@ class QTernaryConvImpl {
   }
 
   // Input channels per program step: as many as keep one tile's input within 24 KiB (L1), and few
-  // enough that a channel's taps in a step stay within kQMaxKernelTaps (exact int16 sums).
-  int64_t chunk_channels(const TilePlan& tiles, int64_t cin_per_group) const {
+  // enough that no output channel has more than kQMaxKernelTaps non-zero weights in a step (its
+  // 16-bit sums stay exact). The program cuts near-equal chunks of at most that many channels.
+  int64_t chunk_channels(const TilePlan& tiles, const std::vector<int8_t>& weights, int64_t cin_per_group) const {
     constexpr int64_t kTileInputBytes = 24 * 1024;
     const int64_t by_cache = kTileInputBytes / (tiles.channel_floats * static_cast<int64_t>(sizeof(int16_t)));
-    const int64_t by_range = kQMaxKernelTaps / (params.kernel_h * params.kernel_w);
-    return std::clamp<int64_t>(std::min(by_cache, by_range), 1, cin_per_group);
+    const int64_t taps = params.kernel_h * params.kernel_w;
+    const int64_t k = cin_per_group * taps;
+    for (int64_t limit = std::clamp<int64_t>(by_cache, 1, cin_per_group); limit > 1; --limit) {
+      const int64_t chunks = (cin_per_group + limit - 1) / limit;
+      const int64_t chunk = (cin_per_group + chunks - 1) / chunks;
+      bool exact = true;
+      for (int64_t o = 0; o < cout && exact; ++o) {
+        const int8_t* row = weights.data() + o * k;
+        for (int64_t t0 = 0; t0 < k && exact; t0 += chunk * taps) {
+          int64_t nonzero = 0;
+          for (int64_t t = t0; t < std::min(k, t0 + chunk * taps); ++t) nonzero += row[t] != 0;
+          exact = nonzero <= kQMaxKernelTaps;
+        }
+      }
+      if (exact) return limit;
+    }
+    return 1;  // kH * kW <= kQMaxKernelTaps: one channel's taps always fit
   }
 
   std::shared_ptr<const Plan> plan_for(const std::shared_ptr<const std::vector<int8_t>>& weights, const Shape4& x,
@@ -130,9 +146,9 @@ class QTernaryConvImpl {
     std::lock_guard<std::mutex> lock(mutex_);
     if (plan_ && plan_->tiles.layout.same_input(x) && plan_->weights == weights) return plan_;
     auto plan = std::make_shared<Plan>();
-    plan->tiles = make_tile_plan(params, x, y.h, y.w, kernel.geometry(), /*allow_columns=*/false);
+    plan->tiles = make_tile_plan(params, x, y.h, y.w, kernel.geometry(), /*flat_only=*/true);
     const int64_t cin_per_group = x.c / params.group;
-    const int64_t chunk = chunk_channels(plan->tiles, cin_per_group);
+    const int64_t chunk = chunk_channels(plan->tiles, *weights, cin_per_group);
     auto& program = programs_[{weights.get(), chunk}];
     if (!program) {
       program = std::make_shared<const PatternProgram>(build_pattern_program(params, *weights, cout, cin_per_group, chunk));

@@ -2,9 +2,10 @@
 // program, tile shapes and register blocking as the float kernel) instantiated over integer
 // vectors of 16-bit lanes. The input is a scratch copy of X - x_zero_point as int16 (|value| <= 255,
 // padding 0); a call sums one step (one block of 4 output channels over one chunk of input
-// channels, at most kQMaxKernelTaps = 128 taps per channel, so every partial sum fits in 16 bits:
-// 128 * 255 = 32640) and widens its totals to int32 into the output, adding to it after the first
-// chunk. Only additions and subtractions; no multiply, so no dot-product extension is needed.
+// channels, chosen so that no channel has more than kQMaxKernelTaps = 128 non-zero weights in it;
+// every total and pattern sum is then a sum of at most 128 values of magnitude <= 255, exact in 16
+// bits: 128 * 255 = 32640) and widens its totals to int32 into the output, adding to it after the
+// first chunk. Only additions and subtractions; no multiply, so no dot-product extension is needed.
 //
 // One variant per instruction set, each in its own translation unit (qtile_avx512.cc needs
 // AVX-512BW, qtile_avx2.cc, qtile_neon.cc, qtile_scalar.cc). To add one, define a vector type with
@@ -31,13 +32,14 @@ struct QTileShape {
 };
 
 struct QTileKernel {
+  int lanes;                       // int16 values per vector
   QTileShape shapes[kTileShapes];  // widest first, as TileKernel's
 
-  // The tile geometry for make_tile_plan (which reads only lanes and shapes): the quantized path
-  // uses the flat layout, so one lane per position.
+  // The tile geometry for make_tile_plan (which reads only lanes and shapes; the quantized path
+  // plans with flat_only, so lanes only weighs the tile shapes' costs in vectors).
   TileKernel geometry() const {
     TileKernel g{};
-    g.lanes = 1;
+    g.lanes = lanes;
     for (int k = 0; k < kTileShapes; ++k) g.shapes[k] = {shapes[k].rows, shapes[k].width, nullptr};
     return g;
   }
@@ -50,7 +52,8 @@ QTileKernel scalar_qkernel();
 
 template <class Large, class Medium, class Small>
 static QTileKernel make_qtile_kernel() {
-  return {{{Large::kRows, Large::kWidth, &Large::run},
+  return {Large::kLanes,
+          {{Large::kRows, Large::kWidth, &Large::run},
            {Medium::kRows, Medium::kWidth, &Medium::run},
            {Small::kRows, Small::kWidth, &Small::run}}};
 }
