@@ -106,12 +106,14 @@ class QTernaryConvImpl {
     if (!reference) kernel = choose_qtile_kernel(wanted);
   }
 
-  // Decoded int8 weights [cout][K] for cin_per_group input channels per group (cached).
+  // Decoded int8 weights [cout][K] for cin_per_group input channels per group (cached; packed
+  // rows of ceil(K/4) bytes fit up to 4 channel counts of a 1x1 kernel, so it may change).
   std::shared_ptr<const std::vector<int8_t>> weights_for(int64_t cin_per_group) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!weights_ || cin_per_group_ != cin_per_group) {
       weights_ = std::make_shared<const std::vector<int8_t>>(decode_packed(packed, cout, row_bytes, cin_per_group, params));
       cin_per_group_ = cin_per_group;
+      programs_.clear();
     }
     return weights_;
   }
@@ -149,7 +151,7 @@ class QTernaryConvImpl {
     plan->tiles = make_tile_plan(params, x, y.h, y.w, kernel.geometry(), /*flat_only=*/true);
     const int64_t cin_per_group = x.c / params.group;
     const int64_t chunk = chunk_channels(plan->tiles, *weights, cin_per_group);
-    auto& program = programs_[{weights.get(), chunk}];
+    auto& program = programs_[{weights, chunk}];
     if (!program) {
       program = std::make_shared<const PatternProgram>(build_pattern_program(params, *weights, cout, cin_per_group, chunk));
     }
@@ -178,7 +180,9 @@ class QTernaryConvImpl {
   std::shared_ptr<const std::vector<int8_t>> weights_;
   int64_t cin_per_group_ = 0;
   std::shared_ptr<const Plan> plan_;
-  std::map<std::pair<const void*, int64_t>, std::shared_ptr<const PatternProgram>> programs_;
+  // Programs by (weights, chunk size); the key holds the weights, so their address is not reused.
+  std::map<std::pair<std::shared_ptr<const std::vector<int8_t>>, int64_t>, std::shared_ptr<const PatternProgram>>
+      programs_;
   std::mutex scratch_mutex_;
   std::vector<int16_t> scratch_;
   InputLayout scratch_layout_;
