@@ -32,7 +32,11 @@ CORE_DIR = KERNELS_DIR / "core"
 ORT_DIR = KERNELS_DIR / "ort"
 LIBRARY_NAME = "libternary_ort.so"
 
-COMMON_SOURCES = ("core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "ort/ternary_conv_op.cc")
+COMMON_SOURCES = (
+    "core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "core/conv_common.cc",
+    "core/qternary_conv.cc", "core/requantize.cc", "core/qtile_scalar.cc", "ort/ternary_conv_op.cc",
+    "ort/qternary_conv_op.cc",
+)
 CXXFLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra")
 LDFLAGS = ("-shared", "-static-libstdc++", "-static-libgcc", "-Wl,-z,defs", "-pthread")
 
@@ -50,8 +54,11 @@ class _Target:
 
 
 TARGETS = {
-    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {"core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",)}),
-    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": ()}),
+    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {
+        "core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",),
+        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2",),
+    }),
+    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
 }
 
 
@@ -95,7 +102,8 @@ def _build_key(arch: str, compiler: str, include: Path, units) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     for part in (arch, compiler, *version, *CXXFLAGS, *LDFLAGS):
         digest.update(part.encode() + b"\0")
-    sources = sorted({*(source for source, _ in units), *(p.relative_to(KERNELS_DIR).as_posix() for p in CORE_DIR.glob("*.h"))})
+    headers = [*CORE_DIR.glob("*.h"), *ORT_DIR.glob("*.h")]
+    sources = sorted({*(source for source, _ in units), *(p.relative_to(KERNELS_DIR).as_posix() for p in headers)})
     for source, flags in units:
         digest.update(f"{source}:{' '.join(flags)}".encode() + b"\0")
     for source in sources:
