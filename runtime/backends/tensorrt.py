@@ -97,8 +97,8 @@ def import_cudart():
             from cuda import cudart
         except ImportError:
             raise BackendUnavailable(
-                "the TensorRT backend needs cuda-python for device buffers: `pip install cuda-python` "
-                "(matching the CUDA major version of JetPack), or use the ort backend"
+                "the TensorRT backend needs cuda-python for device buffers: pip install 'lbdeploy[tensorrt]' "
+                "(cuda-python 12.x for JetPack 6), or use the ort backend; `lbdeploy doctor` checks the rest"
             ) from None
     return cudart
 
@@ -107,7 +107,9 @@ def _checked(cudart, result, what: str):
     """Unpack a cuda-python (err, *values) result, raising on a CUDA error."""
     err, *values = result
     if err != cudart.cudaError_t.cudaSuccess:
-        raise BackendUnavailable(f"CUDA {what} failed with {err}; check that this machine has a working NVIDIA GPU")
+        hint = ("cuda-python is newer than this driver's CUDA: pip install 'cuda-python>=12,<13' on JetPack 6"
+                if "InsufficientDriver" in str(err) else "run `lbdeploy doctor` to see what this machine lacks")
+        raise BackendUnavailable(f"CUDA {what} failed with {err}; {hint}")
     return values[0] if len(values) == 1 else values
 
 
