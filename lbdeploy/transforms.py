@@ -110,9 +110,10 @@ def crop(image: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]) -> np
 
 
 def normalize(crops: np.ndarray, input_spec: dict) -> np.ndarray:
-    """[N, H, W, 3] uint8 RGB crops -> [N, 3, H, W] float32 model input per the manifest's `input` section."""
+    """[..., H, W, 3] uint8 RGB (one image or a batch) -> [..., 3, H, W] float32 model input per the
+    manifest's `input` section (pixel_scale, mean, std), the preprocessing contract of docs/artifact.md."""
     scale = float(input_spec.get("pixel_scale", 1.0 / 255.0))
     mean = np.asarray(input_spec.get("mean", [0.0, 0.0, 0.0]), dtype=np.float32)
     std = np.asarray(input_spec.get("std", [1.0, 1.0, 1.0]), dtype=np.float32)
     pixels = crops.astype(np.float32) * np.float32(scale)
-    return np.ascontiguousarray(((pixels - mean) / std).transpose(0, 3, 1, 2), dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis((pixels - mean) / std, -1, -3), dtype=np.float32)

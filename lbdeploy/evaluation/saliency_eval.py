@@ -30,7 +30,7 @@ def torch_predictor(model, input_size, mean, std, device=None) -> Predict:
     """
     import torch
 
-    from lbdeploy.training.saliency_dataset import normalize
+    from lbdeploy.transforms import normalize
 
     device = device or next(model.parameters()).device
 
@@ -38,7 +38,7 @@ def torch_predictor(model, input_size, mean, std, device=None) -> Predict:
         was_training = model.training
         model.eval()
         with torch.inference_mode():
-            logits = model(torch.from_numpy(normalize(batch, mean, std)).to(device))[-1]
+            logits = model(torch.from_numpy(normalize(batch, {"mean": list(mean), "std": list(std)})).to(device))[-1]
         model.train(was_training)
         return torch.sigmoid(logits.float())[:, 0].cpu().numpy()
 

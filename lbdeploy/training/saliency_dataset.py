@@ -11,45 +11,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lbdeploy.data.augment import NO_AUGMENTATION, AugmentConfig, draw_augmentation
-from lbdeploy.data.saliency import SaliencyDataset, resize_image, resize_mask
+from lbdeploy.data.saliency import resize_image, resize_mask
+from lbdeploy.training.seeded_set import SeededTrainingSet
 
 
-def normalize(pixels: np.ndarray, mean, std) -> np.ndarray:
-    """[..., H, W, 3] uint8 -> [..., 3, H, W] float32, scaled to [0, 1] then (x - mean) / std."""
-    image = (pixels.astype(np.float32) / 255.0 - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(np.moveaxis(image, -1, -3))
-
-
-class SaliencyTrainingSet(torch.utils.data.Dataset):
+class SaliencyTrainingSet(SeededTrainingSet):
     """Training samples of a saliency dataset: (image [3, H, W], mask [1, H, W] float 0/1).
 
     Args:
-        dataset: images and masks (lbdeploy.data.saliency).
+        dataset: images and masks (lbdeploy.data.saliency.SaliencyDataset).
         input_size: model input (width, height).
         mean, std: input normalization (RGB, after scaling pixels to [0, 1]).
         augment: flip and colour-gain ranges (scale and rotation are not used).
         seed: base seed of the per-sample augmentation.
     """
 
-    def __init__(self, dataset: SaliencyDataset, input_size, mean, std, augment: AugmentConfig = NO_AUGMENTATION,
-                 seed: int = 0):
-        self.dataset = dataset
-        self.input_size = tuple(input_size)
-        self.mean, self.std = mean, std
-        self.augment = augment
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose augmentations are drawn (call before iterating)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
     def __getitem__(self, index: int):
-        aug = draw_augmentation(np.random.default_rng([self.seed, self.epoch, int(index)]), self.augment)
+        aug = self.augmentation(index)
         image, mask = self.dataset.load(int(index))
         pixels, mask = resize_image(image, self.input_size), resize_mask(mask, self.input_size)
         if aug.flip:
@@ -57,4 +35,4 @@ class SaliencyTrainingSet(torch.utils.data.Dataset):
         if aug.gains != (1.0, 1.0, 1.0):
             pixels = np.clip(pixels.astype(np.float32) * np.asarray(aug.gains, dtype=np.float32), 0, 255).astype(np.uint8)
         target = np.ascontiguousarray(mask, dtype=np.float32)[None]
-        return torch.from_numpy(normalize(pixels, self.mean, self.std)), torch.from_numpy(target)
+        return self.image_tensor(pixels), torch.from_numpy(target)
