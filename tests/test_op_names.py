@@ -36,7 +36,7 @@ def test_ort_wrapper_registers_the_spec_name_and_domain():
 
 @pytest.mark.parametrize("name", sorted(DEFAULTS))
 def test_ort_wrapper_attribute_defaults_match_the_spec(name):
-    source = _text("ort/ternary_conv_op.cc")
+    source = _text("ort/op_common.h")  # the conv attributes both ORT ops read
     match = re.search(rf'(?:ints|int)_attribute\(api, info, "{name}", ([^)]*)\)', source)
     assert match, f"the ORT wrapper does not read attribute {name}"
     expected = DEFAULTS[name]
@@ -83,3 +83,12 @@ def test_tvm_importer_takes_the_op_identity_from_the_spec():
     source = IMPORTER.read_text()
     assert "from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE" in source
     assert f'"{OP_TYPE}"' not in source and f'"{DOMAIN}"' not in source
+
+
+def test_quantized_op_name_matches_its_spec():
+    from lbdeploy.ops import qternary_conv
+
+    source = _text("ort/qternary_conv_op.cc")
+    assert re.search(rf'kOpType = "{qternary_conv.OP_TYPE}"', source)
+    assert qternary_conv.DOMAIN == DOMAIN  # one domain for every lbdeploy op
+    assert "kDomain" not in source or f'kDomain = "{DOMAIN}"' in source
