@@ -31,14 +31,21 @@ from common import ort_session
 TERNARY, DENSE_3X3, OTHER = "TernaryConv", "dense 3x3 Conv", "other"
 
 
+TERNARY_OPS = (TERNARY, "QTernaryConv")
+# Dense conv op types -> the input index of their weight (int8 convs after ONNX Runtime's QDQ fusion).
+DENSE_CONV_WEIGHT = {"Conv": 1, "FusedConv": 1, "QLinearConv": 3, "NhwcQLinearConv": 3}
+
+
 def classify(op: str, event: dict) -> str:
-    """TERNARY, DENSE_3X3 (a Conv or FusedConv whose weight is [.., .., 3, 3]) or OTHER."""
-    if op == TERNARY:
+    """TERNARY (TernaryConv or QTernaryConv), DENSE_3X3 (a dense conv, float or int8, whose weight is
+    [.., .., 3, 3]) or OTHER."""
+    if op in TERNARY_OPS:
         return TERNARY
-    if op in ("Conv", "FusedConv"):
+    if op in DENSE_CONV_WEIGHT:
         shapes = event.get("args", {}).get("input_type_shape") or []
-        if len(shapes) > 1:
-            dims = next(iter(shapes[1].values()), [])
+        index = DENSE_CONV_WEIGHT[op]
+        if len(shapes) > index:
+            dims = next(iter(shapes[index].values()), [])
             if list(dims[-2:]) == [3, 3]:
                 return DENSE_3X3
     return OTHER

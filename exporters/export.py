@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from lbdeploy import __version__
-from lbdeploy.errors import ExportError, ParityError
+from lbdeploy.errors import AccuracyError, ExportError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
 from runtime.artifact import io_manifest
 
@@ -97,8 +97,8 @@ def _ort_runner(work: Path, custom_ops: list, library: Path | None):
 
 
 def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = None, ops: str = "custom",
-                 verify: bool = True, opset: int = 18, force: bool = False,
-                 progress: Callable[[str], None] = lambda message: None) -> dict:
+                 verify: bool = True, opset: int = 18, force: bool = False, quantize: str | None = None,
+                 calibration=None, progress: Callable[[str], None] = lambda message: None) -> dict:
     """Export `model_pt` to the artifact folder `out_dir`.
 
     Args:
@@ -110,11 +110,14 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         verify: run the parity gate and fail beyond tolerance (False: record the report only).
         opset: ONNX opset (>= 17).
         force: replace an existing out_dir.
+        quantize: None (float) or "int8" (exporters.quantize; the accuracy gate replaces the parity gate).
+        calibration: exporters.calibration.CalibrationOptions for int8 (None: the defaults).
         progress: called with a short message before each step.
     Returns:
         The manifest written to out_dir/manifest.json.
     Raises:
-        ExportError / ParityError / CheckpointError / KernelLibraryError: nothing is written then.
+        ExportError / ParityError / AccuracyError / CalibrationError / CheckpointError / KernelLibraryError:
+        nothing is written then.
     """
     from exporters.onnx import export_onnx
     from exporters.parity import check_parity
@@ -133,15 +136,22 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         from exporters.tensorrt import check_tensorrt_target
 
         check_tensorrt_target(target, custom_ops=custom)
+    if quantize:
+        from exporters.quantize import Int8Export
+
+        int8 = Int8Export.prepare(quantize, backend, calibration, ckpt, input_size, progress)
     with atomic_folder(Path(out_dir), force) as work:
-        progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
-        names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
-                            opset=opset)
+        if quantize:
+            names, custom = int8.write(model, work / MODEL_FILE, task, opset, progress)
+        else:
+            progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
+            names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
+                                opset=opset)
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": ckpt.arch, "config": ckpt.config,
                     **_io_manifest(ckpt, names, task), "target": target, "backend": backend,
                     "ops": "custom" if custom else "standard", "opset": opset,
                     "custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}] if custom else [],
-                    "kernel_library": None}
+                    "kernel_library": None, **(int8.manifest() if quantize else {"precision": "fp32"})}
         host_library = None
         if custom:
             from lbdeploy.kernels.build import build_ort_library
@@ -171,14 +181,17 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
 
             manifest.update(add_tensorrt_files(work, target, custom_ops=custom))
             progress(next_steps_text(manifest))
-        progress(f"parity gate: {parity_backend} vs PyTorch eager")
-        report = check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
-                              parity_backend)
-        manifest["parity"] = report.to_dict()
+        gate = "accuracy" if quantize else "parity"
+        progress(f"{gate} gate: {parity_backend} vs PyTorch eager")
+        report = (int8.gate(model, run, names, task, parity_backend) if quantize else
+                  check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
+                               parity_backend))
+        manifest[gate] = report.to_dict()
         progress(report.summary())
         if verify and not report.passed:
-            raise ParityError("the exported model differs from PyTorch beyond tolerance (docs/export.md):\n"
-                              + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
+            raise (AccuracyError if quantize else ParityError)(
+                f"the exported model differs from PyTorch beyond tolerance ({gate} gate, docs/export.md):\n"
+                + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
         manifest["tools"] = _tool_versions()
         manifest["files"] = {p.relative_to(work).as_posix(): file_sha256(p)
                              for p in sorted(work.rglob("*")) if p.is_file()}

@@ -102,7 +102,8 @@ def final_output(manifest: dict) -> dict:
 
 def summarize(manifest: dict) -> dict:
     """The public part of a manifest: what the model is and how it is fed, without file hashes."""
-    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "tools")
+    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "precision",
+            "quantization", "tools")
     summary = {key: manifest[key] for key in keys if key in manifest}
     summary["config"] = manifest.get("config", {})
     return summary
