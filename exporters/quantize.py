@@ -26,6 +26,7 @@ type, add it to QUANTIZED_OPS; to fuse another float pattern into an integer op,
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass, field
@@ -49,12 +50,14 @@ QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantiz
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """onnxruntime.quantization logs one line per tensor on the root logger; keep errors only."""
+    """onnxruntime.quantization logs one line per tensor on the root logger and its calibrators print
+    progress on stdout; keep errors only."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 
@@ -163,6 +166,8 @@ def fuse_ternary(model, ternary: dict) -> int:
         The number of convs fused. A ternary conv with an activation the quantized op lacks (sigmoid)
         stays a QDQ Conv.
     """
+    if not ternary:
+        return 0
     from onnx import helper, numpy_helper
 
     from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, DOMAIN, OP_TYPE, OP_VERSION
@@ -265,6 +270,14 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
 
 
+def _custom_ops(custom: bool) -> list[dict]:
+    if not custom:
+        return []
+    from lbdeploy.ops.qternary_conv import DOMAIN, OP_TYPE, OP_VERSION
+
+    return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
+
+
 @dataclass
 class Int8Export:
     """The int8 part of `exporters.export.export_model`: calibration images, the int8 graph, the
@@ -310,12 +323,9 @@ class Int8Export:
 
     def manifest(self) -> dict:
         """The manifest fields of an int8 artifact: precision, ops, custom_ops and quantization."""
-        from lbdeploy.ops.qternary_conv import DOMAIN, OP_TYPE, OP_VERSION
-
         custom = self.quantization["ternary_convs"] > 0
         details = {key: value for key, value in self.quantization.items() if key != "precision"}
-        return {"precision": PRECISION, "ops": "custom" if custom else "standard",
-                "custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}] if custom else [],
+        return {"precision": PRECISION, "ops": "custom" if custom else "standard", "custom_ops": _custom_ops(custom),
                 "quantization": {**details, "calibration": self.options.to_dict(len(self.images.held_out))}}
 
     def gate(self, model, run, names: list[str], task: str, backend: str):
