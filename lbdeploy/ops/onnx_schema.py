@@ -26,16 +26,27 @@ from lbdeploy.ops.ternary_conv import (
 _DOC = "Convolution with fixed ternary {-1,0,+1} weights, fused per-channel affine and activation."
 
 
-def _attr(name: str, default, description: str):
+def optional_attribute(name: str, default, description: str):
+    """An optional schema attribute with its default."""
     return defs.OpSchema.Attribute(name, helper.make_attribute(name, default), description)
 
 
-def _infer_shape(ctx) -> None:
+def conv_shape_inference(cout_input: int):
+    """A shape inference function for a conv op whose output has X's type and [N, Cout, OH, OW],
+    Cout read from the 1-D input number `cout_input` (scale), OH/OW from the geometry attributes."""
+
+    def infer(ctx) -> None:
+        _infer_shape(ctx, cout_input)
+
+    return infer
+
+
+def _infer_shape(ctx, cout_input: int) -> None:
     x_type = ctx.get_input_type(0)
     if not x_type.tensor_type.HasField("shape"):
         return
     dims = x_type.tensor_type.shape.dim
-    scale_type = ctx.get_input_type(2)
+    scale_type = ctx.get_input_type(cout_input)
     out = onnx.TypeProto()
     out.tensor_type.elem_type = x_type.tensor_type.elem_type
     shape = out.tensor_type.shape
@@ -43,7 +54,7 @@ def _infer_shape(ctx) -> None:
     cout_dim = shape.dim.add()
     if scale_type.tensor_type.HasField("shape") and scale_type.tensor_type.shape.dim:
         cout_dim.CopyFrom(scale_type.tensor_type.shape.dim[0])
-    attrs = _attrs_from(ctx.get_attribute)
+    attrs = attrs_from(ctx.get_attribute)
     for axis in (0, 1):
         src = dims[2 + axis]
         dst = shape.dim.add()
@@ -54,7 +65,9 @@ def _infer_shape(ctx) -> None:
     ctx.set_output_type(0, out)
 
 
-def _attrs_from(get) -> TernaryConvAttrs:
+def attrs_from(get) -> TernaryConvAttrs:
+    """TernaryConvAttrs from a getter of ONNX attributes by name (None when absent)."""
+
     def ints(name, default):
         attr = get(name)
         return tuple(attr.ints) if attr is not None and attr.ints else default
@@ -95,18 +108,25 @@ def build_schema() -> defs.OpSchema:
             ("TW", ["tensor(uint8)", "tensor(int8)"], "packed or unpacked ternary weights"),
         ],
         attributes=[
-            defs.OpSchema.Attribute("kernel_shape", defs.OpSchema.AttrType.INTS, "kernel height, width", required=True),
-            _attr("strides", [1, 1], "stride along H, W"),
-            _attr("pads", [0, 0, 0, 0], "padding top, left, bottom, right"),
-            _attr("dilations", [1, 1], "dilation along H, W"),
-            _attr("group", 1, "number of groups"),
-            _attr("activation", "none", "fused activation: none, relu or sigmoid"),
-            _attr("plugin_version", PLUGIN_VERSION, "TensorRT plugin version for the ONNX parser"),
-            _attr("plugin_namespace", PLUGIN_NAMESPACE, "TensorRT plugin namespace for the ONNX parser"),
+            *geometry_attributes(),
+            optional_attribute("activation", "none", "fused activation: none, relu or sigmoid"),
+            optional_attribute("plugin_version", PLUGIN_VERSION, "TensorRT plugin version for the ONNX parser"),
+            optional_attribute("plugin_namespace", PLUGIN_NAMESPACE, "TensorRT plugin namespace for the ONNX parser"),
         ],
     )
-    schema.set_type_and_shape_inference_function(_infer_shape)
+    schema.set_type_and_shape_inference_function(conv_shape_inference(2))
     return schema
+
+
+def geometry_attributes() -> list:
+    """Schema attributes shared by the conv ops: kernel_shape, strides, pads, dilations, group."""
+    return [
+        defs.OpSchema.Attribute("kernel_shape", defs.OpSchema.AttrType.INTS, "kernel height, width", required=True),
+        optional_attribute("strides", [1, 1], "stride along H, W"),
+        optional_attribute("pads", [0, 0, 0, 0], "padding top, left, bottom, right"),
+        optional_attribute("dilations", [1, 1], "dilation along H, W"),
+        optional_attribute("group", 1, "number of groups"),
+    ]
 
 
 def register_schema() -> None:
@@ -131,15 +151,20 @@ class ReferenceTernaryConv(OpRun):
 
     def _run(self, X, W, scale, bias, kernel_shape=None, strides=None, pads=None, dilations=None,
              group=None, activation=None, plugin_version=None, plugin_namespace=None):
-        attrs = TernaryConvAttrs(
-            kernel_shape=tuple(kernel_shape),
-            strides=tuple(strides or (1, 1)),
-            pads=tuple(pads or (0, 0, 0, 0)),
-            dilations=tuple(dilations or (1, 1)),
-            group=int(group or 1),
-            activation=(activation.decode() if isinstance(activation, bytes) else activation) or "none",
-        )
+        attrs = run_attrs(kernel_shape, strides, pads, dilations, group, activation)
         return (ternary_conv_reference(X, W, scale, bias, attrs),)
+
+
+def run_attrs(kernel_shape, strides, pads, dilations, group, activation) -> TernaryConvAttrs:
+    """TernaryConvAttrs from the keyword attributes `onnx.reference` hands an OpRun (None: default)."""
+    return TernaryConvAttrs(
+        kernel_shape=tuple(kernel_shape),
+        strides=tuple(strides or (1, 1)),
+        pads=tuple(pads or (0, 0, 0, 0)),
+        dilations=tuple(dilations or (1, 1)),
+        group=int(group or 1),
+        activation=(activation.decode() if isinstance(activation, bytes) else activation) or "none",
+    )
 
 
 # The class name is the op type onnx.reference matches nodes against.

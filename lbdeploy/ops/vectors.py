@@ -96,21 +96,21 @@ def generate(case: VectorCase) -> dict[str, np.ndarray]:
     }
 
 
-def load(path: Path) -> tuple[VectorCase, dict[str, np.ndarray]]:
-    """Read one stored vector file back as (case, arrays)."""
+def load(path: Path, case_type: type = VectorCase) -> tuple[VectorCase, dict[str, np.ndarray]]:
+    """Read one stored vector file back as (case, arrays); `case_type` is the case dataclass."""
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
-    case = VectorCase(**json.loads(str(arrays.pop("attrs"))))
+    case = case_type(**json.loads(str(arrays.pop("attrs"))))
     return case, arrays
 
 
-def write_all(folder: Path) -> list[Path]:
-    """Generate every case into `folder`; returns the written paths."""
+def write_all(folder: Path, cases=CASES, make=generate) -> list[Path]:
+    """Generate every case of `cases` with `make` into `folder`; returns the written paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for case in CASES:
+    for case in cases:
         path = folder / f"{case.name}.npz"
-        np.savez_compressed(path, **generate(case))
+        np.savez_compressed(path, **make(case))
         paths.append(path)
     return paths
 
