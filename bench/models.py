@@ -126,8 +126,9 @@ def int8_conv_models(density: float, work: Path, channels: int = 128, size: int 
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from lbdeploy.ops.qternary_conv import DOMAIN, OP_TYPE, OP_VERSION
-    from lbdeploy.ops.ternary_conv import pack_ternary
+    from lbdeploy.ops.qonnx_schema import make_node
+    from lbdeploy.ops.qternary_conv import OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs, pack_ternary
 
     rng = np.random.default_rng(seed)
     weights = (rng.choice([-1, 1], size=(channels, channels, 3, 3)) * (rng.random((channels, channels, 3, 3)) < density))
@@ -140,8 +141,8 @@ def int8_conv_models(density: float, work: Path, channels: int = 128, size: int 
     x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, size, size])
     y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, channels, size, size])
     geometry = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
-    ternary = helper.make_node(OP_TYPE, ["x", "x_scale", "x_zp", "w", "scale", "bias", "y_scale", "y_zp"], ["y"],
-                               domain=DOMAIN, activation="relu", **geometry)
+    ternary = make_node(["x", "x_scale", "x_zp", "w", "scale", "bias", "y_scale", "y_zp"], ["y"],
+                        TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), activation="relu"))
     ternary_graph = helper.make_graph([ternary], "qternary", [x], [y], common + [
         numpy_helper.from_array(pack_ternary(weights), "w"), numpy_helper.from_array(scale, "scale"),
         numpy_helper.from_array(bias, "bias")])

@@ -170,7 +170,9 @@ def fuse_ternary(model, ternary: dict) -> int:
         return 0
     from onnx import helper, numpy_helper
 
-    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, DOMAIN, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.qonnx_schema import make_node
+    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN
 
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
@@ -197,12 +199,9 @@ def fuse_ternary(model, ternary: dict) -> int:
         graph.initializer.extend([numpy_helper.from_array(op.packed.numpy(), packed),
                                   numpy_helper.from_array(op.scale.numpy().astype(np.float32), scale),
                                   numpy_helper.from_array(op.bias.numpy().astype(np.float32), bias)])
-        attrs = op.attrs
-        added.append((conv, helper.make_node(
-            OP_TYPE, [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
-            [y_q.output[0]], name=f"{prefix}/{OP_TYPE}", domain=DOMAIN, kernel_shape=list(attrs.kernel_shape),
-            strides=list(attrs.strides), pads=list(attrs.pads), dilations=list(attrs.dilations), group=int(attrs.group),
-            activation=attrs.activation)))
+        added.append((conv, make_node(
+            [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
+            [y_q.output[0]], op.attrs, name=f"{prefix}/{OP_TYPE}")))
         removed.update(id(node) for node in [*chain, y_q, weight_dq, producer.get(conv.input[2])] if node is not None)
         if all(id(user) in removed for user in consumers.get(x_dq.output[0], [])):
             removed.add(id(x_dq))
@@ -213,7 +212,6 @@ def fuse_ternary(model, ternary: dict) -> int:
     graph.node.extend(nodes)
     if fused and not any(op.domain == DOMAIN for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, OP_VERSION))
-    _drop_unused_initializers(model)
     return fused
 
 
@@ -230,6 +228,23 @@ def requantize_pairs(model) -> list[str]:
     producer = {out: node for node in model.graph.node for out in node.output}
     return [node.name for node in model.graph.node if node.op_type == "QuantizeLinear"
             and getattr(producer.get(node.input[0]), "op_type", None) == "DequantizeLinear"]
+
+
+def check_int8_onnx(model) -> None:
+    """onnx.checker full check of an int8 graph, QTernaryConv schema registered.
+
+    Raises:
+        ExportError: the graph is not valid ONNX.
+    """
+    import onnx
+
+    from lbdeploy.ops.qonnx_schema import register_schema
+
+    register_schema()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"the int8 ONNX model is invalid: {str(err).splitlines()[0][:300]}") from None
 
 
 def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, images: np.ndarray, method: str,
@@ -265,7 +280,9 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     check_ranges(quantized)
     float_outputs(quantized)
     fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")))
+    _drop_unused_initializers(quantized)
     quantized.producer_name = "lbdeploy"
+    check_int8_onnx(quantized)
     onnx.save(quantized, str(path))
     return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
 
@@ -273,7 +290,8 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
 def _custom_ops(custom: bool) -> list[dict]:
     if not custom:
         return []
-    from lbdeploy.ops.qternary_conv import DOMAIN, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN
 
     return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
 
