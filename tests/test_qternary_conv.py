@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 
 from lbdeploy.errors import TernaryWeightError
-from lbdeploy.ops.qternary_conv import (
-    INPUTS,
-    MAX_K,
-    OP_TYPE,
-    OP_VERSION,
-    accumulate,
-    qternary_conv_reference,
-)
-from lbdeploy.ops.qvectors import CASES, generate, inputs_of, load_case, stored_paths
+from lbdeploy.ops.qternary_conv import INPUTS, MAX_K, OP_TYPE, OP_VERSION, accumulate, qternary_conv_reference
+from lbdeploy.ops.qvectors import CASES, generate, inputs_of, load_case, stored_paths, vector_model
 from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs
 
 onnx = pytest.importorskip("onnx", reason="onnx is not installed")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto  # noqa: E402
 
 VECTORS = stored_paths()
 
@@ -93,19 +86,7 @@ def test_sigmoid_and_float_inputs_are_rejected():
 
 
 def _model(case, a, symbolic_batch=False):
-    from lbdeploy.ops.qonnx_schema import make_node, register_schema
-
-    register_schema()
-    batch = "N" if symbolic_batch else case.n
-    x_info = helper.make_tensor_value_info("X", TensorProto.UINT8, [batch, case.cin, case.h, case.w])
-    # Y's dims are left unknown: shape inference has to fill them in.
-    y_info = helper.make_tensor_value_info("Y", TensorProto.UINT8, [batch, None, None, None])
-    constants = dict(zip(INPUTS[1:], inputs_of(a)[1:]))
-    graph = helper.make_graph(
-        [make_node(list(INPUTS), ["Y"], case.attrs(), name=case.name)], case.name, [x_info], [y_info],
-        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, OP_VERSION)])
+    return vector_model(case, a, "N" if symbolic_batch else None)
 
 
 @pytest.mark.parametrize("path", VECTORS, ids=[p.stem for p in VECTORS])

@@ -32,7 +32,10 @@ CORE_DIR = KERNELS_DIR / "core"
 ORT_DIR = KERNELS_DIR / "ort"
 LIBRARY_NAME = "libternary_ort.so"
 
-COMMON_SOURCES = ("core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "ort/ternary_conv_op.cc")
+COMMON_SOURCES = (
+    "core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "core/conv_common.cc",
+    "core/qternary_conv.cc", "core/requantize.cc", "ort/ternary_conv_op.cc", "ort/qternary_conv_op.cc",
+)
 CXXFLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra")
 LDFLAGS = ("-shared", "-static-libstdc++", "-static-libgcc", "-Wl,-z,defs", "-pthread")
 
@@ -95,7 +98,8 @@ def _build_key(arch: str, compiler: str, include: Path, units) -> str:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     for part in (arch, compiler, *version, *CXXFLAGS, *LDFLAGS):
         digest.update(part.encode() + b"\0")
-    sources = sorted({*(source for source, _ in units), *(p.relative_to(KERNELS_DIR).as_posix() for p in CORE_DIR.glob("*.h"))})
+    headers = [*CORE_DIR.glob("*.h"), *ORT_DIR.glob("*.h")]
+    sources = sorted({*(source for source, _ in units), *(p.relative_to(KERNELS_DIR).as_posix() for p in headers)})
     for source, flags in units:
         digest.update(f"{source}:{' '.join(flags)}".encode() + b"\0")
     for source in sources:

@@ -123,6 +123,28 @@ def inputs_of(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
                                       "y_scale", "y_zero_point")]
 
 
+def vector_model(case: QVectorCase, arrays: dict[str, np.ndarray], batch: int | str | None = None):
+    """A one-node QTernaryConv ONNX model of a vector: input X (batch dim `batch`, default the case's
+    N), every other input a constant initializer, output Y with unknown spatial dims. Needs onnx."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lbdeploy.ops.qonnx_schema import make_node, register_schema
+    from lbdeploy.ops.qternary_conv import INPUTS, OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN
+
+    register_schema()
+    batch = case.n if batch is None else batch
+    x_info = helper.make_tensor_value_info("X", TensorProto.UINT8, [batch, case.cin, case.h, case.w])
+    y_info = helper.make_tensor_value_info("Y", TensorProto.UINT8, [batch, None, None, None])
+    constants = dict(zip(INPUTS[1:], inputs_of(arrays)[1:]))
+    graph = helper.make_graph(
+        [make_node(list(INPUTS), ["Y"], case.attrs(), name=case.name)], case.name, [x_info], [y_info],
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, OP_VERSION)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
 if __name__ == "__main__":
     for p in write_all(Path(sys.argv[1]) if len(sys.argv) > 1 else FOLDER, CASES, generate):
         print(p)

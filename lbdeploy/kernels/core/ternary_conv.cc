@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 
+#include "conv_common.h"
 #include "patterns.h"
 #include "plan.h"
 #include "reference.h"
@@ -126,19 +127,6 @@ float* aligned_floats(float* data) {
   return reinterpret_cast<float*>((address + mask) & ~mask);
 }
 
-void check_code_bytes(const uint8_t* data, int64_t cout, int64_t row_bytes) {
-  for (int64_t i = 0; i < cout * row_bytes; ++i) {
-    const uint8_t byte = data[i];
-    for (int shift = 0; shift < 8; shift += 2) {
-      if (((byte >> shift) & 3) == 3) {
-        throw KernelError("packed TernaryConv weights contain the invalid 2-bit code 3 (output channel " +
-                          std::to_string(i / row_bytes) + ", byte " + std::to_string(i % row_bytes) +
-                          "); re-export the model with lbdeploy.ops.ternary_conv.pack_ternary");
-      }
-    }
-  }
-}
-
 }  // namespace
 
 class TernaryConvImpl {
@@ -172,8 +160,7 @@ class TernaryConvImpl {
       throw KernelError("TernaryConv needs a positive number of output channels divisible by group (" +
                         std::to_string(params.group) + "), got " + std::to_string(cout));
     }
-    const char* env = std::getenv("LBDEPLOY_KERNEL");
-    const std::string wanted = env && *env ? env : "optimized";
+    const std::string wanted = wanted_kernel();
     if (wanted == "reference") {
       path = Path::kReference;
     } else {
@@ -203,19 +190,7 @@ class TernaryConvImpl {
       throw KernelError("TernaryConv input has " + std::to_string(cin_per_group * params.group) +
                         " channels but the int8 weights expect " + std::to_string(prepared_->cin_per_group * params.group));
     }
-    const int64_t k = cin_per_group * params.kernel_h * params.kernel_w;
-    if ((k + 3) / 4 != row_bytes) {
-      throw KernelError("packed TernaryConv weights have " + std::to_string(row_bytes) +
-                        " bytes per output channel, but an input with " + std::to_string(cin_per_group * params.group) +
-                        " channels needs ceil(" + std::to_string(k) + "/4) = " + std::to_string((k + 3) / 4));
-    }
-    std::vector<int8_t> weights(static_cast<size_t>(cout * k));
-    for (int64_t o = 0; o < cout; ++o) {
-      for (int64_t t = 0; t < k; ++t) {
-        const int code = (packed[static_cast<size_t>(o * row_bytes + t / 4)] >> (2 * (t % 4))) & 3;
-        weights[static_cast<size_t>(o * k + t)] = static_cast<int8_t>(code == 1 ? 1 : (code == 2 ? -1 : 0));
-      }
-    }
+    std::vector<int8_t> weights = decode_packed(packed, cout, row_bytes, cin_per_group, params);
     set_weights(cin_per_group, std::move(weights));
     return prepared_;
   }
@@ -294,20 +269,7 @@ TernaryConv TernaryConv::from_int8(const ConvParams& params, const int8_t* data,
 int64_t TernaryConv::out_channels() const { return impl_->cout; }
 
 Shape4 TernaryConv::output_shape(const Shape4& x) const {
-  const ConvParams& p = impl_->params;
-  if (x.n < 1 || x.c < 1 || x.h < 1 || x.w < 1) throw KernelError("TernaryConv input must be a non-empty [N, C, H, W] tensor");
-  if (x.c % p.group) {
-    throw KernelError("TernaryConv input channels (" + std::to_string(x.c) + ") are not divisible by group (" +
-                      std::to_string(p.group) + ")");
-  }
-  const int64_t oh = (x.h + p.pad_top + p.pad_bottom - p.dilation_h * (p.kernel_h - 1) - 1) / p.stride_h + 1;
-  const int64_t ow = (x.w + p.pad_left + p.pad_right - p.dilation_w * (p.kernel_w - 1) - 1) / p.stride_w + 1;
-  if (x.h + p.pad_top + p.pad_bottom < p.dilation_h * (p.kernel_h - 1) + 1 ||
-      x.w + p.pad_left + p.pad_right < p.dilation_w * (p.kernel_w - 1) + 1) {
-    throw KernelError("TernaryConv input " + std::to_string(x.h) + "x" + std::to_string(x.w) +
-                      " is smaller than the dilated kernel");
-  }
-  return Shape4{x.n, impl_->cout, oh, ow};
+  return conv_output_shape(impl_->params, x, impl_->cout, "TernaryConv");
 }
 
 void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, const float* bias, float* y,

@@ -1,5 +1,6 @@
 // ONNX Runtime custom-op library for ai.lbdeploy::TernaryConv (version 1), a thin wrapper over
 // lbdeploy/kernels/core. Load it with SessionOptions.register_custom_ops_library(path).
+// RegisterCustomOps also adds ai.lbdeploy::QTernaryConv (qternary_conv_op.cc) to the same domain.
 //
 // Inputs: X float32 [N,C,H,W]; W packed uint8 [Cout, ceil(K/4)] or int8 [Cout, C/group, kH, kW];
 // scale, bias float32 [Cout]. Attributes as docs/ops/TernaryConv.md (plugin_version and
@@ -11,86 +12,16 @@
 #include <string>
 #include <vector>
 
-#define ORT_API_MANUAL_INIT
-#include "onnxruntime_cxx_api.h"
-#undef ORT_API_MANUAL_INIT
-
+#include "op_common.h"
 #include "ternary_conv.h"
 
 namespace {
 
+using lbdeploy::ort::ort_parallel_for;
+using lbdeploy::ort::read_params;
+
 constexpr const char* kDomain = "ai.lbdeploy";
 constexpr const char* kOpType = "TernaryConv";
-
-std::vector<int64_t> ints_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name,
-                                    std::vector<int64_t> fallback, bool required = false) {
-  size_t size = 0;
-  OrtStatus* status = api.KernelInfoGetAttributeArray_int64(info, name, nullptr, &size);
-  if (status != nullptr) {
-    api.ReleaseStatus(status);
-    if (required) throw lbdeploy::KernelError(std::string("TernaryConv attribute '") + name + "' is required");
-    return fallback;
-  }
-  std::vector<int64_t> values(size);
-  Ort::ThrowOnError(api.KernelInfoGetAttributeArray_int64(info, name, values.data(), &size));
-  return values;
-}
-
-int64_t int_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name, int64_t fallback) {
-  int64_t value = fallback;
-  OrtStatus* status = api.KernelInfoGetAttribute_int64(info, name, &value);
-  if (status != nullptr) {
-    api.ReleaseStatus(status);
-    return fallback;
-  }
-  return value;
-}
-
-std::string string_attribute(const OrtApi& api, const OrtKernelInfo* info, const char* name, const std::string& fallback) {
-  size_t size = 0;
-  OrtStatus* status = api.KernelInfoGetAttribute_string(info, name, nullptr, &size);
-  if (status != nullptr) {
-    api.ReleaseStatus(status);
-    return fallback;
-  }
-  std::string value(size, '\0');
-  Ort::ThrowOnError(api.KernelInfoGetAttribute_string(info, name, value.data(), &size));
-  value.resize(size > 0 ? size - 1 : 0);  // size counts the terminating NUL
-  return value;
-}
-
-void expect_size(const std::vector<int64_t>& values, size_t size, const char* name) {
-  if (values.size() != size) {
-    throw lbdeploy::KernelError(std::string("TernaryConv attribute '") + name + "' must have " +
-                                std::to_string(size) + " values, got " + std::to_string(values.size()));
-  }
-}
-
-lbdeploy::ConvParams read_params(const OrtApi& api, const OrtKernelInfo* info) {
-  const auto kernel = ints_attribute(api, info, "kernel_shape", {}, true);
-  const auto strides = ints_attribute(api, info, "strides", {1, 1});
-  const auto pads = ints_attribute(api, info, "pads", {0, 0, 0, 0});
-  const auto dilations = ints_attribute(api, info, "dilations", {1, 1});
-  expect_size(kernel, 2, "kernel_shape");
-  expect_size(strides, 2, "strides");
-  expect_size(pads, 4, "pads");
-  expect_size(dilations, 2, "dilations");
-  lbdeploy::ConvParams p;
-  p.kernel_h = kernel[0];
-  p.kernel_w = kernel[1];
-  p.stride_h = strides[0];
-  p.stride_w = strides[1];
-  p.pad_top = pads[0];
-  p.pad_left = pads[1];
-  p.pad_bottom = pads[2];
-  p.pad_right = pads[3];
-  p.dilation_h = dilations[0];
-  p.dilation_w = dilations[1];
-  p.group = int_attribute(api, info, "group", 1);
-  p.activation = lbdeploy::parse_activation(string_attribute(api, info, "activation", "none"));
-  p.validate();
-  return p;
-}
 
 // Builds the core kernel from a W tensor (packed uint8 or int8).
 lbdeploy::TernaryConv make_conv(const lbdeploy::ConvParams& params, const Ort::ConstValue& w) {
@@ -109,11 +40,6 @@ lbdeploy::TernaryConv make_conv(const lbdeploy::ConvParams& params, const Ort::C
       throw lbdeploy::KernelError("TernaryConv W must be uint8 (packed) or int8 (unpacked)");
   }
 }
-
-struct ParallelForCall {
-  const std::function<void(size_t)>* body;
-  static void invoke(void* self, size_t index) { (*static_cast<ParallelForCall*>(self)->body)(index); }
-};
 
 struct TernaryConvKernel {
   TernaryConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api), params_(read_params(api, info)) {
@@ -142,10 +68,7 @@ struct TernaryConvKernel {
       const lbdeploy::Shape4 xs{x_shape[0], x_shape[1], x_shape[2], x_shape[3]};
       const lbdeploy::Shape4 ys = conv.output_shape(xs);
       auto y = context.GetOutput(0, {ys.n, ys.c, ys.h, ys.w});
-      const lbdeploy::ParallelFor parallel_for = [&context](size_t count, const std::function<void(size_t)>& body) {
-        ParallelForCall call{&body};
-        context.ParallelFor(&ParallelForCall::invoke, count, 0, &call);
-      };
+      const lbdeploy::ParallelFor parallel_for = ort_parallel_for(context);
       conv.run(x.GetTensorData<float>(), xs, scale.GetTensorData<float>(), bias.GetTensorData<float>(),
                y.GetTensorMutableData<float>(), parallel_for);
       return nullptr;
@@ -212,6 +135,7 @@ RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) {
   try {
     Ort::CustomOpDomain domain{kDomain};
     domain.Add(&op);
+    domain.Add(lbdeploy::ort::qternary_conv_op());
     Ort::UnownedSessionOptions(options).Add(domain);
     std::lock_guard<std::mutex> lock(domains_mutex);
     domains().push_back(std::move(domain));
