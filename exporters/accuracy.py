@@ -8,7 +8,8 @@ neighbouring pixel, diagonals included) of PyTorch fp32's on at least MIN_AGREEM
 (AccuracyError) unless the user passes --no-verify.
 
 Like the parity gate's numerical ties, a joint whose int8 keypoint lands elsewhere counts as
-agreeing when PyTorch's own heatmap there is within TIE_FRACTION of its peak: the fp32 model
+agreeing when PyTorch's own heatmap there is within TIE_FRACTION of its peak, measured on the
+heatmap's range (peak - minimum, so a flat heatmap does not make every pixel a tie): the fp32 model
 itself has two near-equal answers (two modes of a multi-modal heatmap) and int8 noise picks the
 other one. The report keeps the strict figure (`agreement_strict`, no ties) beside the gated one,
 the mean absolute heatmap error of every output and the largest joint offset.
@@ -24,7 +25,7 @@ from exporters.parity import torch_reference
 
 MIN_AGREEMENT = 0.97
 JOINT_TOLERANCE_PX = 1
-TIE_FRACTION = 0.05  # of the fp32 peak: a second mode this close is a tie, not an int8 error
+TIE_FRACTION = 0.05  # of the fp32 heatmap's range: a second mode this close is a tie, not an int8 error
 BATCH = 8
 
 
@@ -67,12 +68,13 @@ def keypoint_offsets(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
 
 
 def near_ties(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """[N, J] bool: PyTorch's heatmap at the int8 argmax is within TIE_FRACTION of its own peak."""
+    """[N, J] bool: PyTorch's heatmap at the int8 argmax is within TIE_FRACTION of its own peak, as a
+    fraction of the heatmap's range (peak - minimum)."""
     n, j = reference.shape[:2]
     ref = reference.reshape(n, j, -1)
     at_output = np.take_along_axis(ref, output.reshape(n, j, -1).argmax(-1)[..., None], -1)[..., 0]
     peak = ref.max(-1)
-    return peak - at_output <= TIE_FRACTION * np.abs(peak)
+    return peak - at_output <= TIE_FRACTION * (peak - ref.min(-1))
 
 
 def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, backend: str) -> AccuracyReport:

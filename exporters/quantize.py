@@ -202,7 +202,8 @@ def fuse_ternary(model, ternary: dict) -> int:
         added.append((conv, make_node(
             [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
             [y_q.output[0]], op.attrs, name=f"{prefix}/{OP_TYPE}")))
-        removed.update(id(node) for node in [*chain, y_q, weight_dq, producer.get(conv.input[2])] if node is not None)
+        bias_dq = producer.get(conv.input[2]) if len(conv.input) > 2 else None
+        removed.update(id(node) for node in [*chain, y_q, weight_dq, bias_dq] if node is not None)
         if all(id(user) in removed for user in consumers.get(x_dq.output[0], [])):
             removed.add(id(x_dq))
         fused += 1

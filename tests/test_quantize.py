@@ -361,15 +361,16 @@ def test_cli_export_fails_gate_and_writes_nothing(tmp_path, with_qternary):
 
 @pytest.mark.slow
 def test_eval_pckh_drop_within_one_point(tmp_path, with_qternary):
+    """`lbdeploy eval` of the demo model and its int8 artifact on the synthetic val set (500 people: on
+    100 the drop moves by about a point from sample noise alone; ~10 min on the 2-core VM)."""
     from cli import main
 
     _export_demo(tmp_path / "q")
-    result = CliRunner().invoke(main, ["eval", str(DEMO), str(tmp_path / "q"), "--compare", "torch,ort", "--data",
-                                       "synthetic:100,200", "--limit", "200", "--json"])
+    result = CliRunner().invoke(main, ["eval", str(DEMO), str(tmp_path / "q"), "--data", "synthetic", "--json"])
     assert result.exit_code == 0, result.output
     results = json.loads(result.output[result.output.index("{"):])["results"]
-    torch_pck, ort_pck = (results[k]["total"] for k in ("torch", "ort:q"))
-    assert torch_pck - ort_pck <= 1.0
+    torch_pck, int8_pck = (results[k]["groups"]["Total"] for k in ("torch:demo.pt", "ort:q"))
+    assert torch_pck - int8_pck <= 1.0
 
 
 def test_runtime_takes_a_dense_int8_artifact(tmp_path):
