@@ -50,16 +50,20 @@ QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantiz
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """onnxruntime.quantization logs one line per tensor on the root logger and its calibrators print
-    progress on stdout; keep errors only."""
+    """onnxruntime.quantization logs one line per tensor on the root logger, its calibrators print
+    progress on stdout and ONNX Runtime warns about every unused initializer; keep errors only."""
+    import onnxruntime
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    onnxruntime.set_default_logger_severity(3)  # quant_pre_process's session: no per-initializer warnings
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             yield
     finally:
         root.setLevel(level)
+        onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default
 
 
 def batchnorm_as_conv(model) -> int:
