@@ -347,16 +347,22 @@ def test_gate_fails_on_sabotaged_model(tmp_path, with_qternary, demo_images):
     assert not report.passed and report.agreement < 0.97
 
 
-def test_cli_export_fails_gate_and_writes_nothing(tmp_path, with_qternary):
-    """An export whose int8 model is far off (an untrained SHN: random heatmaps) fails like parity."""
+def test_cli_export_fails_gate_and_writes_nothing(tmp_path, monkeypatch):
+    """A failed accuracy gate fails the export like parity (exit 2, nothing written); --no-verify keeps
+    the artifact and records the failure. The gate is made unpassable (agreement > 100 %)."""
+    import exporters.accuracy
     from cli import main
 
+    monkeypatch.setattr(exporters.accuracy, "MIN_AGREEMENT", 1.01)
     runner = CliRunner()
     assert runner.invoke(main, ["create", "shn", "--stacks", "1", "--feats", "32", "--input-size", "64",
                                 "-o", str(tmp_path / "shn.pt")]).exit_code == 0
-    result = runner.invoke(main, ["export", str(tmp_path / "shn.pt"), "--quantize", "int8", "--calibration-images",
-                                  "8", "-o", str(tmp_path / "out")])
+    command = ["export", str(tmp_path / "shn.pt"), "--quantize", "int8", "--calibration-images", "8"]
+    result = runner.invoke(main, [*command, "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "accuracy gate" in result.output and not (tmp_path / "out").exists()
+    kept = runner.invoke(main, [*command, "--no-verify", "-o", str(tmp_path / "kept")])
+    assert kept.exit_code == 0 and "accuracy FAILED (kept: --no-verify)" in kept.output
+    assert json.loads((tmp_path / "kept" / "manifest.json").read_text())["accuracy"]["passed"] is False
 
 
 @pytest.mark.slow
