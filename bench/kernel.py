@@ -21,12 +21,14 @@ from common import Comparison, compare, format_comparison, header, interleaved_t
 TARGETS = {0.5: 0.50, 0.1: 0.20}
 
 
-def _model(node, x_shape, initializers, opsets) -> bytes:
+def one_node_model(node, x_shape, initializers, opsets, elem_type: int | None = None) -> bytes:
+    """Serialized one-node model: input X of `x_shape`, output Y, both of `elem_type` (default float)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    elem_type = TensorProto.FLOAT if elem_type is None else elem_type
     graph = helper.make_graph(
-        [node], "bench", [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        [node], "bench", [helper.make_tensor_value_info("X", elem_type, x_shape)],
+        [helper.make_tensor_value_info("Y", elem_type, None)],
         initializer=[numpy_helper.from_array(value, name) for name, value in initializers.items()],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets]).SerializeToString()
@@ -46,12 +48,12 @@ def sessions(cin: int, cout: int, size: int, density: float, threads: int, libra
     bias = rng.uniform(-0.5, 0.5, cout).astype(np.float32)
     attrs = TernaryConvAttrs(kernel_shape=(3, 3), pads=(1, 1, 1, 1))
     x_shape = (1, cin, size, size)
-    ternary = _model(
+    ternary = one_node_model(
         make_node(["X", "W", "scale", "bias"], ["Y"], attrs), x_shape,
         {"W": pack_ternary(w), "scale": scale, "bias": bias}, [("", 17), (DOMAIN, 1)],
     )
     dense_w = (w.astype(np.float32) * scale[:, None, None, None]).astype(np.float32)
-    dense = _model(
+    dense = one_node_model(
         helper.make_node("Conv", ["X", "W", "B"], ["Y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]), x_shape,
         {"W": dense_w, "B": bias}, [("", 17)],
     )

@@ -203,6 +203,32 @@ def test_ternary_conv_kernels_on_arm_onnxruntime_match_every_vector(arm_python, 
     assert_vectors_match(run_onnx_emulated(runs, library=library), cases)
 
 
+# The quantized op: every q_ vector plus a map large enough for the NEON kernel's wide tiles.
+Q_LARGE = ("q_lane_40x37", dict(n=1, cin=20, cout=9, h=40, w=37, x_zero_point=17, y_zero_point=90))
+
+
+def test_qternary_conv_kernels_on_arm_onnxruntime_match_every_q_vector(arm_python, tmp_path):
+    from lbdeploy.ops.qternary_conv import QKERNEL_TOLERANCE
+    from lbdeploy.ops.qvectors import QVectorCase, generate, load_case, stored_paths, vector_model
+
+    library = _kernel_library("aarch64")
+    cases = [load_case(path) for path in stored_paths()]
+    large = QVectorCase(Q_LARGE[0], **Q_LARGE[1])
+    cases.append((large, generate(large)))
+    runs = []
+    for case, arrays in cases:
+        path = _save(vector_model(case, arrays, batch="N"), tmp_path / f"{case.name}.onnx")
+        runs.append(OnnxRun(path, {"X": arrays["x"]}))
+    outputs = run_onnx_emulated(runs, library=library)
+    failures = []
+    for result, (case, arrays) in zip(outputs, cases):
+        got, want = result["Y"], arrays["y"]
+        diff = np.abs(got.astype(np.int32) - want.astype(np.int32)) if got.shape == want.shape else None
+        if got.dtype != np.uint8 or diff is None or diff.max() > QKERNEL_TOLERANCE:
+            failures.append(f"{case.name}: {got.dtype} {got.shape}, max |diff| {None if diff is None else diff.max()}")
+    assert not failures, "aarch64 QTernaryConv results differ from the reference:\n" + "\n".join(failures)
+
+
 @pytest.mark.tvm
 def test_tvm_module_cross_compiled_for_aarch64_runs_in_the_lane(arm_python, tmp_path):
     tvm = pytest.importorskip("tvm", reason="cross-compiling needs apache-tvm on the host")

@@ -133,3 +133,18 @@ def test_kernel_with_more_than_128_taps_is_rejected(library):
     case = QVectorCase("too_many_taps", n=1, cin=1, cout=1, h=12, w=12, k=12, pad=0)
     with pytest.raises(Exception, match="kH \\* kW <= 128"):
         _run(library, case, _worst_case_arrays(case))
+
+
+def test_input_channel_count_may_change_between_runs(library):
+    # Packed rows of 2 bytes fit 5 to 8 input channels of a 1x1 kernel: each run decodes its own K.
+    case = QVectorCase("channels", n=1, cin=8, cout=6, h=9, w=9, k=1, pad=0)
+    a = generate(case)
+    model = vector_model(case, a)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "C"
+    session = _session(model.SerializeToString(), library)
+    for channels in (8, 6, 8):
+        x = a["x"][:, :channels]
+        want = qternary_conv_reference(x, a["x_scale"], a["x_zero_point"], a["w_packed"], a["scale"], a["bias"],
+                                       a["y_scale"], a["y_zero_point"], case.attrs())
+        (y,) = session.run(None, {"X": np.ascontiguousarray(x)})
+        assert_within_one(y, want, f"{channels} channels")

@@ -34,7 +34,8 @@ LIBRARY_NAME = "libternary_ort.so"
 
 COMMON_SOURCES = (
     "core/ternary_conv.cc", "core/plan.cc", "core/reference.cc", "core/tile_scalar.cc", "core/conv_common.cc",
-    "core/qternary_conv.cc", "core/requantize.cc", "ort/ternary_conv_op.cc", "ort/qternary_conv_op.cc",
+    "core/qternary_conv.cc", "core/requantize.cc", "core/qtile_scalar.cc", "ort/ternary_conv_op.cc",
+    "ort/qternary_conv_op.cc",
 )
 CXXFLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "-fPIC", "-fvisibility=hidden", "-fvisibility-inlines-hidden", "-Wall", "-Wextra")
 LDFLAGS = ("-shared", "-static-libstdc++", "-static-libgcc", "-Wl,-z,defs", "-pthread")
@@ -53,8 +54,11 @@ class _Target:
 
 
 TARGETS = {
-    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {"core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",)}),
-    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": ()}),
+    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {
+        "core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",),
+        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2",),
+    }),
+    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
 }
 
 

@@ -250,11 +250,11 @@ void flat_tiles(const InputLayout& l, int rows, int width, TilePlan& plan) {
 }  // namespace
 
 TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h, int64_t out_w,
-                        const tile::TileKernel& kernel) {
+                        const tile::TileKernel& kernel, bool flat_only) {
   TilePlan plan;
   const tile::TileShape& widest = kernel.shapes[0];
   // The lane layout needs enough output rows to fill the lanes without much halo overhead.
-  const int used_lanes = out_h >= 2 * kernel.lanes ? kernel.lanes : 1;
+  const int used_lanes = !flat_only && out_h >= 2 * kernel.lanes ? kernel.lanes : 1;
   // The layout's read slack covers the widest tiles, which also cover the narrower ones.
   plan.layout = make_layout(params, x, out_h, out_w, widest.rows, widest.width, used_lanes);
   const InputLayout& l = plan.layout;
@@ -302,7 +302,7 @@ TilePlan make_tile_plan(const ConvParams& params, const Shape4& x, int64_t out_h
       column_shape = k;
     }
   }
-  if (params.stride_h == 1 && column_cost <= flat_cost) {
+  if (!flat_only && params.stride_h == 1 && column_cost <= flat_cost) {
     const tile::TileShape& shape = kernel.shapes[column_shape];
     const int64_t floats = static_cast<int64_t>(shape.rows) * shape.width;
     plan.layout = make_column_layout(params, x, out_h, out_w, kernel.lanes, floats);
@@ -340,6 +340,49 @@ void set_tap_offsets(const ConvParams& params, const PatternProgram& program, Ti
   plan.offsets.clear();
   plan.offsets.reserve(program.taps.size());
   for (int32_t tap : program.taps) plan.offsets.push_back(tap_offset[static_cast<size_t>(tap)]);
+}
+
+WorkSplit WorkSplit::make(const TilePlan& plan, int64_t batch, int64_t block_count) {
+  WorkSplit s;
+  const InputLayout& layout = plan.layout;
+  const bool lanes = layout.lanes > 1;
+  const int64_t tile_count = static_cast<int64_t>(plan.tile_starts.size());
+  s.block_count = block_count;
+  s.tile_rows = lanes ? (layout.lane_rows + plan.rows - 1) / plan.rows : 1;
+  s.tiles_per_row = tile_count / s.tile_rows;
+  s.groups_per_row = lanes ? std::min(s.tiles_per_row, std::max((s.tiles_per_row + kGroupTiles - 1) / kGroupTiles,
+                                                                (kMinItems + s.tile_rows - 1) / s.tile_rows))
+                           : (s.tiles_per_row + kGroupTiles - 1) / kGroupTiles;
+  const int64_t tile_items = batch * s.tile_rows * s.groups_per_row;
+  const int64_t min_items = lanes ? kMinItems : 2;
+  s.block_ranges = std::min(block_count, (min_items + tile_items - 1) / tile_items);
+  s.items_per_batch = s.tile_rows * s.groups_per_row * s.block_ranges;
+  s.items = batch * s.items_per_batch;
+  const int64_t group_tiles = (s.tiles_per_row + s.groups_per_row - 1) / s.groups_per_row;
+  s.sums_row = group_tiles * plan.width;
+  s.channel_size = plan.rows * s.sums_row;
+  s.block_size = tile::kBlock * s.channel_size + 16;
+  return s;
+}
+
+WorkItem WorkSplit::item(int64_t index) const {
+  WorkItem w;
+  w.n = index / items_per_batch;
+  const int64_t in_batch = index % items_per_batch;
+  const int64_t range = in_batch % block_ranges;
+  const int64_t group = in_batch / block_ranges % groups_per_row;
+  w.tile_row = in_batch / block_ranges / groups_per_row;
+  w.block_begin = range * block_count / block_ranges;
+  w.block_end = (range + 1) * block_count / block_ranges;
+  w.column = group * tiles_per_row / groups_per_row;
+  w.tiles = (group + 1) * tiles_per_row / groups_per_row - w.column;
+  w.first_tile = w.tile_row * tiles_per_row + w.column;
+  return w;
+}
+
+int64_t steps_per_pass(const TilePlan& plan, const PatternProgram& program) {
+  constexpr size_t kListBytes = 128 * 1024;
+  return plan.offsets.size() * sizeof(int32_t) > kListBytes ? program.blocks_per_group : program.steps();
 }
 
 }  // namespace lbdeploy

@@ -3,14 +3,73 @@
 #include "qternary_conv.h"
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "conv_common.h"
+#include "plan.h"
+#include "qtile_kernel.h"
 #include "requantize.h"
 
 namespace lbdeploy {
+
+namespace {
+
+// The tile kernel for LBDEPLOY_KERNEL (unset / "optimized": the best one this CPU runs).
+tile::QTileKernel choose_qtile_kernel(const std::string& wanted) {
+#if defined(__x86_64__) || defined(__i386__)
+  const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  const bool has_avx2 = __builtin_cpu_supports("avx2");
+  if (wanted == "avx512" || (wanted == "optimized" && has_avx512)) {
+    if (!has_avx512) throw KernelError("LBDEPLOY_KERNEL=avx512 but this CPU has no AVX-512BW; unset it");
+    return tile::avx512bw_qkernel();
+  }
+  if (wanted == "avx2" || (wanted == "optimized" && has_avx2)) {
+    if (!has_avx2) throw KernelError("LBDEPLOY_KERNEL=avx2 but this CPU has no AVX2; unset it");
+    return tile::avx2_qkernel();
+  }
+#elif defined(__aarch64__)
+  if (wanted == "neon" || wanted == "optimized") return tile::neon_qkernel();
+#endif
+  if (wanted == "scalar" || wanted == "optimized") return tile::scalar_qkernel();
+  throw KernelError("LBDEPLOY_KERNEL='" + wanted +
+                    "' is not a kernel of this build; use optimized, reference, scalar or this CPU's vector set "
+                    "(avx512, avx2 on x86-64; neon on aarch64)");
+}
+
+// Copies channel c of batch item n into its flat-layout place in buffer (plan.h's InputLayout with
+// one lane: plane (a, b) row rr column q holds padded input (rr * sH + a, q * sW + b)) as
+// x - x_zero_point; positions outside the input are never written, so they stay real 0.
+void copy_channel(const ConvParams& p, const InputLayout& l, const uint8_t* x, int zero_point, int64_t n,
+                  int64_t c, int16_t* buffer) {
+  const Shape4& s = l.input;
+  const uint8_t* src = x + (n * s.c + c) * s.h * s.w;
+  int16_t* dst = buffer + n * l.batch_stride + c * l.channel_stride;
+  const int64_t sh = p.stride_h, sw = p.stride_w;
+  for (int64_t a = 0; a < sh; ++a) {
+    for (int64_t b = 0; b < sw; ++b) {
+      int16_t* plane = dst + (a * sw + b) * l.plane_stride;
+      const int64_t first = p.pad_left - b, last = s.w - 1 + p.pad_left - b;  // q * sW in [first, last]
+      const int64_t q_begin = first > 0 ? (first + sw - 1) / sw : 0;
+      const int64_t q_end = last >= 0 ? std::min(l.wq, last / sw + 1) : 0;
+      for (int64_t rr = 0; rr < l.hl; ++rr) {
+        const int64_t iy = rr * sh + a - p.pad_top;
+        if (iy < 0 || iy >= s.h) continue;
+        const uint8_t* row = src + iy * s.w - first;
+        int16_t* out = plane + rr * l.row_stride;
+        if (sw == 1) {
+          for (int64_t q = q_begin; q < q_end; ++q) out[q] = static_cast<int16_t>(row[q] - zero_point);
+        } else {
+          for (int64_t q = q_begin; q < q_end; ++q) out[q] = static_cast<int16_t>(row[q * sw] - zero_point);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
 
 class QTernaryConvImpl {
  public:
@@ -19,6 +78,14 @@ class QTernaryConvImpl {
   std::vector<uint8_t> packed;
   int64_t row_bytes = 0;
   bool reference = false;
+  tile::QTileKernel kernel{};
+
+  // One input shape's tiles with their program (the chunk size follows the tiles' footprint).
+  struct Plan {
+    TilePlan tiles;
+    std::shared_ptr<const PatternProgram> program;
+    std::shared_ptr<const std::vector<int8_t>> weights;  // kept alive so the pointer identifies them
+  };
 
   QTernaryConvImpl(const ConvParams& p, int64_t out_channels) : params(p), cout(out_channels) {
     params.validate();
@@ -34,23 +101,91 @@ class QTernaryConvImpl {
                         std::to_string(params.kernel_h) + "x" + std::to_string(params.kernel_w) +
                         "; export this layer as float TernaryConv");
     }
-    reference = wanted_kernel() == "reference";
+    const std::string wanted = wanted_kernel();
+    reference = wanted == "reference";
+    if (!reference) kernel = choose_qtile_kernel(wanted);
   }
 
-  // Decoded int8 weights [cout][K] for cin_per_group input channels per group (cached).
+  // Decoded int8 weights [cout][K] for cin_per_group input channels per group (cached; packed
+  // rows of ceil(K/4) bytes fit up to 4 channel counts of a 1x1 kernel, so it may change).
   std::shared_ptr<const std::vector<int8_t>> weights_for(int64_t cin_per_group) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!weights_ || cin_per_group_ != cin_per_group) {
       weights_ = std::make_shared<const std::vector<int8_t>>(decode_packed(packed, cout, row_bytes, cin_per_group, params));
       cin_per_group_ = cin_per_group;
+      programs_.clear();
     }
     return weights_;
+  }
+
+  // Input channels per program step: as many as keep one tile's input within 24 KiB (L1), and few
+  // enough that no output channel has more than kQMaxKernelTaps non-zero weights in a step (its
+  // 16-bit sums stay exact). The program cuts near-equal chunks of at most that many channels.
+  int64_t chunk_channels(const TilePlan& tiles, const std::vector<int8_t>& weights, int64_t cin_per_group) const {
+    constexpr int64_t kTileInputBytes = 24 * 1024;
+    const int64_t by_cache = kTileInputBytes / (tiles.channel_floats * static_cast<int64_t>(sizeof(int16_t)));
+    const int64_t taps = params.kernel_h * params.kernel_w;
+    const int64_t k = cin_per_group * taps;
+    for (int64_t limit = std::clamp<int64_t>(by_cache, 1, cin_per_group); limit > 1; --limit) {
+      const int64_t chunks = (cin_per_group + limit - 1) / limit;
+      const int64_t chunk = (cin_per_group + chunks - 1) / chunks;
+      bool exact = true;
+      for (int64_t o = 0; o < cout && exact; ++o) {
+        const int8_t* row = weights.data() + o * k;
+        for (int64_t t0 = 0; t0 < k && exact; t0 += chunk * taps) {
+          int64_t nonzero = 0;
+          for (int64_t t = t0; t < std::min(k, t0 + chunk * taps); ++t) nonzero += row[t] != 0;
+          exact = nonzero <= kQMaxKernelTaps;
+        }
+      }
+      if (exact) return limit;
+    }
+    return 1;  // kH * kW <= kQMaxKernelTaps: one channel's taps always fit
+  }
+
+  std::shared_ptr<const Plan> plan_for(const std::shared_ptr<const std::vector<int8_t>>& weights, const Shape4& x,
+                                       const Shape4& y) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (plan_ && plan_->tiles.layout.same_input(x) && plan_->weights == weights) return plan_;
+    auto plan = std::make_shared<Plan>();
+    plan->tiles = make_tile_plan(params, x, y.h, y.w, kernel.geometry(), /*flat_only=*/true);
+    const int64_t cin_per_group = x.c / params.group;
+    const int64_t chunk = chunk_channels(plan->tiles, *weights, cin_per_group);
+    auto& program = programs_[{weights, chunk}];
+    if (!program) {
+      program = std::make_shared<const PatternProgram>(build_pattern_program(params, *weights, cout, cin_per_group, chunk));
+    }
+    plan->program = program;
+    plan->weights = weights;
+    set_tap_offsets(params, *program, plan->tiles);
+    plan_ = plan;
+    return plan_;
+  }
+
+  // The zero-initialized scratch buffer for layout; reused across runs when no other run holds it
+  // (only the input's own positions are ever written, so the padding stays 0).
+  int16_t* scratch_for(const InputLayout& layout, std::unique_lock<std::mutex>& lock, std::vector<int16_t>& local) {
+    lock = std::unique_lock<std::mutex>(scratch_mutex_, std::try_to_lock);
+    std::vector<int16_t>& buffer = lock.owns_lock() ? scratch_ : local;
+    const bool fits = lock.owns_lock() && scratch_layout_.same_input(layout.input) && scratch_.size() == layout.buffer_floats;
+    if (!fits) {
+      buffer.assign(layout.buffer_floats, 0);
+      if (lock.owns_lock()) scratch_layout_ = layout;
+    }
+    return buffer.data();
   }
 
  private:
   std::mutex mutex_;
   std::shared_ptr<const std::vector<int8_t>> weights_;
   int64_t cin_per_group_ = 0;
+  std::shared_ptr<const Plan> plan_;
+  // Programs by (weights, chunk size); the key holds the weights, so their address is not reused.
+  std::map<std::pair<std::shared_ptr<const std::vector<int8_t>>, int64_t>, std::shared_ptr<const PatternProgram>>
+      programs_;
+  std::mutex scratch_mutex_;
+  std::vector<int16_t> scratch_;
+  InputLayout scratch_layout_;
 };
 
 namespace {
@@ -123,12 +258,85 @@ void QTernaryConv::run(const uint8_t* x, const Shape4& xs, const Quantization& q
   const auto weights = impl.weights_for(xs.c / p.group);
   const Requantizer requantizer(q, scale, bias, ys.c, p.activation == Activation::kRelu);
   const int64_t plane = ys.h * ys.w;
-  parallel_for(static_cast<size_t>(ys.n * ys.c), [&](size_t item) {
-    const int64_t n = static_cast<int64_t>(item) / ys.c, o = static_cast<int64_t>(item) % ys.c;
-    thread_local std::vector<int32_t> acc;
-    acc.resize(static_cast<size_t>(plane));
-    reference_sums(p, *weights, ys.c, x, xs, ys, q.x_zero_point, n, o, acc.data());
-    requantizer.row(o, acc.data(), plane, y + (n * ys.c + o) * plane);
+  if (impl.reference) {
+    parallel_for(static_cast<size_t>(ys.n * ys.c), [&](size_t item) {
+      const int64_t n = static_cast<int64_t>(item) / ys.c, o = static_cast<int64_t>(item) % ys.c;
+      thread_local std::vector<int32_t> acc;
+      acc.resize(static_cast<size_t>(plane));
+      reference_sums(p, *weights, ys.c, x, xs, ys, q.x_zero_point, n, o, acc.data());
+      requantizer.row(o, acc.data(), plane, y + (n * ys.c + o) * plane);
+    });
+    return;
+  }
+
+  const auto plan = impl.plan_for(weights, xs, ys);
+  const TilePlan& tiles = plan->tiles;
+  const PatternProgram& program = *plan->program;
+  const InputLayout& layout = tiles.layout;
+  std::unique_lock<std::mutex> scratch_lock;
+  std::vector<int16_t> local;
+  int16_t* buffer = impl.scratch_for(layout, scratch_lock, local);
+  const auto copy = [&](size_t item) {
+    copy_channel(p, layout, x, q.x_zero_point, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c,
+                 buffer);
+  };
+  // A small input is copied by the calling thread: waking the pool for it costs more than it saves.
+  constexpr int64_t kSerialCopyElements = 32 * 1024;
+  if (xs.n * xs.c * xs.h * xs.w <= kSerialCopyElements) {
+    for (size_t item = 0; item < static_cast<size_t>(xs.n * xs.c); ++item) copy(item);
+  } else {
+    parallel_for(static_cast<size_t>(xs.n * xs.c), copy);
+  }
+
+  // Work items as for TernaryConv (WorkSplit, steps_per_pass); each item's int32 sums go to a
+  // per-thread buffer ([block][channel][tile row][item column]) and are requantized per tile row.
+  const tile::QTileFn tile_fn = impl.kernel.shapes[tiles.shape].fn;
+  const WorkSplit split = WorkSplit::make(tiles, xs.n, program.block_count);
+  const int64_t pass_steps = steps_per_pass(tiles, program);
+  const int64_t cout_g = ys.c / p.group;
+  parallel_for(static_cast<size_t>(split.items), [&](size_t index) {
+    const WorkItem item = split.item(static_cast<int64_t>(index));
+    thread_local std::vector<int32_t> storage;
+    const size_t sums_size = static_cast<size_t>((item.block_end - item.block_begin) * split.block_size);
+    if (storage.size() < sums_size) storage.resize(sums_size);
+    int32_t* sums = storage.data();
+    for (int64_t s0 = 0; s0 < program.steps(); s0 += pass_steps) {
+      for (int64_t slot = 0; slot < item.tiles; ++slot) {
+        const int16_t* base =
+            buffer + item.n * layout.batch_stride + tiles.tile_starts[static_cast<size_t>(item.first_tile + slot)];
+        for (int64_t s = s0; s < s0 + pass_steps; ++s) {
+          const size_t step = static_cast<size_t>(s);
+          const int64_t block = program.step_block[step];
+          if (block < item.block_begin || block >= item.block_end) continue;
+          tile_fn(base, tiles.row_stride, program.counts.data() + s * 2 * tile::kPatterns,
+                  tiles.offsets.data() + program.step_start[step],
+                  sums + (block - item.block_begin) * split.block_size + slot * tiles.width, split.sums_row,
+                  program.step_first[step] == 0);
+        }
+      }
+    }
+    // Tile row r of a tile at flat position f0 covers f = f0 + r * row_stride + k = oy * wq + ox.
+    for (int64_t slot = 0; slot < item.tiles; ++slot) {
+      const int64_t f0 = tiles.tile_starts[static_cast<size_t>(item.first_tile + slot)];
+      for (int64_t b = item.block_begin; b < item.block_end; ++b) {
+        const int64_t g = b / program.blocks_per_group;
+        const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
+        const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
+        const int32_t* block_sums = sums + (b - item.block_begin) * split.block_size + slot * tiles.width;
+        for (int64_t r = 0; r < tiles.rows; ++r) {
+          const int64_t f = f0 + r * tiles.row_stride;
+          for (int64_t oy = f / layout.wq, ox = f % layout.wq, k = 0; k < tiles.width && oy < ys.h; ++oy, ox = 0) {
+            const int64_t segment = std::min<int64_t>(tiles.width - k, layout.wq - ox);
+            const int64_t count = std::max<int64_t>(0, std::min(segment, ys.w - ox));
+            for (int64_t o = 0; o < valid; ++o) {
+              requantizer.row(first + o, block_sums + (o * tiles.rows + r) * split.sums_row + k, count,
+                              y + ((item.n * ys.c + first + o) * ys.h + oy) * ys.w + ox);
+            }
+            k += segment;
+          }
+        }
+      }
+    }
   });
 }
 

@@ -310,97 +310,61 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
     parallel_for(static_cast<size_t>(xs.n * xs.c), copy_channel);
   }
 
-  // Work items: up to kGroupTiles neighbouring tiles (lane layout: of one tile row; groups of
-  // near-equal size). Lane-layout maps with fewer than kMinItems items take smaller groups; then
-  // the channel blocks are split into near-equal ranges until there are kMinItems items (flat and
-  // column layouts: 2), so that two threads both get work (each range re-reads its tiles' input,
-  // so only as many as needed). Within a chunk of input channels every block of the range runs
-  // over a tile while the chunk's tile input sits in L1. The tile kernel accumulates an item's
-  // sums in `sums` ([block][channel][tile row][item column]); then the epilogue writes them to Y:
-  // lane layout, one transpose per channel row with scale, bias and relu fused (whole vectors,
-  // not a few floats per output row); flat and column layouts, per tile.
-  constexpr int64_t kGroupTiles = 4;
-  constexpr int64_t kMinItems = 4;
+  // Work items (WorkSplit): neighbouring tiles over a range of channel blocks. Within a chunk of
+  // input channels every block of the range runs over a tile while the chunk's tile input sits in
+  // L1. The tile kernel accumulates an item's sums in `sums` ([block][channel][tile row][item
+  // column]); then the epilogue writes them to Y: lane layout, one transpose per channel row with
+  // scale, bias and relu fused (whole vectors, not a few floats per output row); flat and column
+  // layouts, per tile.
   const tile::TileFn tile_fn = kernel.shapes[tiles.shape].fn;
-  const int64_t tile_count = static_cast<int64_t>(tiles.tile_starts.size());
   const bool lanes = layout.lanes > 1;
-  const int64_t tile_rows = lanes ? (layout.lane_rows + tiles.rows - 1) / tiles.rows : 1;
-  const int64_t tiles_per_row = tile_count / tile_rows;
-  const int64_t groups_per_row =
-      lanes ? std::min(tiles_per_row, std::max((tiles_per_row + kGroupTiles - 1) / kGroupTiles,
-                                               (kMinItems + tile_rows - 1) / tile_rows))
-            : (tiles_per_row + kGroupTiles - 1) / kGroupTiles;
-  const int64_t tile_items = xs.n * tile_rows * groups_per_row;
-  const int64_t min_items = lanes ? kMinItems : 2;
-  const int64_t block_ranges = std::min(program.block_count, (min_items + tile_items - 1) / tile_items);
-  const int64_t items_per_batch = tile_rows * groups_per_row * block_ranges;
+  const WorkSplit split = WorkSplit::make(tiles, xs.n, program.block_count);
+  const int64_t pass_steps = steps_per_pass(tiles, program);
   const int64_t cout_g = ys.c / p.group;
-  const int64_t group_tiles = (tiles_per_row + groups_per_row - 1) / groups_per_row;  // most tiles in an item
-  const int64_t sums_row = group_tiles * tiles.width;
-  const int64_t channel_floats = tiles.rows * sums_row;
-  // One cache line between blocks, so that blocks of 4 KiB multiples do not share L1 sets.
-  const int64_t block_floats = tile::kBlock * channel_floats + 16;
-  // Each tile runs all steps in turn (a tile's chunk input stays in L1 over the blocks), unless
-  // the tap lists outgrow kListBytes: then an item goes chunk by chunk (the program's steps come
-  // in runs of blocks_per_group, one run per chunk) and tile by tile within a chunk, so each
-  // chunk's lists are read once per item rather than once per tile and the lists and the input
-  // need not share L2 (256 -> 128 channels at 32x32, density 0.5: 2.5 -> 1.4 ms). With small
-  // lists the tile-major order is ~3% faster (64x64, density 0.1).
-  constexpr size_t kListBytes = 128 * 1024;
-  const int64_t pass_steps =
-      tiles.offsets.size() * sizeof(int32_t) > kListBytes ? program.blocks_per_group : program.steps();
-  parallel_for(static_cast<size_t>(xs.n * items_per_batch), [&](size_t item) {
-    const int64_t n = static_cast<int64_t>(item) / items_per_batch;
-    const int64_t in_batch = static_cast<int64_t>(item) % items_per_batch;
-    const int64_t range = in_batch % block_ranges;
-    const int64_t row = in_batch / block_ranges / groups_per_row;
-    const int64_t group = in_batch / block_ranges % groups_per_row;
-    const int64_t block_begin = range * program.block_count / block_ranges;
-    const int64_t block_end = (range + 1) * program.block_count / block_ranges;
-    const int64_t group_begin = group * tiles_per_row / groups_per_row;
-    const int64_t item_tiles = (group + 1) * tiles_per_row / groups_per_row - group_begin;
+  parallel_for(static_cast<size_t>(split.items), [&](size_t index) {
+    const WorkItem item = split.item(static_cast<int64_t>(index));
+    const int64_t n = item.n, block_begin = item.block_begin, block_end = item.block_end;
     // Sums of blocks block_begin .. block_end - 1, in a per-thread buffer reused across items and
     // runs (a fresh allocation of this size is an mmap with page faults on every item).
     thread_local std::vector<float> storage;
-    const size_t sums_size = static_cast<size_t>((block_end - block_begin) * block_floats + 16);
+    const size_t sums_size = static_cast<size_t>((block_end - block_begin) * split.block_size + 16);
     if (storage.size() < sums_size) storage.resize(sums_size);
     float* sums = aligned_floats(storage.data());
-    const int64_t first_tile = row * tiles_per_row + group_begin;
     for (int64_t s0 = 0; s0 < program.steps(); s0 += pass_steps) {
-      for (int64_t slot = 0; slot < item_tiles; ++slot) {
+      for (int64_t slot = 0; slot < item.tiles; ++slot) {
         const float* base =
-            buffer + n * layout.batch_stride + tiles.tile_starts[static_cast<size_t>(first_tile + slot)];
+            buffer + n * layout.batch_stride + tiles.tile_starts[static_cast<size_t>(item.first_tile + slot)];
         for (int64_t s = s0; s < s0 + pass_steps; ++s) {
           const size_t step = static_cast<size_t>(s);
           const int64_t block = program.step_block[step];
           if (block < block_begin || block >= block_end) continue;
           tile_fn(base, tiles.row_stride, program.counts.data() + s * 2 * tile::kPatterns,
                   tiles.offsets.data() + program.step_start[step],
-                  sums + (block - block_begin) * block_floats + slot * tiles.width, sums_row,
+                  sums + (block - block_begin) * split.block_size + slot * tiles.width, split.sums_row,
                   program.step_first[step] == 0);
         }
       }
     }
     if (!lanes) {
-      for (int64_t slot = 0; slot < item_tiles; ++slot) {
-        const int64_t f0 = tiles.tile_starts[static_cast<size_t>(first_tile + slot)];
+      for (int64_t slot = 0; slot < item.tiles; ++slot) {
+        const int64_t f0 = tiles.tile_starts[static_cast<size_t>(item.first_tile + slot)];
         for (int64_t b = block_begin; b < block_end; ++b) {
           const int64_t g = b / program.blocks_per_group;
           const int64_t first = g * cout_g + (b % program.blocks_per_group) * tile::kBlock;
           const int64_t valid = std::min<int64_t>(tile::kBlock, (g + 1) * cout_g - first);
-          const FlatEpilogue epilogue{sums + (b - block_begin) * block_floats + slot * tiles.width, sums_row, tiles,
-                                      layout, ys, scale + first, bias + first, p.activation,
-                                      y + (n * ys.c + first) * plane};
+          const FlatEpilogue epilogue{sums + (b - block_begin) * split.block_size + slot * tiles.width,
+                                      split.sums_row, tiles, layout, ys, scale + first, bias + first,
+                                      p.activation, y + (n * ys.c + first) * plane};
           epilogue.write(valid, f0, tiles.row_stride);
         }
       }
       return;
     }
     // Lane L of sums row r is output row L * lane_rows + yl + r, from column ox0.
-    const int64_t yl = row * tiles.rows;
+    const int64_t yl = item.tile_row * tiles.rows;
     const int64_t columns = tiles.width / layout.lanes;
-    const int64_t ox0 = group_begin * columns;
-    const int64_t count = std::min(item_tiles * columns, ys.w - ox0);
+    const int64_t ox0 = item.column * columns;
+    const int64_t count = std::min(item.tiles * columns, ys.w - ox0);
     std::vector<float*> rows(static_cast<size_t>(layout.lanes));
     for (int64_t b = block_begin; b < block_end; ++b) {
       // Block b holds channels first .. first + valid - 1 of its group, as its slots 0 .. valid - 1.
@@ -410,7 +374,7 @@ void TernaryConv::run(const float* x, const Shape4& xs, const float* scale, cons
       for (int64_t o = 0; o < valid; ++o) {
         const int64_t c = first + o;
         for (int64_t r = 0; r < tiles.rows && yl + r < layout.lane_rows; ++r) {
-          float* values = sums + (b - block_begin) * block_floats + o * channel_floats + r * sums_row;
+          float* values = sums + (b - block_begin) * split.block_size + o * split.channel_size + r * split.sums_row;
           for (int64_t lane = 0; lane < layout.lanes; ++lane) {
             const int64_t oy = lane * layout.lane_rows + yl + r;
             rows[static_cast<size_t>(lane)] = oy < ys.h ? y + ((n * ys.c + c) * ys.h + oy) * ys.w + ox0 : nullptr;

@@ -89,7 +89,29 @@ static void scatter_lanes(const float* src, int64_t count, float* const* rows, f
   }
 }
 
-// V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b), store(p, a).
+// The element types of a vector type V and how a tile starts and stores its channel totals.
+// Float vectors (the default) keep a running total in the output buffer: a call loads it
+// (accumulate) and stores it back. Integer vectors (V::kWidening, for QTernaryConv) add 16-bit
+// lanes, which hold one step's sums exactly but not a whole conv's: each call starts its totals
+// at zero and V::finish widens them to 32 bits into the output (adding to it with accumulate).
+template <class V, class = void>
+struct Totals {
+  using In = float;
+  using Out = float;
+  static typename V::Reg begin(const Out* p, bool accumulate) { return accumulate ? V::load(p) : V::zero(); }
+  static void finish(Out* p, typename V::Reg total, bool) { V::store(p, total); }
+};
+
+template <class V>
+struct Totals<V, decltype(void(V::kWidening))> {
+  using In = typename V::In;
+  using Out = typename V::Out;
+  static typename V::Reg begin(const Out*, bool) { return V::zero(); }
+  static void finish(Out* p, typename V::Reg total, bool accumulate) { V::finish(p, total, accumulate); }
+};
+
+// V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b) and store(p, a) (float)
+// or finish(p, a, accumulate) with In / Out element types and kWidening (integer; see Totals).
 // Pc vectors per tile row, R rows. Registers: kBlock * R * Pc channel totals plus Split * R * Pc
 // pattern sums. With Split == 1 each pattern sum is one add chain (plus and minus taps go into the
 // same sums; a second set of sums to break the chains cost a remainder branch per list and was
@@ -98,20 +120,22 @@ static void scatter_lanes(const float* src, int64_t count, float* const* rows, f
 template <class V, int Pc, int R, int Split = 1>
 struct TileImpl {
   using Reg = typename V::Reg;
+  using In = typename Totals<V>::In;
+  using Out = typename Totals<V>::Out;
   static constexpr int kWidth = V::kWidth * Pc;
   static constexpr int kRows = R;
   static constexpr int kLanes = V::kWidth;
   static constexpr int kVectors = Pc * R;
 
   template <bool kAdd>
-  static inline __attribute__((always_inline)) Reg tap(Reg sum, const float* src, int64_t row_stride, int v) {
+  static inline __attribute__((always_inline)) Reg tap(Reg sum, const In* src, int64_t row_stride, int v) {
     const Reg x = V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth);
     return kAdd ? V::add(sum, x) : V::sub(sum, x);
   }
 
   // Adds (kAdd) or subtracts one list of taps to the pattern sums.
   template <bool kAdd>
-  static inline __attribute__((always_inline)) void sum_list(const float* base, int64_t row_stride,
+  static inline __attribute__((always_inline)) void sum_list(const In* base, int64_t row_stride,
                                                              const int32_t* offsets, int count,
                                                              Reg (&sum)[Split][kVectors]) {
     int t = 0;
@@ -131,7 +155,7 @@ struct TileImpl {
   }
 
   template <int I>
-  static inline __attribute__((always_inline)) void pattern(const float* base, int64_t row_stride,
+  static inline __attribute__((always_inline)) void pattern(const In* base, int64_t row_stride,
                                                             const int32_t* counts, const int32_t*& offsets,
                                                             Reg (&total)[kBlock][kVectors]) {
     const int n_plus = counts[2 * I], n_minus = counts[2 * I + 1];
@@ -164,22 +188,24 @@ struct TileImpl {
     if constexpr (I + 1 < kPatterns) pattern<I + 1>(base, row_stride, counts, offsets, total);
   }
 
-  static void run(const float* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets, float* out,
+  static void run(const In* base, int64_t row_stride, const int32_t* counts, const int32_t* offsets, Out* out,
                   int64_t out_row, bool accumulate) {
     Reg total[kBlock][kVectors];
 #pragma GCC unroll 32
     for (int o = 0; o < kBlock; ++o) {
 #pragma GCC unroll 32
       for (int v = 0; v < kVectors; ++v) {
-        float* p = out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth;
-        total[o][v] = accumulate ? V::load(p) : V::zero();
+        const Out* p = out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth;
+        total[o][v] = Totals<V>::begin(p, accumulate);
       }
     }
     pattern<0>(base, row_stride, counts, offsets, total);
 #pragma GCC unroll 32
     for (int o = 0; o < kBlock; ++o) {
 #pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v) V::store(out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth, total[o][v]);
+      for (int v = 0; v < kVectors; ++v) {
+        Totals<V>::finish(out + (o * R + v / Pc) * out_row + (v % Pc) * V::kWidth, total[o][v], accumulate);
+      }
     }
   }
 };

@@ -1,0 +1,34 @@
+// Portable QTernaryConv tile kernel (any CPU; LBDEPLOY_KERNEL=scalar forces it): groups of 4
+// int32 values in plain C++, tiles of 1 row x 2 groups and 1 group with 2 partial sums.
+#include "qtile_kernel.h"
+
+namespace lbdeploy {
+namespace tile {
+namespace {
+
+struct QVecScalar {
+  struct Reg {
+    int32_t v[4];
+  };
+  using In = int16_t;
+  using Out = int32_t;
+  static constexpr bool kWidening = true;
+  static constexpr int kWidth = 4;
+  static Reg zero() { return Reg{{0, 0, 0, 0}}; }
+  static Reg load(const int16_t* p) { return Reg{{p[0], p[1], p[2], p[3]}}; }
+  static Reg add(Reg a, Reg b) { return Reg{{a.v[0] + b.v[0], a.v[1] + b.v[1], a.v[2] + b.v[2], a.v[3] + b.v[3]}}; }
+  static Reg sub(Reg a, Reg b) { return Reg{{a.v[0] - b.v[0], a.v[1] - b.v[1], a.v[2] - b.v[2], a.v[3] - b.v[3]}}; }
+  static void finish(int32_t* p, Reg total, bool accumulate) {
+    for (int k = 0; k < 4; ++k) p[k] = accumulate ? p[k] + total.v[k] : total.v[k];
+  }
+};
+
+using Large = TileImpl<QVecScalar, 2, 1>;
+using Small = TileImpl<QVecScalar, 1, 1, 2>;
+
+}  // namespace
+
+QTileKernel scalar_qkernel() { return make_qtile_kernel<Large, Small, Small>(); }
+
+}  // namespace tile
+}  // namespace lbdeploy
