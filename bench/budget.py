@@ -18,6 +18,7 @@ per output map size (where the kernel falls behind inside a network).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -31,14 +32,21 @@ from common import ort_session
 TERNARY, DENSE_3X3, OTHER = "TernaryConv", "dense 3x3 Conv", "other"
 
 
+TERNARY_OPS = (TERNARY, "QTernaryConv")
+# Dense conv op types -> the input index of their weight (int8 convs after ONNX Runtime's QDQ fusion).
+DENSE_CONV_WEIGHT = {"Conv": 1, "FusedConv": 1, "QLinearConv": 3, "NhwcQLinearConv": 3}
+
+
 def classify(op: str, event: dict) -> str:
-    """TERNARY, DENSE_3X3 (a Conv or FusedConv whose weight is [.., .., 3, 3]) or OTHER."""
-    if op == TERNARY:
+    """TERNARY (TernaryConv or QTernaryConv), DENSE_3X3 (a dense conv, float or int8, whose weight is
+    [.., .., 3, 3]) or OTHER."""
+    if op in TERNARY_OPS:
         return TERNARY
-    if op in ("Conv", "FusedConv"):
+    if op in DENSE_CONV_WEIGHT:
         shapes = event.get("args", {}).get("input_type_shape") or []
-        if len(shapes) > 1:
-            dims = next(iter(shapes[1].values()), [])
+        index = DENSE_CONV_WEIGHT[op]
+        if len(shapes) > index:
+            dims = next(iter(shapes[index].values()), [])
             if list(dims[-2:]) == [3, 3]:
                 return DENSE_3X3
     return OTHER
@@ -58,6 +66,13 @@ class OpTimes:
 
     classes: dict[str, float]
     sizes: dict[tuple[str, str], float]
+    ops: dict[str, float] = dataclasses.field(default_factory=dict)  # per op type (ORT's, after fusion)
+
+    def shares(self, top: int = 8) -> str:
+        """The `top` op types by time, as "QLinearConv 41%, ..." (where the time goes)."""
+        total = sum(self.ops.values()) or 1.0
+        ranked = sorted(self.ops.items(), key=lambda item: -item[1])[:top]
+        return ", ".join(f"{op} {ms / total:.0%}" for op, ms in ranked)
 
 
 def op_class_times(events: list[dict]) -> OpTimes:
@@ -69,13 +84,15 @@ def op_class_times(events: list[dict]) -> OpTimes:
     for run, _, op, event in ort_node_events(events):
         kind = classify(op, event)
         per_run[run][kind] += event["dur"] * 1e-3
+        per_run[run][("op", op)] += event["dur"] * 1e-3
         if kind != OTHER:
             per_run[run][(kind, map_size(event) or "?")] += event["dur"] * 1e-3
     runs = list(per_run.values()) or [{}]
     keys = {key for run in runs for key in run} | {TERNARY, DENSE_3X3, OTHER}
     median = {key: statistics.median(run.get(key, 0.0) for run in runs) for key in keys}
     return OpTimes({key: median[key] for key in (TERNARY, DENSE_3X3, OTHER)},
-                   {key: value for key, value in median.items() if isinstance(key, tuple)})
+                   {key: value for key, value in median.items() if isinstance(key, tuple) and key[0] != "op"},
+                   {key[1]: value for key, value in median.items() if isinstance(key, tuple) and key[0] == "op"})
 
 
 def profile_interleaved(models: dict[str, tuple[Path, str | None, np.ndarray]], threads: int, runs: int = 10) -> dict:
@@ -131,6 +148,23 @@ class Budget:
     def to_dict(self) -> dict:
         """JSON-ready fields with floor, kernel_ratio and needed."""
         return {**asdict(self), "floor": self.floor, "kernel_ratio": self.kernel_ratio, "needed": self.needed}
+
+
+@dataclass
+class OpShares:
+    """Where one model's time goes by ONNX Runtime op type (int8 models: no 3x3/1x1 split, see run.py)."""
+
+    name: str
+    shares: str  # from OpTimes.shares
+    total_ms: float
+
+    def to_dict(self) -> dict:
+        """JSON-ready fields."""
+        return asdict(self)
+
+    def line(self) -> str:
+        """One printed line."""
+        return f"{self.name:<44} {self.total_ms:8.2f} ms of node time: {self.shares}"
 
 
 def make_budget(name: str, subject: OpTimes, baseline: OpTimes, target: float | None) -> Budget:

@@ -10,7 +10,10 @@ Groups (docs/benchmarks.md says what each one means):
 - block: the LBB block vs the dense bottleneck (256 channels, 128 mid, 64x64), both exported
   through the project exporter and run in ORT;
 - e2e: LBRN-S 8 stacks 256x256 (ORT, and TVM when installed) vs SHN fp32, SHN int8 (ORT static
-  quantization) and LBRN-S lowered to plain Conv (`--ops standard`).
+  quantization) and LBRN-S lowered to plain Conv (`--ops standard`);
+- int8: QTernaryConv vs ORT's QLinearConv (per-channel int8), 128->128 3x3 64x64, uint8 in/out; and
+  LBRN-S 8 stacks int8 (our int8 export: QDQ + QTernaryConv) vs SHN 8 stacks int8 (the same export:
+  plain QDQ) and SHN fp32, every int8 model calibrated on the same synthetic images.
 
 Within a group every contender runs once per round (interleaved), so machine load hits all alike;
 ratios are of medians (mins in brackets). The targets apply to the best backend. To add a
@@ -28,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from budget import format_budget, make_budget, profile_interleaved
+from budget import OpShares, format_budget, make_budget, profile_interleaved
 from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
 
-GROUPS = ("kernel", "block", "e2e")
+GROUPS = ("kernel", "block", "e2e", "int8")
 KERNEL_DENSITIES = (0.1, 0.5)
 # Densities of the density advice of `lbdeploy inspect`: the ones of the paper's Table 2.
 ADVICE_DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -42,8 +45,10 @@ BLOCK_TARGET = 0.60  # LBB / dense bottleneck at density 0.5
 E2E_TARGETS = {0.5: 0.65, 0.1: 0.50}  # LBRN-S / SHN fp32
 PLAIN_SPEEDUP = 1.5  # LBRN-S at least this much faster than LBRN-S as plain Conv
 E2E_STACKS, E2E_SIZE = 8, 256
-# (kernel, block, e2e) repeats
-REPEATS = {"full": (50, 30, 10), "quick": (3, 3, 2)}
+INT8_KERNEL_TARGETS = {0.5: 0.60, 0.1: 0.25}  # QTernaryConv / QLinearConv
+INT8_E2E_TARGETS = {0.5: (0.80, 0.40), 0.1: (0.60, 0.30)}  # LBRN-S int8 / (SHN int8, SHN fp32)
+# (kernel, block, e2e, int8) repeats; the int8 group's kernel rows take 5x its e2e rounds
+REPEATS = {"full": (50, 30, 10, 10), "quick": (3, 3, 2, 2)}
 
 
 def run_kernel(args, library: str) -> tuple[list, list]:
@@ -153,6 +158,64 @@ def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
     return results, budgets(args, models, pairs, "e2e")
 
 
+def run_int8(args, library: str, work: Path) -> tuple[list, list]:
+    """QTernaryConv vs QLinearConv, and LBRN-S int8 vs SHN int8 / fp32, all in ORT; one calibration set."""
+    from exporters.calibration import CalibrationOptions, load_calibration
+    from models import export_network, int8_conv_models, quantize_network
+
+    results, models = [], {}
+    runners = {}
+    for density in INT8_KERNEL_TARGETS:
+        ternary, dense, x = int8_conv_models(density, work)
+        for name, path, lib in ((f"qternary-{density:g}", ternary, library), (f"qlinearconv-{density:g}", dense, None)):
+            session = ort_session(path, args.threads, lib)
+            runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+    rounds = 5 * args.repeats_for("int8")
+    progress(f"int8: timing the uint8 convs, {rounds} interleaved rounds")
+    times = interleaved_times(runners, rounds)
+    for density, target in INT8_KERNEL_TARGETS.items():
+        results.append(compare("int8", f"QTernaryConv d={density:g} vs QLinearConv 128 3x3 64x64", times,
+                               f"qternary-{density:g}", f"qlinearconv-{density:g}",
+                               target, density=density))
+    stacks = args.stacks
+    progress(f"int8: {args.calibration_images} synthetic calibration images for every int8 model")
+    images = load_calibration(CalibrationOptions(images=args.calibration_images), (E2E_SIZE, E2E_SIZE),
+                              {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}).calibration
+    paths = {}
+    for density in INT8_E2E_TARGETS:
+        progress(f"int8: LBRN-S {stacks} stacks, density {density:g}: export, calibrate, quantize")
+        paths[f"lbrn-s-int8-{density:g}"] = quantize_network("lbrn-s", work / f"lbrn-s-int8-{density:g}.onnx", images,
+                                                             stacks=stacks, density=density)
+    progress(f"int8: SHN {stacks} stacks: export, calibrate, quantize; and fp32")
+    paths["shn-int8"] = quantize_network("shn", work / "shn-int8-same.onnx", images, stacks=stacks)
+    paths["shn-fp32"] = export_network("shn", work / "shn-fp32-int8group.onnx", ops="standard", stacks=stacks)
+    x = images[:1]
+    runners = {}
+    for name, path in paths.items():
+        models[name] = (path, library if name.startswith("lbrn") else None, x)
+        session = ort_session(path, args.threads, models[name][1])
+        runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+    progress(f"int8: timing {len(runners)} models, {args.repeats_for('int8')} interleaved rounds")
+    times = interleaved_times(runners, args.repeats_for("int8"), warmup=1)
+    pairs = []
+    for density, (vs_int8, vs_fp32) in INT8_E2E_TARGETS.items():
+        subject = f"lbrn-s-int8-{density:g}"
+        for baseline, label, target in (("shn-int8", "SHN int8 (ORT QDQ)", vs_int8), ("shn-fp32", "SHN fp32", vs_fp32)):
+            name = f"LBRN-S{stacks} int8 d={density:g} vs {label}"
+            results.append(compare("int8", name, times, subject, baseline, target, density=density))
+            pairs.append((name, subject, baseline, target))
+    # ONNX Runtime prepacks QLinearConv weights, so its trace does not tell 3x3 from 1x1 int8 convs:
+    # the Amdahl bound is taken against SHN fp32 only; every int8 model gets its op-type shares.
+    names = sorted(models)
+    progress(f"int8: profiling {', '.join(names)} (ORT profiler, interleaved: where the time goes)")
+    op_times = profile_interleaved(models, args.threads, runs=2 if args.quick else 10)
+    bounds = [make_budget(name, op_times[subject], op_times[baseline], target)
+              for name, subject, baseline, target in pairs if baseline == "shn-fp32"]
+    bounds += [OpShares(f"{name} op time", op_times[name].shares(), sum(op_times[name].ops.values()))
+               for name in names if name != "shn-fp32"]
+    return results, bounds
+
+
 def save_advice(results: list, machine: dict, path: Path) -> None:
     """Write the density-advice file read by `lbdeploy inspect` (lbdeploy/density_advice.py)."""
     single = machine["threads"] == 1  # then ORT computes on the calling thread: CPU time is robust to load
@@ -178,7 +241,8 @@ def _parse(argv) -> argparse.Namespace:
                         "30 block, 10 e2e; --quick: 3, 3, 2)")
     parser.add_argument("--quick", action="store_true", help="a few rounds only (smoke test, not a measurement)")
     parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
-    parser.add_argument("--calibration-images", type=int, default=4, help="random images for int8 calibration")
+    parser.add_argument("--calibration-images", type=int, default=4,
+                        help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--save-advice", action="store_true",
@@ -215,6 +279,8 @@ def main(argv=None) -> int:
                 comparisons, group_bounds = run_kernel(args, library)
             elif group == "block":
                 comparisons, group_bounds = run_block(args, library, Path(tmp))
+            elif group == "int8":
+                comparisons, group_bounds = run_int8(args, library, Path(tmp))
             else:
                 comparisons, group_bounds = run_e2e(args, library, Path(tmp))
             results += comparisons
@@ -229,7 +295,7 @@ def main(argv=None) -> int:
     if bounds:
         print("\nwhere the time goes (ORT profiler, kernel time per node; bench/budget.py): the ORT rows' Amdahl bound")
         for bound in bounds:
-            print(format_budget(bound))
+            print(bound.line() if isinstance(bound, OpShares) else format_budget(bound))
     if args.quick:
         print("--quick: too few rounds to measure anything; for a smoke test only")
     if args.json:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from exporters.calibration import DEFAULT_DATA, DEFAULT_IMAGES, METHODS, CalibrationOptions
 from exporters.export import OPSETS
+from exporters.quantize import PRECISIONS
 from lbdeploy.backends import EXPORT_BACKENDS
 from lbdeploy.targets import target_names
 
@@ -21,7 +23,15 @@ from lbdeploy.targets import target_names
 @click.option("--opset", type=int, default=18, help=f"ONNX opset ({OPSETS.start}..{OPSETS.stop - 1}).")
 @click.option("--verify/--no-verify", default=True, help="Fail when the parity gate fails (--no-verify: keep and report).")
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
-def export(model_pt, target, backend, ops, out_dir, opset, verify, force):
+@click.option("--quantize", type=click.Choice(PRECISIONS), default=None,
+              help="Quantize (static, calibrated; the accuracy gate replaces the parity gate; docs/export.md).")
+@click.option("--calibration", "calibration_data", default=DEFAULT_DATA, metavar="DATA",
+              help="int8 calibration images: synthetic[:N,M], mpii:PATH, lsp:PATH or a folder of images.")
+@click.option("--calibration-images", type=int, default=DEFAULT_IMAGES, help="Number of int8 calibration images.")
+@click.option("--calibration-method", type=click.Choice(METHODS), default=METHODS[0],
+              help="How activation ranges are chosen from the calibration images.")
+def export(model_pt, target, backend, ops, out_dir, opset, verify, force, quantize, calibration_data,
+           calibration_images, calibration_method):
     """Export a model.pt to an artifact folder (ONNX + kernels + manifest), checked against PyTorch.
 
     \b
@@ -30,13 +40,18 @@ def export(model_pt, target, backend, ops, out_dir, opset, verify, force):
       lbdeploy export m.pt --target x86 -o out/
       lbdeploy export m.pt --target arm64 -o out-arm/
       lbdeploy export m.pt --target jetson-orin -o out-jetson/
+      lbdeploy export m.pt --target x86 --quantize int8 -o out-int8/
     """
     from exporters.export import export_model
 
+    calibration = CalibrationOptions(calibration_data, calibration_images, calibration_method) if quantize else None
     manifest = export_model(model_pt, out_dir, target=target, backend=backend, ops=ops, verify=verify, opset=opset,
-                            force=force, progress=lambda message: click.echo(message, err=True))
-    status = "passed" if manifest["parity"]["passed"] else "FAILED (kept: --no-verify)"
-    click.echo(f"Wrote {out_dir} (target {target}, backend {manifest['backend']}, parity {status})")
+                            force=force, quantize=quantize, calibration=calibration,
+                            progress=lambda message: click.echo(message, err=True))
+    gate = "accuracy" if quantize else "parity"
+    status = "passed" if manifest[gate]["passed"] else "FAILED (kept: --no-verify)"
+    click.echo(f"Wrote {out_dir} (target {target}, backend {manifest['backend']}, {manifest['precision']}, "
+               f"{gate} {status})")
 
 
 COMMANDS = [export]

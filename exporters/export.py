@@ -17,7 +17,7 @@ from exporters.atomic import atomic_folder
 from lbdeploy import __version__
 from lbdeploy.artifact import MODEL_FILE, io_manifest, list_files, write_manifest
 from lbdeploy.backends import get_backend
-from lbdeploy.errors import ConfigError, ParityError
+from lbdeploy.errors import AccuracyError, ConfigError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
 from lbdeploy.targets import host_target, resolve
 
@@ -66,8 +66,8 @@ def _ort_runner(work: Path, manifest: dict):
 
 
 def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = None, ops: str = "custom",
-                 verify: bool = True, opset: int = 18, force: bool = False,
-                 progress: Callable[[str], None] = lambda message: None) -> dict:
+                 verify: bool = True, opset: int = 18, force: bool = False, quantize: str | None = None,
+                 calibration=None, progress: Callable[[str], None] = lambda message: None) -> dict:
     """Export `model_pt` to the artifact folder `out_dir`.
 
     Args:
@@ -79,12 +79,14 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         verify: run the parity gate and fail beyond tolerance (False: record the report only).
         opset: ONNX opset (one of OPSETS).
         force: replace an existing out_dir.
+        quantize: None (float) or "int8" (exporters.quantize; the accuracy gate replaces the parity gate).
+        calibration: exporters.calibration.CalibrationOptions for int8 (None: the defaults).
         progress: called with a short message before each step.
     Returns:
         The manifest written to out_dir/manifest.json.
     Raises:
-        ConfigError / ExportError / ParityError / CheckpointError / KernelLibraryError: nothing is
-            written then.
+        ConfigError / ExportError / ParityError / AccuracyError / CalibrationError / CheckpointError /
+            KernelLibraryError: nothing is written then.
     """
     from exporters.onnx import export_onnx
     from exporters.parity import check_parity
@@ -101,26 +103,37 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
     custom = ops == "custom" and has_ternary
     step = get_backend(backend).load_exporter()(export_target, export_target.settings(backend), custom)
     step.check()
+    if quantize:
+        from exporters.quantize import Int8Export
+
+        int8 = Int8Export.prepare(quantize, backend, calibration, ckpt, input_size, progress)
     with atomic_folder(Path(out_dir), force) as work:
-        progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
-        names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
-                            opset=opset)
+        if quantize:
+            names, custom = int8.write(model, work / MODEL_FILE, task, opset, progress)
+            step.custom_ops = custom
+        else:
+            progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
+            names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
+                                opset=opset)
         manifest = {"arch": ckpt.arch, "config": ckpt.config,
                     **_io_manifest(ckpt, names, task), "target": export_target.name, "backend": backend,
                     "ops": "custom" if custom else "standard", "opset": opset,
                     "custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}] if custom else [],
-                    "kernel_library": None}
+                    "kernel_library": None, **(int8.manifest() if quantize else {"precision": "fp32"})}
         manifest.update(step.add_files(work, progress))
         manifest["files"] = list_files(work)
         run, parity_backend = step.parity_runner(work, manifest) or _ort_runner(work, manifest)
-        progress(f"parity gate: {parity_backend} vs PyTorch eager")
-        report = check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
-                              parity_backend)
-        manifest["parity"] = report.to_dict()
+        gate = "accuracy" if quantize else "parity"
+        progress(f"{gate} gate: {parity_backend} vs PyTorch eager")
+        report = (int8.gate(model, run, names, task, parity_backend) if quantize else
+                  check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
+                               parity_backend))
+        manifest[gate] = report.to_dict()
         progress(report.summary())
         if verify and not report.passed:
-            raise ParityError("the exported model differs from PyTorch beyond tolerance (docs/export.md):\n"
-                              + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
+            raise (AccuracyError if quantize else ParityError)(
+                f"the exported model differs from PyTorch beyond tolerance ({gate} gate, docs/export.md):\n"
+                + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
         manifest["tools"] = _tool_versions()
         manifest = write_manifest(work, manifest)
     steps = step.next_steps(manifest)

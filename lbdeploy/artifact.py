@@ -43,7 +43,7 @@ _SCHEMA = {
     "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
     "pose": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False), "parity": ((dict,), False),
-    "tools": ((dict,), False),
+    "tools": ((dict,), False), "precision": ((str,), False), "quantization": ((dict,), False),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
@@ -291,7 +291,8 @@ def final_output(manifest: dict) -> dict:
 
 def summarize(manifest: dict) -> dict:
     """The public part of a manifest: what the model is and how it is fed, without file hashes."""
-    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "tools")
+    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "precision",
+            "quantization", "tools")
     summary = {key: manifest[key] for key in keys if key in manifest}
     summary["config"] = manifest.get("config", {})
     return summary

@@ -33,6 +33,7 @@ class BackendSpec:
         runtime: "module:Class" of the runtime class.
         exporter: "module:Class" of the export step; None: runs model.pt files, not artifacts.
         exports_here: an artifact for this machine can be exported on the fly (eval/profile --compare).
+        precisions: the `--quantize` precisions its artifacts can hold besides float32.
     """
 
     name: str
@@ -41,6 +42,7 @@ class BackendSpec:
     runtime: str
     exporter: str | None = None
     exports_here: bool = False
+    precisions: tuple[str, ...] = ()
 
     def load_runtime(self):
         """Import and return the runtime class.
@@ -74,7 +76,8 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("torch", "PyTorch eager on a model.pt (the reference)", "torch",
                 "runtime.backends.torch_backend:TorchBackend"),
     BackendSpec("ort", "ONNX Runtime with our TernaryConv kernel library", "ort",
-                "runtime.backends.ort:OrtBackend", "exporters.backends.ort:OrtExport", exports_here=True),
+                "runtime.backends.ort:OrtBackend", "exporters.backends.ort:OrtExport", exports_here=True,
+                precisions=("int8",)),
     BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDIA GPU)", "tvm",
                 "runtime.backends.tvm:TVMBackend", "exporters.backends.tvm:TVMExport", exports_here=True),
     BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin, built on the Jetson", "tensorrt",

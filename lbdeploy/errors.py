@@ -44,3 +44,11 @@ class InputError(LbdeployError):
 
 class BackendUnavailable(LbdeployError):
     """The requested backend's package or device is not present on this machine."""
+
+
+class CalibrationError(ExportError):
+    """The int8 calibration images are missing, unreadable or too few, or the calibrated ranges overflow."""
+
+
+class AccuracyError(ExportError):
+    """The int8 model's keypoints disagree with PyTorch fp32 beyond the accuracy gate (docs/export.md)."""

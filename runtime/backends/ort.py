@@ -97,6 +97,13 @@ class OrtBackend:
                 str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as err:  # ORT raises its own exception types; re-raise ours for known causes
+            missing = [op for op in manifest.get("custom_ops", []) if op.get("op_type") and op["op_type"] in str(err)]
+            if registered and missing:
+                raise KernelLibraryError(
+                    f"the kernel library {library_path} does not provide {DOMAIN}::{missing[0]['op_type']} "
+                    f"(version {missing[0].get('version')}), which {model_path} uses; re-export the artifact with "
+                    "this lbdeploy so it carries a matching kernels/libternary_ort.so"
+                ) from None
             if not registered and (DOMAIN in str(err) or OP_TYPE in str(err)):
                 raise KernelLibraryError(
                     f"model {model_path} uses {DOMAIN}::{OP_TYPE} but no kernel library was registered; "

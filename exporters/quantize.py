@@ -1,0 +1,391 @@
+"""int8 export: ONNX Runtime static quantization (QDQ, per-channel weights) plus our QTernaryConv.
+
+`quantize_onnx(model, path, ...)` writes an int8 model.onnx whose input stays float32 (the first
+QuantizeLinear is inside the graph), in five graph steps:
+
+1. export the network with `--ops standard` (exporters.onnx): every TernaryConv becomes a plain
+   Conv with its scale folded into float weights. ONNX Runtime's calibrator cannot load our kernel
+   library, and this graph computes exactly what the TernaryConv graph computes;
+2. `batchnorm_as_conv`: every BatchNormalization left on the residual stream (pre-activation
+   blocks: it cannot fold into a conv) becomes the equivalent depthwise 1x1 Conv, so it is
+   quantized like any conv (QLinearConv) instead of running in float between a dequantize and a
+   quantize;
+3. `quantize_static` (onnxruntime.quantization): uint8 activations, per-channel int8 weights, QDQ
+   format, calibrated on real images (exporters.calibration) with the chosen method;
+4. `float_outputs`: the convs computing the graph outputs write them in float (no 8-bit heatmaps);
+5. `fuse_ternary`: each DequantizeLinear -> Conv(ternary weights) -> QuantizeLinear becomes one
+   `ai.lbdeploy::QTernaryConv` on the uint8 tensors, with the packed ternary weights and the float
+   scale/bias of the TernaryConv and the calibrated input/output scales, so 1x1 -> ternary -> 1x1
+   stays uint8 (ONNX Runtime fuses the DQ -> 1x1 Conv -> Q around it into QLinearConv).
+
+Dense networks (SHN) go through steps 1-4 only: plain QDQ for comparison. To quantize another op
+type, add it to QUANTIZED_OPS; to fuse another float pattern into an integer op, add a pass like
+`fuse_ternary`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from lbdeploy.backends import BACKENDS
+from lbdeploy.errors import CalibrationError, ConfigError, ExportError
+
+PRECISION = "int8"
+PRECISIONS = ("int8",)
+# Ops given QDQ pairs. Relu is listed so that ONNX Runtime folds it into the range of the tensor
+# before it (it removes the node); Concat joins LBRN-3's half-ternary branches.
+QUANTIZED_OPS = ["Conv", "Add", "MaxPool", "Resize", "Relu", "Concat"]
+FORMAT = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel (symmetric)"}
+DENSE_WEIGHT_SUFFIX = ".dense_weight"  # exporters.folding.TernaryConvOp's float weights (ops="standard")
+QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantized initializer
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime.quantization logs one line per tensor on the root logger, its calibrators print
+    progress on stdout and ONNX Runtime warns about every unused initializer; keep errors only."""
+    import onnxruntime
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    onnxruntime.set_default_logger_severity(3)  # quant_pre_process's session: no per-initializer warnings
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
+        onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default
+
+
+def batchnorm_as_conv(model) -> int:
+    """Replace every BatchNormalization (inference form) by the equal depthwise 1x1 Conv, in place.
+
+    Returns:
+        The number of nodes replaced.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    values = {init.name: init for init in graph.initializer}
+    nodes, replaced = [], 0
+    for node in graph.node:
+        if node.op_type != "BatchNormalization" or not all(name in values for name in node.input[1:5]):
+            nodes.append(node)
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(values[name]).astype(np.float64) for name in node.input[1:5])
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        scale = gamma / np.sqrt(var + eps)
+        channels = scale.shape[0]
+        weight, bias = f"{node.name}.as_conv.weight", f"{node.name}.as_conv.bias"
+        graph.initializer.extend([numpy_helper.from_array(scale.reshape(channels, 1, 1, 1).astype(np.float32), weight),
+                                  numpy_helper.from_array((beta - mean * scale).astype(np.float32), bias)])
+        nodes.append(helper.make_node("Conv", [node.input[0], weight, bias], [node.output[0]],
+                                      name=f"{node.name}AsConv", group=channels, kernel_shape=[1, 1]))
+        replaced += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return replaced
+
+
+def check_ranges(model) -> None:
+    """Every activation scale of a quantized model must be finite and positive.
+
+    Raises:
+        CalibrationError: an activation overflows float32 (inf/nan) on the calibration images, so no
+            int8 range can hold it.
+    """
+    from onnx import numpy_helper
+
+    values = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[1] in values:
+            scale = numpy_helper.to_array(values[node.input[1]])
+            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+                raise CalibrationError(
+                    f"activation {node.input[0]!r} overflows the int8 range (calibrated scale {scale.ravel()[:3]}): "
+                    "the model produces inf/nan on the calibration images; check the model with "
+                    "`lbdeploy eval` or export it without --quantize")
+
+
+def quantize_qdq(fp32_path: Path, out_path: Path, images: np.ndarray, method: str, work: Path) -> None:
+    """Static QDQ quantization of a standard-ops model, calibrated on `images` (model inputs).
+
+    Raises:
+        CalibrationError: the calibrated ranges overflow; ExportError: ONNX Runtime failed.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    from exporters.calibration import image_batches
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    prepared = work / "prepared.onnx"
+    input_name = onnx.load(str(fp32_path), load_external_data=False).graph.input[0].name
+    try:
+        with _quiet_quantizer():
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(str(prepared), str(out_path), image_batches(images, input_name),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method],
+                            extra_options={"CalibMaxIntermediateOutputs": 8 if method == "minmax" else None})
+    except (ValueError, RuntimeError) as err:
+        raise ExportError(f"ONNX Runtime quantization failed: {str(err).splitlines()[0][:300]}") from None
+
+
+def ternary_ops(wrapped) -> dict:
+    """Initializer name of each TernaryConvOp's float weight (as exported with ops="standard") -> the module."""
+    from exporters.folding import TernaryConvOp
+
+    return {f"{name}{DENSE_WEIGHT_SUFFIX}": module for name, module in wrapped.named_modules()
+            if isinstance(module, TernaryConvOp)}
+
+
+def _consumers(graph) -> dict:
+    found = {}
+    for node in graph.node:
+        for name in node.input:
+            found.setdefault(name, []).append(node)
+    return found
+
+
+def fuse_ternary(model, ternary: dict) -> int:
+    """Rewrite DQ -> Conv(ternary) [-> Relu] -> Q into one QTernaryConv on the uint8 tensors, in place.
+
+    Args:
+        model: the QDQ model from `quantize_qdq`.
+        ternary: from `ternary_ops`: float weight name -> TernaryConvOp (packed weights, scale, bias,
+            geometry and activation).
+    Returns:
+        The number of convs fused. A ternary conv with an activation the quantized op lacks (sigmoid)
+        stays a QDQ Conv.
+    """
+    if not ternary:
+        return 0
+    from onnx import helper, numpy_helper
+
+    from lbdeploy.ops.qonnx_schema import make_node
+    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN
+
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers = _consumers(graph)
+    removed, added, fused = set(), [], 0
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or len(conv.input) < 2:
+            continue
+        weight_dq = producer.get(conv.input[1])
+        op = ternary.get(weight_dq.input[0][:-len(QUANTIZED_SUFFIX)]) if weight_dq is not None else None
+        x_dq = producer.get(conv.input[0])
+        if op is None or op.attrs.activation not in Q_ACTIVATIONS or x_dq is None or x_dq.op_type != "DequantizeLinear":
+            continue
+        chain = [conv]
+        after = consumers.get(conv.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Relu":
+            chain.append(after[0])
+            after = consumers.get(after[0].output[0], [])
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        y_q = after[0]
+        prefix = conv.name.rsplit("/", 1)[0]
+        packed, scale, bias = (f"{prefix}.{field}" for field in ("packed", "scale", "bias"))
+        graph.initializer.extend([numpy_helper.from_array(op.packed.numpy(), packed),
+                                  numpy_helper.from_array(op.scale.numpy().astype(np.float32), scale),
+                                  numpy_helper.from_array(op.bias.numpy().astype(np.float32), bias)])
+        added.append((conv, make_node(
+            [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
+            [y_q.output[0]], op.attrs, name=f"{prefix}/{OP_TYPE}")))
+        bias_dq = producer.get(conv.input[2]) if len(conv.input) > 2 else None
+        removed.update(id(node) for node in [*chain, y_q, weight_dq, bias_dq] if node is not None)
+        if all(id(user) in removed for user in consumers.get(x_dq.output[0], [])):
+            removed.add(id(x_dq))
+        fused += 1
+    replacement = {id(conv): node for conv, node in added}
+    nodes = [replacement.get(id(node), node) for node in graph.node if id(node) not in removed or id(node) in replacement]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if fused and not any(op.domain == DOMAIN for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, OP_VERSION))
+    return fused
+
+
+def _drop_unused_initializers(model) -> None:
+    used = {name for node in model.graph.node for name in node.input}
+    keep = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def requantize_pairs(model) -> list[str]:
+    """Names of the QuantizeLinear nodes fed straight by a DequantizeLinear (a float detour with no
+    compute); an int8 graph of ours has none."""
+    producer = {out: node for node in model.graph.node for out in node.output}
+    return [node.name for node in model.graph.node if node.op_type == "QuantizeLinear"
+            and getattr(producer.get(node.input[0]), "op_type", None) == "DequantizeLinear"]
+
+
+def check_int8_onnx(model) -> None:
+    """onnx.checker full check of an int8 graph, QTernaryConv schema registered.
+
+    Raises:
+        ExportError: the graph is not valid ONNX.
+    """
+    import onnx
+
+    from lbdeploy.ops.qonnx_schema import register_schema
+
+    register_schema()
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+        raise ExportError(f"the int8 ONNX model is invalid: {str(err).splitlines()[0][:300]}") from None
+
+
+def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, images: np.ndarray, method: str,
+                  opset: int, progress: Callable[[str], None] = lambda message: None) -> tuple[list[str], dict]:
+    """Write the int8 model.onnx of `model` to `path`.
+
+    Args:
+        model: the PyTorch network (eval mode); input_size: (H, W); task: "pose" or "classification".
+        images: calibration inputs [N, 3, H, W] float32, normalized.
+        method: "minmax", "entropy" or "percentile".
+        opset: ONNX opset of the default domain.
+        progress: called with a short message before each step.
+    Returns:
+        (output names, the manifest's "quantization" section without the calibration record).
+    Raises:
+        CalibrationError: activations overflow the int8 range; ExportError: quantization failed.
+    """
+    import onnx
+
+    from exporters.folding import prepare_for_export
+    from exporters.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="lbdeploy-int8-") as tmp:
+        work = Path(tmp)
+        progress(f"exporting ONNX for calibration (opset {opset}, standard ops)")
+        names = export_onnx(model, work / "fp32.onnx", input_size, task, ops="standard", opset=opset)
+        fp32 = onnx.load(str(work / "fp32.onnx"))
+        batchnorms = batchnorm_as_conv(fp32)
+        onnx.save(fp32, str(work / "fp32-bn.onnx"))
+        progress(f"calibrating on {len(images)} images ({method}) and quantizing (QDQ, per-channel int8 weights)")
+        quantize_qdq(work / "fp32-bn.onnx", work / "qdq.onnx", images, method, work)
+        quantized = onnx.load(str(work / "qdq.onnx"))
+    check_ranges(quantized)
+    float_outputs(quantized)
+    fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")))
+    _drop_unused_initializers(quantized)
+    quantized.producer_name = "lbdeploy"
+    check_int8_onnx(quantized)
+    onnx.save(quantized, str(path))
+    return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
+
+
+def _custom_ops(custom: bool) -> list[dict]:
+    if not custom:
+        return []
+    from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
+    from lbdeploy.ops.ternary_conv import DOMAIN
+
+    return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
+
+
+@dataclass
+class Int8Export:
+    """The int8 part of `exporters.export.export_model`: calibration images, the int8 graph, the
+    manifest sections and the accuracy gate on the held-out images.
+
+    Build it with `Int8Export.prepare(...)` before anything is written (bad calibration data fails
+    early), then `write`, `manifest` and `gate` inside the export.
+    """
+
+    options: object  # exporters.calibration.CalibrationOptions
+    images: object  # exporters.calibration.CalibrationSet
+    quantization: dict = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, precision: str, backend: str, options, ckpt, input_size, progress) -> "Int8Export":
+        """Check the options and read the calibration and held-out images.
+
+        Raises:
+            ConfigError: an unknown precision or a backend without int8 graphs;
+            CalibrationError: unusable calibration data.
+        """
+        from exporters.calibration import CalibrationOptions, load_calibration
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        able = [name for name, spec in BACKENDS.items() if precision in spec.precisions]
+        if backend not in able:
+            raise ConfigError(f"--quantize {precision} runs on the {' or '.join(able)} backend, not {backend!r}; "
+                              "drop --backend or --quantize")
+        options = options or CalibrationOptions()
+        options.check()
+        progress(f"reading {options.images} calibration images from {options.data}")
+        meta = ckpt.metadata
+        spec = {"pixel_scale": meta.get("pixel_scale", 1.0 / 255.0), "mean": meta.get("mean", (0.0, 0.0, 0.0)),
+                "std": meta.get("std", (1.0, 1.0, 1.0))}
+        return cls(options, load_calibration(options, input_size, spec))
+
+    def write(self, model, path: Path, task: str, opset: int, progress) -> tuple[list[str], bool]:
+        """Write the int8 model.onnx; returns (output names, whether it holds our custom op)."""
+        input_size = tuple(self.images.calibration.shape[2:])
+        names, self.quantization = quantize_onnx(model, path, input_size, task, self.images.calibration,
+                                                 self.options.method, opset, progress)
+        return names, self.quantization["ternary_convs"] > 0
+
+    def manifest(self) -> dict:
+        """The manifest fields of an int8 artifact: precision, ops, custom_ops and quantization."""
+        custom = self.quantization["ternary_convs"] > 0
+        details = {key: value for key, value in self.quantization.items() if key != "precision"}
+        return {"precision": PRECISION, "ops": "custom" if custom else "standard", "custom_ops": _custom_ops(custom),
+                "quantization": {**details, "calibration": self.options.to_dict(len(self.images.held_out))}}
+
+    def gate(self, model, run, names: list[str], task: str, backend: str):
+        """The int8 accuracy gate (exporters.accuracy) on the held-out images."""
+        from exporters.accuracy import check_accuracy
+
+        return check_accuracy(model, run, names, task, self.images.held_out, backend)
+
+
+def float_outputs(model) -> int:
+    """Give the graph outputs the float values of the convs that compute them, in place.
+
+    ONNX Runtime's quantizer quantizes every graph output (Conv -> Q -> DQ -> output): 256 levels
+    on a heatmap make neighbouring peaks tie. Here the conv writes the output in float (ONNX
+    Runtime then runs that conv as DQ -> Conv; the QuantizeLinear stays where later layers read it).
+
+    Returns:
+        The number of outputs changed.
+    """
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    changed, removed = 0, set()
+    for output in graph.output:
+        dq = producer.get(output.name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        value = q.input[0]
+        for node in graph.node:
+            node.input[:] = [output.name if name == value else name for name in node.input]
+            node.output[:] = [output.name if name == value else name for name in node.output]
+        removed.add(id(dq))
+        if not any(q.output[0] in node.input for node in graph.node if id(node) not in removed):
+            removed.add(id(q))
+        changed += 1
+    nodes = [node for node in graph.node if id(node) not in removed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return changed
