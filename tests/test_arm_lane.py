@@ -336,3 +336,31 @@ def test_predictor_on_arm_returns_the_x86_keypoints(arm_python, demo_artifacts):
     np.testing.assert_allclose(on_arm["keypoints"], expected.keypoints, atol=1e-3)
     np.testing.assert_allclose(on_arm["scores"], expected.scores, rtol=1e-4, atol=1e-5)
     assert on_arm["keypoints"].shape == (1, 16, 2)
+
+
+@pytest.fixture(scope="module")
+def demo_int8_artifacts(tmp_path_factory):
+    """The demo LBRN-S quantized to int8 (QTernaryConv) for arm64 and for this x86 machine."""
+    pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
+    from exporters.export import export_model
+
+    folder = tmp_path_factory.mktemp("demo-int8")
+    return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8") and folder / target
+            for target in ("arm64", "x86")}
+
+
+def test_int8_predictor_on_arm_finds_the_x86_keypoints(arm_python, demo_int8_artifacts):
+    """The int8 artifact on an aarch64 board (NEON QTernaryConv) gives the x86 int8 keypoints: the integer
+    sums are exact, so only a requantization tie (one LSB) may differ between the instruction sets."""
+    from runtime.predictor import Predictor
+
+    arm = demo_int8_artifacts["arm64"]
+    manifest = json.loads((arm / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["kernel_library"]["arch"] == "aarch64"
+    assert any(op["op_type"] == "QTernaryConv" for op in manifest["custom_ops"])
+    expected = Predictor(demo_int8_artifacts["x86"]).predict(str(SAMPLE_IMAGE))
+    on_arm = predict_emulated(arm, SAMPLE_IMAGE)
+    assert on_arm["keypoints"].shape == expected.keypoints.shape == (1, 16, 2)
+    stride = manifest["pose"]["heatmap_stride"]
+    close = np.linalg.norm(on_arm["keypoints"] - expected.keypoints, axis=-1) <= stride
+    assert close.mean() >= 0.97, close

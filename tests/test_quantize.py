@@ -340,8 +340,8 @@ def test_gate_fails_on_sabotaged_model(tmp_path, with_qternary, demo_images):
     scale = next(i for i in graph.graph.initializer if i.name == node.input[4])
     scale.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(scale), scale.name))  # one layer's sign flipped
     onnx.save(graph, str(tmp_path / "model.onnx"))
-    backend = OrtBackend(tmp_path, {"custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}],
-                                    "kernel_library": {"path": with_qternary}})
+    backend = OrtBackend(tmp_path, {"custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]},
+                         custom_op_library=with_qternary)
     report = check_accuracy(model, lambda x: backend.run({"image": x}), ["heatmaps_0"], "pose",
                             demo_images.held_out, "ort")
     assert not report.passed and report.agreement < 0.97
