@@ -97,9 +97,9 @@ def test_pattern_tables_are_compact_and_decode_back():
     geom = TernaryGeometry.of(arrays["x"].shape, case.cout, case.attrs())
     tables = encode_weights(arrays["w"], geom)
     flat = arrays["w"].reshape(case.cout, -1).astype(int)
-    assert tables.idx.dtype == np.int16 and tables.offsets.size == geom.k  # one offset per tap, not per non-zero
+    assert tables.idx.dtype == np.uint16 and tables.offsets.size == geom.k  # one offset per tap, not per non-zero
     assert tables.idx.size < np.count_nonzero(flat)  # each tap once per channel block, not per channel
-    assert tables.nbytes < 2 * np.count_nonzero(flat) < flat.size * 4  # below int16 per non-zero, float32
+    assert tables.nbytes < 2 * np.count_nonzero(flat) < flat.size * 4  # below 16 bits per non-zero, float32
     decoded = np.zeros_like(flat)
     for block in range(geom.blocks_per_group):
         for pattern in range(PATTERNS):
