@@ -283,3 +283,23 @@ def test_rpi4_artifact_of_the_demo_model_runs_under_qemu_and_matches_pytorch(tmp
         expected = model(torch.from_numpy(x))[-1].numpy()
     final = [o["name"] for o in manifest["outputs"] if o.get("final")][0]
     np.testing.assert_allclose(outputs[final], expected, rtol=0, atol=1e-5 + 1e-3 * float(np.abs(expected).max()))
+
+
+def test_depthwise_1x1_conv_with_bias_matches_numpy():
+    """A 1x1 depthwise Conv + bias + Relu (BatchNorm as a grouped conv, as in int8 QDQ graphs): its
+    reduction has only unit loops, so the bias epilogue must not be inlined into it (it was added
+    twice)."""
+    rng = np.random.default_rng(4)
+    c = 32
+    w = rng.standard_normal((c, 1, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["t"], group=c, kernel_shape=[1, 1]),
+         helper.make_node("Relu", ["t"], ["y"])], "depthwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 16, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((1, c, 16, 32)).astype(np.float32)
+    expected = np.maximum(x * w.reshape(1, c, 1, 1) + b.reshape(1, c, 1, 1), 0)
+    np.testing.assert_allclose(_run(build(model, get_target("x86")), x), expected, rtol=1e-6, atol=1e-6)
