@@ -240,3 +240,20 @@ def compile_artifact_of_vector(case, arrays, folder):
     assert elf_arch(folder / fragment["tvm"]["module"]) == "aarch64"
     (folder / "manifest.json").write_text(json.dumps(fragment))
     return fragment
+
+
+def test_tvm_qkernel_bench_runs_and_checks_agreement(library):
+    """bench/tvm_qkernel.py end to end on a small layer (it asserts TVM and ORT agree before timing);
+    speed is not asserted."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(repo / "bench" / "tvm_qkernel.py"), "--cin", "16", "--cout", "8", "--size", "16",
+         "--repeats", "2", "--densities", "0.5", "--library", library],
+        capture_output=True, text=True, timeout=600, cwd=repo,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "TVM vs ORT QTernaryConv d=0.5 16->8 16x16" in result.stdout and "<= 1.50x" in result.stdout
