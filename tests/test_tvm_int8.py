@@ -257,3 +257,14 @@ def test_tvm_qkernel_bench_runs_and_checks_agreement(library):
     )
     assert result.returncode == 0, result.stderr
     assert "TVM vs ORT QTernaryConv d=0.5 16->8 16x16" in result.stdout and "<= 1.50x" in result.stdout
+
+
+def test_ties_round_half_to_even():
+    """v = x / 2 exactly (m = 0.5, b = 0): every odd x is a tie, which must go to the even integer
+    (round half away from zero would give 1, 2, 3, ... for x = 1, 3, 5, ...)."""
+    x = np.arange(256, dtype=np.uint8).reshape(1, 1, 16, 16)
+    quant = {"x_scale": 1.0, "x_zero_point": 0, "scale": np.ones(1, np.float32), "bias": np.zeros(1, np.float32),
+             "y_scale": 2.0, "y_zero_point": 3}
+    model = _qnode_model(x, np.ones((1, 1, 1, 1), np.int8), TernaryConvAttrs((1, 1)), quant)
+    y = _run(build(model, get_target("x86")), x)
+    np.testing.assert_array_equal(y, np.rint(x / 2).astype(np.uint8) + 3)
