@@ -1,8 +1,9 @@
 """TVM backend of lbdeploy: compile an exported model.onnx into a TVM module for a target.
 
     targets.py        the named target presets (x86, arm64, rpi4, rpi5, jetson-*)
-    importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv handled by our kernel
+    importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv / QTernaryConv handled by our kernels
     ternary_kernel.py TernaryConv as TIR that only adds and subtracts (CPU and GPU variants)
+    qternary_kernel.py QTernaryConv (uint8) as integer add/sub TIR with a requantizing epilogue (CPU)
     schedules.py      CPU schedules for every other op LBRN uses; GPU thread binding via dlight
     compile.py        compile_artifact(onnx_path, target_name, out_dir): the exporter's entry point
 
