@@ -79,7 +79,8 @@ BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
                 "runtime.backends.ort:OrtBackend", "exporters.backends.ort:OrtExport", exports_here=True,
                 precisions=("int8",)),
     BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDIA GPU)", "tvm",
-                "runtime.backends.tvm:TVMBackend", "exporters.backends.tvm:TVMExport", exports_here=True),
+                "runtime.backends.tvm:TVMBackend", "exporters.backends.tvm:TVMExport", exports_here=True,
+                precisions=("int8",)),
     BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin, built on the Jetson", "tensorrt",
                 "runtime.backends.tensorrt:TensorRTBackend", "exporters.backends.tensorrt:TensorRTExport"),
 )}

@@ -97,9 +97,9 @@ def test_pattern_tables_are_compact_and_decode_back():
     geom = TernaryGeometry.of(arrays["x"].shape, case.cout, case.attrs())
     tables = encode_weights(arrays["w"], geom)
     flat = arrays["w"].reshape(case.cout, -1).astype(int)
-    assert tables.idx.dtype == np.int16 and tables.offsets.size == geom.k  # one offset per tap, not per non-zero
+    assert tables.idx.dtype == np.uint16 and tables.offsets.size == geom.k  # one offset per tap, not per non-zero
     assert tables.idx.size < np.count_nonzero(flat)  # each tap once per channel block, not per channel
-    assert tables.nbytes < 2 * np.count_nonzero(flat) < flat.size * 4  # below int16 per non-zero, float32
+    assert tables.nbytes < 2 * np.count_nonzero(flat) < flat.size * 4  # below 16 bits per non-zero, float32
     decoded = np.zeros_like(flat)
     for block in range(geom.blocks_per_group):
         for pattern in range(PATTERNS):
@@ -330,3 +330,23 @@ def test_rpi4_artifact_of_the_demo_model_runs_under_qemu_and_matches_pytorch(tmp
         expected = model(torch.from_numpy(x))[-1].numpy()
     final = [o["name"] for o in manifest["outputs"] if o.get("final")][0]
     np.testing.assert_allclose(outputs[final], expected, rtol=0, atol=1e-5 + 1e-3 * float(np.abs(expected).max()))
+
+
+def test_depthwise_1x1_conv_with_bias_matches_numpy():
+    """A 1x1 depthwise Conv + bias + Relu (BatchNorm as a grouped conv, as in int8 QDQ graphs): its
+    reduction has only unit loops, so the bias epilogue must not be inlined into it (it was added
+    twice)."""
+    rng = np.random.default_rng(4)
+    c = 32
+    w = rng.standard_normal((c, 1, 1, 1)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["t"], group=c, kernel_shape=[1, 1]),
+         helper.make_node("Relu", ["t"], ["y"])], "depthwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 16, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((1, c, 16, 32)).astype(np.float32)
+    expected = np.maximum(x * w.reshape(1, c, 1, 1) + b.reshape(1, c, 1, 1), 0)
+    np.testing.assert_allclose(_run(build(model, get_target("x86")), x), expected, rtol=1e-6, atol=1e-6)

@@ -1,8 +1,9 @@
 """TVM backend of lbdeploy: compile an exported model.onnx into a TVM module for a target.
 
     targets.py        TVM presets made from the target registry (lbdeploy/targets.py)
-    importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv handled by our kernel
+    importer.py       ONNX -> Relax, with ai.lbdeploy::TernaryConv / QTernaryConv handled by our kernels
     ternary_kernel.py TernaryConv as TIR that only adds and subtracts (CPU and GPU variants)
+    qternary_kernel.py QTernaryConv (uint8) as integer add/sub TIR with a requantizing epilogue (CPU)
     schedules.py      CPU schedules for every other op LBRN uses; GPU thread binding via dlight
     kernel_entries.py nvptx builds whose kernels are PTX `.entry` points (TVM 0.27 + LLVM >= 21)
     kernel_entries.py the PTX of GPU modules gets its `.entry` kernels (TVM 0.27 with LLVM >= 21)

@@ -6,24 +6,28 @@ TVM's Relax ONNX frontend has no custom-op hook and ignores node domains, so
 * `_check_for_unsupported_ops` checks every node by (domain, op_type) first and raises one
   `ExportError` listing ALL unsupported ops, instead of failing on the first;
 * while nodes are converted, the importer knows each node's domain, and a node
-  `ai.lbdeploy::TernaryConv` (version 1) becomes our add/sub kernel (ternary_kernel.py);
+  `ai.lbdeploy::TernaryConv` (version 1) becomes our add/sub kernel (ternary_kernel.py),
+  `ai.lbdeploy::QTernaryConv` (version 1, uint8) our integer kernel (qternary_kernel.py); both
+  parse their attributes with `_ternary_attrs`. QuantizeLinear / DequantizeLinear (int8 QDQ
+  graphs) are TVM's own converters;
 * an inference BatchNormalization (constant statistics) becomes x * a + b with a, b folded in
   numpy (TVM's constant folding of the same took most of the compile time);
   every other node goes to TVM's own converter.
 
-To support another custom op, add its (domain, op_type) to `CUSTOM_OPS` and a branch in
-`_convert_custom`.
+To support another custom op, add its (domain, op_type): version to `CUSTOM_OPS` and a
+converter to `_CONVERTERS`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from lbdeploy.errors import ExportError
+from lbdeploy.errors import ExportError, LbdeployError
+from lbdeploy.ops import qternary_conv
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, TernaryConvAttrs, weights_from_input
 
 ONNX_DOMAINS = ("", "ai.onnx")
-CUSTOM_OPS = {(DOMAIN, OP_TYPE)}
+CUSTOM_OPS = {(DOMAIN, OP_TYPE): OP_VERSION, (DOMAIN, qternary_conv.OP_TYPE): qternary_conv.OP_VERSION}
 
 
 def _importer_class():
@@ -48,9 +52,9 @@ def _importer_class():
             for node in graph.node:
                 key = (node.domain, node.op_type)
                 if key in CUSTOM_OPS:
-                    if self._custom_versions.get(node.domain) != OP_VERSION:
+                    if self._custom_versions.get(node.domain) != CUSTOM_OPS[key]:
                         unsupported.add(f"{node.domain}::{node.op_type} (opset "
-                                        f"{self._custom_versions.get(node.domain)}, need {OP_VERSION})")
+                                        f"{self._custom_versions.get(node.domain)}, need {CUSTOM_OPS[key]})")
                 elif node.domain not in ONNX_DOMAINS or node.op_type not in supported:
                     unsupported.add(f"{node.domain or 'ai.onnx'}::{node.op_type}")
             if unsupported:
@@ -64,26 +68,62 @@ def _importer_class():
 
         def _convert_operator(self, op_name, inputs, attrs, opset):
             if (self._domain, op_name) in CUSTOM_OPS:
-                return self._convert_custom(inputs, attrs)
+                return self.bb.normalize(_CONVERTERS[op_name](self, inputs, attrs))
             if op_name == "BatchNormalization" and _is_inference_batch_norm(inputs, attrs):
                 return self.bb.normalize(_folded_batch_norm(inputs, attrs))
             return super()._convert_operator(op_name, inputs, attrs, opset)
 
-        def _convert_custom(self, inputs, attrs):
-            from exporters.tvm.ternary_kernel import emit_ternary_conv
-            import tvm
-
-            x, w, scale, bias = inputs
-            name = attrs["tvm_custom"]["name"]
-            if not isinstance(w, tvm.ir.GenericConst):
-                raise ExportError(f"TernaryConv {name!r}: weights must be an initializer (a constant)")
-            op_attrs = _ternary_attrs(attrs)
-            weights = weights_from_input(w.value.numpy(), int(x.ty.shape.values[1]), op_attrs,
-                                         cout=int(scale.ty.shape.values[0]))
-            return self.bb.normalize(emit_ternary_conv(self.bb, x, weights, scale, bias, op_attrs,
-                                                       self._gpu, self._vector_floats, self._vector_registers))
-
     return LbdeployOnnxImporter
+
+
+def _constant(value, op: str, name: str, input_name: str) -> np.ndarray:
+    """The numpy value of a constant node input.
+
+    Raises:
+        ExportError: the input is computed in the graph, not an initializer.
+    """
+    import tvm
+
+    if not isinstance(value, tvm.ir.GenericConst):
+        raise ExportError(f"{op} {name!r}: {input_name} must be an initializer (a constant)")
+    return value.value.numpy()
+
+
+def _ternary_weights(op: str, x, w, cout_from, attrs: dict):
+    """Parsed attributes and int8 filters of a TernaryConv or QTernaryConv node."""
+    op_attrs = _ternary_attrs(attrs)
+    packed = _constant(w, op, attrs["tvm_custom"]["name"], "W")
+    weights = weights_from_input(packed, int(x.ty.shape.values[1]), op_attrs, cout=int(cout_from.ty.shape.values[0]))
+    return op_attrs, weights
+
+
+def _convert_ternary_conv(importer, inputs, attrs):
+    """ai.lbdeploy::TernaryConv -> our float kernel."""
+    from exporters.tvm.ternary_kernel import emit_ternary_conv
+
+    x, w, scale, bias = inputs
+    op_attrs, weights = _ternary_weights(OP_TYPE, x, w, scale, attrs)
+    return emit_ternary_conv(importer.bb, x, weights, scale, bias, op_attrs, importer._gpu,
+                             importer._vector_floats, importer._vector_registers)
+
+
+def _convert_qternary_conv(importer, inputs, attrs):
+    """ai.lbdeploy::QTernaryConv -> our integer kernel (every input but X a constant)."""
+    from exporters.tvm.qternary_kernel import emit_qternary_conv
+
+    op, name = qternary_conv.OP_TYPE, attrs["tvm_custom"]["name"]
+    named = dict(zip(qternary_conv.INPUTS, inputs))
+    op_attrs, weights = _ternary_weights(op, named["X"], named["W"], named["scale"], attrs)
+    try:
+        qternary_conv.check_attrs(op_attrs)
+    except LbdeployError as err:
+        raise ExportError(f"{op} {name!r}: {err}") from err
+    quant = {key: _constant(named[key], op, name, key) for key in qternary_conv.INPUTS if key not in ("X", "W")}
+    return emit_qternary_conv(importer.bb, named["X"], weights, quant, op_attrs, importer._gpu,
+                              importer._vector_floats, importer._vector_registers)
+
+
+_CONVERTERS = {OP_TYPE: _convert_ternary_conv, qternary_conv.OP_TYPE: _convert_qternary_conv}
 
 
 class _DomainTrackingGraph:

@@ -212,6 +212,11 @@ def schedule_cpu_func(func, vector_floats: int):
     # Zero padding stays a separate (parallel, vectorized) loop nest: inlined, it would put a
     # bounds check on every vectorized load of the reduction.
     pads = [info for info in infos if info is not main and _has_condition(sch, info.block_rv)]
+    # A reduction over unit loops only (a 1x1 depthwise conv: BatchNorm as a grouped Conv in int8
+    # QDQ graphs) is normalized without reduction iterators; an epilogue inlined into it would
+    # run in its init and in its update (the bias added twice), so its consumers stay separate.
+    if not any(it.kind == "R" for it in main.iters):
+        pads += [info for info in infos if info is not main and _consumes(sch, info.block_rv, main.block_rv)]
     rest = try_inline(sch, [info for info in infos if info is not main and info not in pads])
     epilogues = []
     for info in rest:

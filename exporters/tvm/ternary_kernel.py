@@ -11,7 +11,7 @@ time, so the combine step is straight-line adds/subs with no multiply and no sel
 
 The weights are constants known at compile time and live in the module in a compact form:
 
-    idx[int16]      tap indices k = (c*kH + i)*kW + j, grouped by block, then by input-channel
+    idx[uint16]     tap indices k = (c*kH + i)*kW + j, grouped by block, then by input-channel
                     chunk (CPU: see `chunk_count`; GPU: one), then by pattern (the 40 codes up to
                     sign, code = q + 41), + taps then - taps (2 bytes per tap with a non-zero pattern)
     ptr[int32]      list boundaries: list l = (b*chunks + chunk)*40 + q has its + taps at
@@ -42,7 +42,7 @@ BLOCK = 4  # output channels sharing pattern sums (as lbdeploy/kernels/core/patt
 CODES = 3 ** BLOCK  # pattern codes sum_j (digit_j + 1) * 3^j
 PATTERNS = CODES // 2  # codes up to sign: the canonical ones, PATTERNS + 1 .. CODES - 1
 INPUT_TILE_BYTES = 40 * 1024  # padded input of one tile and channel chunk, kept in L1 by the CPU kernel
-INDEX_LIMIT = np.iinfo(np.int16).max  # filter tap indices must fit the int16 lists
+INDEX_LIMIT = np.iinfo(np.uint16).max  # filter tap indices must fit the uint16 lists
 GPU_THREADS = 256
 KERNEL_ATTR = "lbdeploy.ternary_conv"  # marks the PrimFunc (already scheduled)
 
@@ -100,7 +100,7 @@ class TernaryGeometry:
 class TernaryTables:
     """The compact pattern-sorted weight form (see the module docstring)."""
 
-    idx: np.ndarray  # int16 [taps]
+    idx: np.ndarray  # uint16 [taps]
     ptr: np.ndarray  # int32 [2 * PATTERNS * chunks * blocks + 1]
     offsets: np.ndarray  # int32 [K]
 
@@ -123,12 +123,12 @@ def encode_weights(weights: np.ndarray, geom: TernaryGeometry, chunks: int = 1) 
         geom: the layer geometry.
         chunks: input-channel chunks per group (see `chunk_count`); the lists are split by chunk.
     Raises:
-        ExportError: a filter has more weights than the int16 indices can address.
+        ExportError: a filter has more weights than the uint16 indices can address.
     """
-    if geom.k > INDEX_LIMIT:
+    if geom.k - 1 > INDEX_LIMIT:
         raise ExportError(
-            f"TernaryConv filters of {geom.k} weights exceed the TVM kernel's int16 index range "
-            f"({INDEX_LIMIT}); split the layer or use the ORT backend"
+            f"TernaryConv filters of {geom.k} weights exceed the TVM kernel's uint16 index range "
+            f"({INDEX_LIMIT + 1} taps); split the layer or use the ORT backend"
         )
     flat = np.asarray(weights, np.int8).reshape(geom.group, geom.cout_g, geom.k)
     blocks = np.zeros((geom.group, geom.blocks_per_group * BLOCK, geom.k), np.int64)
@@ -146,14 +146,14 @@ def encode_weights(weights: np.ndarray, geom: TernaryGeometry, chunks: int = 1) 
     order = np.argsort(lists, kind="stable")  # taps stay in ascending order within a list
     counts = np.bincount(lists, minlength=2 * PATTERNS * chunks * codes.shape[0])
     ptr = np.concatenate([[0], np.cumsum(counts)])
-    idx = tap[order].astype(np.int16)
+    idx = tap[order].astype(np.uint16)
     k = np.arange(geom.k)
     c, tap = np.divmod(k, geom.kh * geom.kw)
     i, j = np.divmod(tap, geom.kw)
     offsets = c * geom.hp * geom.wp + i * geom.dilation[0] * geom.wp + j * geom.dilation[1]
     # An empty buffer cannot be passed to the kernel; one unused entry keeps shapes non-empty.
     if idx.size == 0:
-        idx = np.zeros(1, np.int16)
+        idx = np.zeros(1, np.uint16)
     return TernaryTables(idx, ptr.astype(np.int32), offsets.astype(np.int32))
 
 
@@ -218,6 +218,47 @@ def _digit(code, j):
     return (code // power) % 3 - 1
 
 
+def pattern_pass_macro(rt: int, xt: int, sh: int, sw: int, wp: int, acc_dtype: str):
+    """The pattern pass shared by the CPU kernels (float TernaryConv, integer QTernaryConv), as a
+    TVMScript macro `pattern_pass(out, acc, xf, idx, ptr, offsets, base, list0)`.
+
+    For each of the PATTERNS patterns q (unrolled), acc [rt, xt] = the sum of the flat input `xf` at
+    the tile `base` + offset of every + tap of list `list0 + q`, minus every - tap (each loaded
+    value cast to `acc_dtype`), then acc is added to or subtracted from out[j] for each digit
+    j = +1 / -1 of q (straight-line code). Tile rows lie `sh * wp` elements apart, columns `sw`.
+    """
+    from tvm.script import tirx as T
+
+    @T.macro
+    def pattern_pass(out, acc, xf, idx, ptr, offsets, base, list0):
+        for q in T.unroll(PATTERNS):
+            entry = 2 * (list0 + q)
+            for r in T.unroll(rt):
+                for v in T.vectorized(xt):
+                    acc[r, v] = T.Cast(acc_dtype, 0)
+            for p in range(ptr[entry], ptr[entry + 1]):
+                at = base + offsets[T.Cast("int32", idx[p])]
+                for r in T.unroll(rt):
+                    for v in T.vectorized(xt):
+                        acc[r, v] = acc[r, v] + T.Cast(acc_dtype, xf[at + r * sh * wp + v * sw])
+            for p in range(ptr[entry + 1], ptr[entry + 2]):
+                at = base + offsets[T.Cast("int32", idx[p])]
+                for r in T.unroll(rt):
+                    for v in T.vectorized(xt):
+                        acc[r, v] = acc[r, v] - T.Cast(acc_dtype, xf[at + r * sh * wp + v * sw])
+            for j in T.unroll(BLOCK):
+                if _digit(q + PATTERNS + 1, j) == 1:
+                    for r in T.unroll(rt):
+                        for v in T.vectorized(xt):
+                            out[j, r, v] = out[j, r, v] + acc[r, v]
+                if _digit(q + PATTERNS + 1, j) == -1:
+                    for r in T.unroll(rt):
+                        for v in T.vectorized(xt):
+                            out[j, r, v] = out[j, r, v] - acc[r, v]
+
+    return pattern_pass
+
+
 @functools.lru_cache(maxsize=None)  # layers of the same geometry share one PrimFunc
 def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vector_registers: int):
     """The CPU PrimFunc (xp padded [N,C,Hp,Wp], idx, ptr, offsets, scale, bias) -> y [N,Cout,OH,OW].
@@ -234,6 +275,7 @@ def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vecto
     CHUNKS = chunk_count(geom, vector_floats, vector_registers)
     BANDS, TILES = OH // RT, OW // XT
     act = activation
+    pattern_pass = pattern_pass_macro(RT, XT, SH, SW, Wp, "float32")
 
     @T.prim_func
     def ternary_conv(xp: T.Buffer((N, C, Hp, Wp), "float32"), idx_handle: T.handle,
@@ -243,7 +285,7 @@ def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vecto
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, KERNEL_ATTR: True})
         # The tap count varies per layer; a symbolic length lets same-shape layers share the code.
         taps = T.int32()
-        idx = T.match_buffer(idx_handle, (taps,), "int16")
+        idx = T.match_buffer(idx_handle, (taps,), "uint16")
         xf = T.decl_buffer((N * C * Hp * Wp,), "float32", data=xp.data)
         for band in T.parallel(N * BANDS):
             for tile in range(TILES):
@@ -265,30 +307,7 @@ def cpu_kernel(geom: TernaryGeometry, activation: str, vector_floats: int, vecto
                                 for r in T.unroll(RT):
                                     for v in T.vectorized(XT):
                                         out[j, r, v] = T.float32(0)
-                        for q in T.unroll(PATTERNS):
-                            entry = 2 * ((b * CHUNKS + chunk) * PATTERNS + q)
-                            for r in T.unroll(RT):
-                                for v in T.vectorized(XT):
-                                    acc[r, v] = T.float32(0)
-                            for p in range(ptr[entry], ptr[entry + 1]):
-                                at = base + offsets[T.Cast("int32", idx[p])]
-                                for r in T.unroll(RT):
-                                    for v in T.vectorized(XT):
-                                        acc[r, v] = acc[r, v] + xf[at + r * SH * Wp + v * SW]
-                            for p in range(ptr[entry + 1], ptr[entry + 2]):
-                                at = base + offsets[T.Cast("int32", idx[p])]
-                                for r in T.unroll(RT):
-                                    for v in T.vectorized(XT):
-                                        acc[r, v] = acc[r, v] - xf[at + r * SH * Wp + v * SW]
-                            for j in T.unroll(BLOCK):
-                                if _digit(q + PATTERNS + 1, j) == 1:
-                                    for r in T.unroll(RT):
-                                        for v in T.vectorized(XT):
-                                            out[j, r, v] = out[j, r, v] + acc[r, v]
-                                if _digit(q + PATTERNS + 1, j) == -1:
-                                    for r in T.unroll(RT):
-                                        for v in T.vectorized(XT):
-                                            out[j, r, v] = out[j, r, v] - acc[r, v]
+                        pattern_pass(out, acc, xf, idx, ptr, offsets, base, (b * CHUNKS + chunk) * PATTERNS)
                         for j in T.unroll(BLOCK):
                             if (b % BPG) * BLOCK + j < COUT_G:
                                 if chunk == CHUNKS - 1:
@@ -329,7 +348,7 @@ def gpu_kernel(geom: TernaryGeometry, activation: str):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True, KERNEL_ATTR: True})
         # The tap count varies per layer; a symbolic length lets same-shape layers share the code.
         taps = T.int32()
-        idx = T.match_buffer(idx_handle, (taps,), "int16")
+        idx = T.match_buffer(idx_handle, (taps,), "uint16")
         xf = T.decl_buffer((N * C * Hp * Wp,), "float32", data=xp.data)
         for grid in T.thread_binding(GRID, thread="blockIdx.x"):
             for thread in T.thread_binding(THREADS, thread="threadIdx.x"):
