@@ -200,7 +200,7 @@ def test_int8_graph_matches_onnx_runtime_with_our_kernels(int8_graph, library):
 def test_aarch64_qkernel_matches_vectors_under_qemu(tmp_path, arm_python):
     """arm64 modules of several q_ vectors (zero points, relu, saturation, stride, groups, the
     largest sums) run under qemu with the TVM runtime against the reference."""
-    from lbdeploy.testing.arm_lane import run_arm_python
+    from runtime.testing.arm_lane import run_arm_python
 
     names = ["q_odd_zero_points", "q_relu", "q_saturation", "q_stride2", "q_groups_4", "q_kernel_5x5_pad2",
              "q_worst_case_3x3", "q_wide_128"]
