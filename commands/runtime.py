@@ -44,22 +44,34 @@ def _draw_target(draw: str, image: Path, several: bool) -> Path:
 @click.option("--flip/--no-flip", default=False, help="Flip test: average with the mirrored image.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write COCO-style keypoints JSON here (default: print it).")
-@click.option("--draw", type=click.Path(), help="Write the overlay PNG here (a folder when several images).")
+@click.option("--draw", type=click.Path(),
+              help="Write the overlay PNG here (a folder when several images); saliency: the map here, "
+                   "the overlay as <stem>.overlay.png.")
 @click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Inference backend.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Refuse larger images.")
 def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_pixels):
-    """Estimate human poses in IMAGES with an exported ARTIFACT folder (or a model.pt).
+    """Estimate human poses in IMAGES with an exported ARTIFACT folder (or a model.pt); with a saliency
+    model (CPD / CPD-LB), write saliency maps.
 
-    Keypoints are (x, y, score) per joint in original-image pixels.
+    Keypoints are (x, y, score) per joint in original-image pixels. A saliency model's JSON holds
+    statistics per image; `--draw map.png` writes the map there and the overlay to map.overlay.png.
 
     \b
     Example:
       lbdeploy infer out/ person.jpg --box 40,10,120,300 --flip --json pose.json --draw pose.png
+      lbdeploy infer cpd-out/ photo.jpg --draw saliency.png --json saliency.json
     """
+    from runtime.loading import model_task
     from runtime.predictor import Predictor
     from runtime.results import draw_pose, pose_to_json
     from lbdeploy.transforms import load_image
+
+    if model_task(artifact) == "saliency":
+        from commands.saliency import infer_saliency
+
+        pose_options = [name for name, given in (("--box", boxes), ("--flip", flip)) if given]
+        return infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixels, pose_options)
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
     predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)
