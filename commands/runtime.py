@@ -112,26 +112,32 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
               help="uvicorn: one process; ray: Ray Serve replicas on a local Ray instance.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="Ray Serve replicas (--engine ray).")
 def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, backend, engine, replicas):
-    """Serve pose estimation over HTTP (OpenAPI docs at /docs).
+    """Serve pose estimation (or saliency maps) over HTTP (OpenAPI docs at /docs).
 
     POST /v1/pose (image bytes or multipart 'file', optional boxes=[[x,y,w,h],...]) returns
-    keypoints JSON; POST /v1/heatmaps returns .npy; GET /v1/model, /healthz, /metrics.
+    keypoints JSON; POST /v1/heatmaps returns .npy; GET /v1/model, /healthz, /metrics. A saliency
+    model answers POST /v1/saliency instead: the map as PNG, or statistics with ?format=json.
 
     \b
     Example:
       lbdeploy serve out/ --port 8080 --workers 2
       curl --data-binary @person.jpg 'http://127.0.0.1:8080/v1/pose?flip=true'
+      curl --data-binary @photo.jpg -o map.png 'http://127.0.0.1:8080/v1/saliency'
     """
+    from runtime.loading import model_task
     from runtime.predictor import Predictor, PredictorFactory
+    from runtime.saliency import SaliencyPredictor, SaliencyPredictorFactory
     from runtime.server import ServerSettings
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
-    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)  # fails before binding
+    predictor_class, factory_class = ((SaliencyPredictor, SaliencyPredictorFactory) if model_task(artifact) == "saliency"
+                                      else (Predictor, PredictorFactory))
+    predictor = predictor_class(artifact, backend=backend, threads=threads, max_pixels=max_pixels)  # fails before binding
     if engine == "ray":
         from runtime.ray_serve import serve_with_ray
 
-        factory = PredictorFactory(Path(artifact).resolve(), backend=backend, threads=threads, max_pixels=max_pixels)
+        factory = factory_class(Path(artifact).resolve(), backend=backend, threads=threads, max_pixels=max_pixels)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
         from runtime.server import serve as serve_uvicorn
