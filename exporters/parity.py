@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lbdeploy.errors import ParityError
+from runtime.saliency import sigmoid
 
 RTOL = 1e-3
 ATOL = 1e-5
@@ -107,8 +108,7 @@ def saliency_agreement(ref_logits: np.ndarray, out_logits: np.ndarray) -> tuple[
         (fraction of pixels on the same side of 0.5 as PyTorch, ties within SALIENCY_PROB_ATOL of
         0.5 counting as agreeing; max |probability difference|).
     """
-    ref = 1.0 / (1.0 + np.exp(-np.asarray(ref_logits, dtype=np.float64)))
-    out = 1.0 / (1.0 + np.exp(-np.asarray(out_logits, dtype=np.float64)))
+    ref, out = sigmoid(ref_logits), sigmoid(out_logits)
     same_side = (ref >= 0.5) == (out >= 0.5)
     tie = np.abs(ref - 0.5) <= SALIENCY_PROB_ATOL
     return float((same_side | tie).mean()), float(np.abs(out - ref).max())

@@ -25,11 +25,12 @@ from lbdeploy.transforms import DEFAULT_MAX_PIXELS, load_image, normalize
 from runtime.loading import load_model_source
 
 
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) in float64 without overflow for any logit (an untrained model's can be ~1e9)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))
 
 
-ACTIVATIONS = {"sigmoid": _sigmoid}
+ACTIVATIONS = {"sigmoid": sigmoid}
 
 
 @dataclass
@@ -93,7 +94,7 @@ class SaliencyPredictor:
         step = self.max_batch or len(batch)
         logits = np.concatenate([self.backend.run({self.input_name: batch[i:i + step]})[self.output_name]
                                  for i in range(0, len(batch), step)])
-        return self.activation(logits[:, 0])
+        return self.activation(logits[:, 0]).astype(np.float32)
 
     def predict(self, image) -> SaliencyResult:
         """The saliency map of one image.
