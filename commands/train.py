@@ -87,7 +87,7 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop.")
 @click.option("--threshold", type=float, help="PCK threshold [default: the dataset's, 0.5 MPII / 0.2 LSP].")
 @click.option("--norm", type=click.Choice(["head", "torso"]), help="PCK normalization [default: the dataset's].")
-@click.option("--limit", type=int, help="Evaluate only the first N people.")
+@click.option("--limit", type=int, help="Evaluate only the first N people (images on a saliency dataset).")
 @click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json):
