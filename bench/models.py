@@ -57,13 +57,15 @@ def export_block(variant: str, density: float, path: Path, channels: int = 256, 
     return path
 
 
-def export_network(arch: str, path: Path, ops: str = "custom", size: int = 256, **overrides) -> Path:
-    """Build zoo model `arch` (overrides e.g. stacks=8, density=0.1) and export it to `path` with export_onnx."""
+def export_network(arch: str, path: Path, ops: str = "custom", size: int = 256, task: str = "pose",
+                   **overrides) -> Path:
+    """Build zoo model `arch` (overrides e.g. stacks=8, density=0.1, backbone="resnet50") and export it to
+    `path` with export_onnx (`task` names the outputs: "pose" or "saliency")."""
     from exporters.onnx import export_onnx
     from lbdeploy.models import build_model
 
     model = build_model(arch, input_size=(size, size), **overrides)
-    export_onnx(model, path, (size, size), "pose", ops=ops)
+    export_onnx(model, path, (size, size), task, ops=ops)
     return path
 
 

@@ -14,6 +14,7 @@ Groups (docs/benchmarks.md says what each one means):
 - int8: QTernaryConv vs ORT's QLinearConv (per-channel int8), 128->128 3x3 64x64, uint8 in/out; and
   LBRN-S 8 stacks int8 (our int8 export: QDQ + QTernaryConv) vs SHN 8 stacks int8 (the same export:
   plain QDQ) and SHN fp32, every int8 model calibrated on the same synthetic images.
+- saliency: CPD-LB vs CPD on the same backbone (VGG16, ResNet50), the paper's 352x352 input, ORT.
 
 Within a group every contender runs once per round (interleaved), so machine load hits all alike;
 ratios are of medians (mins in brackets). The targets apply to the best backend. To add a
@@ -36,7 +37,7 @@ from common import (REPO, compare, describe_machine, format_comparison, header, 
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
 
-GROUPS = ("kernel", "block", "e2e", "int8")
+GROUPS = ("kernel", "block", "e2e", "int8", "saliency")
 KERNEL_DENSITIES = (0.1, 0.5)
 # Densities of the density advice of `lbdeploy inspect`: the ones of the paper's Table 2.
 ADVICE_DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -47,8 +48,10 @@ PLAIN_SPEEDUP = 1.5  # LBRN-S at least this much faster than LBRN-S as plain Con
 E2E_STACKS, E2E_SIZE = 8, 256
 INT8_KERNEL_TARGETS = {0.5: 0.60, 0.1: 0.25}  # QTernaryConv / QLinearConv
 INT8_E2E_TARGETS = {0.5: (0.80, 0.40), 0.1: (0.60, 0.30)}  # LBRN-S int8 / (SHN int8, SHN fp32)
-# (kernel, block, e2e, int8) repeats; the int8 group's kernel rows take 5x its e2e rounds
-REPEATS = {"full": (50, 30, 10, 10), "quick": (3, 3, 2, 2)}
+SALIENCY_SIZE = 352  # CPD's input (Wu et al.; the paper's Table 10)
+SALIENCY_BACKBONES = ("vgg16", "resnet50")
+# (kernel, block, e2e, int8, saliency) repeats; the int8 group's kernel rows take 5x its e2e rounds
+REPEATS = {"full": (50, 30, 10, 10, 10), "quick": (3, 3, 2, 2, 2)}
 
 
 def run_kernel(args, library: str) -> tuple[list, list]:
@@ -216,6 +219,30 @@ def run_int8(args, library: str, work: Path) -> tuple[list, list]:
     return results, bounds
 
 
+def run_saliency(args, library: str, work: Path) -> tuple[list, list]:
+    """CPD-LB (TernaryConv, density 0.5) vs CPD (dense 3x3 convs) on each backbone, full size, in ORT.
+
+    No target: the paper reports CPD-LB's accuracy and FLOPs (Table 10), not its speed.
+    """
+    from models import export_network
+
+    size = args.saliency_size
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    runners = {}
+    for backbone in SALIENCY_BACKBONES:
+        for arch in ("cpd", "cpd-lb"):
+            name = f"{arch}-{backbone}"
+            progress(f"saliency: exporting {arch} ({backbone}, {size}x{size})")
+            path = export_network(arch, work / f"{name}.onnx", ops="custom" if arch == "cpd-lb" else "standard",
+                                  size=size, task="saliency", backbone=backbone)
+            session = ort_session(path, args.threads, library if arch == "cpd-lb" else None)
+            runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+    progress(f"saliency: timing {len(runners)} models, {args.repeats_for('saliency')} interleaved rounds")
+    times = interleaved_times(runners, args.repeats_for("saliency"), warmup=1)
+    return [compare("saliency", f"CPD-LB vs CPD ({backbone}, {size}x{size}) ORT", times,
+                    f"cpd-lb-{backbone}", f"cpd-{backbone}", density=0.5) for backbone in SALIENCY_BACKBONES], []
+
+
 def save_advice(results: list, machine: dict, path: Path) -> None:
     """Write the density-advice file read by `lbdeploy inspect` (lbdeploy/density_advice.py)."""
     single = machine["threads"] == 1  # then ORT computes on the calling thread: CPU time is robust to load
@@ -238,9 +265,11 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads of every engine")
     parser.add_argument("--repeats", type=int, help="interleaved rounds of every group (default: 50 kernel, "
-                        "30 block, 10 e2e; --quick: 3, 3, 2)")
+                        "30 block, 10 e2e, 10 saliency; --quick: 3, 3, 2, 2)")
     parser.add_argument("--quick", action="store_true", help="a few rounds only (smoke test, not a measurement)")
     parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
+    parser.add_argument("--saliency-size", type=int, default=SALIENCY_SIZE,
+                        help="input side of the saliency models (a multiple of 32)")
     parser.add_argument("--calibration-images", type=int, default=4,
                         help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")
@@ -281,6 +310,8 @@ def main(argv=None) -> int:
                 comparisons, group_bounds = run_block(args, library, Path(tmp))
             elif group == "int8":
                 comparisons, group_bounds = run_int8(args, library, Path(tmp))
+            elif group == "saliency":
+                comparisons, group_bounds = run_saliency(args, library, Path(tmp))
             else:
                 comparisons, group_bounds = run_e2e(args, library, Path(tmp))
             results += comparisons

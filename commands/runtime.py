@@ -101,7 +101,8 @@ def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write keypoints JSON here (video: JSON lines, one per frame; default: print it).")
 @click.option("--draw", type=click.Path(),
-              help="Write the overlay PNG here (a folder when several images; a .mp4/.avi for a video).")
+              help="Write the overlay PNG here (a folder when several images; a .mp4/.avi for a video); "
+                   "saliency: the map here, the overlay as <stem>.overlay.png.")
 @click.option("--detect-every", type=click.IntRange(min=1), default=DEFAULT_DETECT_EVERY, show_default=True,
               help="Video: run the detector every N frames (and when a person is lost); track in between.")
 @click.option("--smooth/--no-smooth", default=False, help="Video: One-Euro smoothing of the keypoints.")
@@ -114,10 +115,13 @@ def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Refuse larger images.")
 def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, max_people, box_padding, flip,
           json_path, draw, detect_every, smooth, max_fps, max_frames, progress, backend, threads, max_pixels):
-    """Estimate human poses in IMAGES, a video or a camera with an exported ARTIFACT folder (or a model.pt).
+    """Estimate human poses in IMAGES, a video or a camera with an exported ARTIFACT folder (or a model.pt);
+    with a saliency model (CPD / CPD-LB), write saliency maps of IMAGES.
 
     Keypoints are (x, y, score) per joint in original-image pixels. Without --box a person
-    detector finds the people; in a video they are tracked with stable ids.
+    detector finds the people; in a video they are tracked with stable ids. A saliency model's
+    JSON holds statistics per image; `--draw map.png` writes the map there and the overlay to
+    map.overlay.png.
 
     \b
     Example:
@@ -125,14 +129,22 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
       lbdeploy infer out/ person.jpg --box 40,10,120,300 --detector none
       lbdeploy infer out/ clip.mp4 --draw out.mp4 --json poses.jsonl
       lbdeploy infer out/ --camera 0 --max-fps 10 --json poses.jsonl
+      lbdeploy infer cpd-out/ photo.jpg --draw saliency.png --json saliency.json
     """
-    from runtime.results import draw_pose, pose_to_json
     from lbdeploy.transforms import load_image
+    from runtime.loading import model_task
+    from runtime.predictor import Predictor
+    from runtime.results import draw_pose, pose_to_json
     from runtime.video import is_video
 
     if (camera is None) == (not images):
         raise InputError("give IMAGES or a video file, or --camera N (not both)")
-    from runtime.predictor import Predictor
+    if model_task(artifact) == "saliency":
+        from commands.saliency import infer_saliency
+
+        pose_options = [name for name, given in (("--box", boxes), ("--flip", flip), ("--camera", camera is not None))
+                        if given]
+        return infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixels, pose_options)
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
     predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
@@ -184,30 +196,38 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
 @detection_options
 def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, backend, engine, replicas,
           detector, score_threshold, nms_iou, max_people, box_padding):
-    """Serve pose estimation over HTTP (OpenAPI docs at /docs).
+    """Serve pose estimation (or saliency maps) over HTTP (OpenAPI docs at /docs).
 
     POST /v1/pose (image bytes or multipart 'file', optional boxes=[[x,y,w,h],...]) returns
     keypoints JSON (people found by --detector without boxes); POST /v1/pose/batch (multipart
     'files', several images) returns one entry per image; POST /v1/heatmaps returns .npy;
-    GET /v1/model, /healthz, /metrics.
+    GET /v1/model, /healthz, /metrics. A saliency model answers POST /v1/saliency instead: the map
+    as PNG, or statistics with ?format=json.
 
     \b
     Example:
       lbdeploy serve out/ --port 8080 --workers 2
       curl --data-binary @person.jpg 'http://127.0.0.1:8080/v1/pose?flip=true'
+      curl --data-binary @photo.jpg -o map.png 'http://127.0.0.1:8080/v1/saliency'
     """
+    from runtime.loading import model_task
     from runtime.predictor import Predictor, PredictorFactory
+    from runtime.saliency import SaliencyPredictor, SaliencyPredictorFactory
     from runtime.server import ServerSettings
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
     kwargs = _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people,
                                box_padding)
-    predictor = Predictor(artifact, **kwargs)  # fails before binding
+    predictor_class, factory_class = (Predictor, PredictorFactory)
+    if model_task(artifact) == "saliency":
+        predictor_class, factory_class = (SaliencyPredictor, SaliencyPredictorFactory)
+        kwargs = {"backend": backend, "threads": threads, "max_pixels": max_pixels}
+    predictor = predictor_class(artifact, **kwargs)  # fails before binding
     if engine == "ray":
         from runtime.ray_serve import serve_with_ray
 
-        factory = PredictorFactory(Path(artifact).resolve(), **kwargs)
+        factory = factory_class(Path(artifact).resolve(), **kwargs)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
         from runtime.server import serve as serve_uvicorn

@@ -87,12 +87,12 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop.")
 @click.option("--threshold", type=float, help="PCK threshold [default: the dataset's, 0.5 MPII / 0.2 LSP].")
 @click.option("--norm", type=click.Choice(["head", "torso"]), help="PCK normalization [default: the dataset's].")
-@click.option("--limit", type=int, help="Evaluate only the first N people.")
+@click.option("--limit", type=int, help="Evaluate only the first N people (images on a saliency dataset).")
 @click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json):
     """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve;
-    on a saliency dataset, MAE and max F-measure of a saliency model (torch backend).
+    on a saliency dataset, MAE and max F-measure of a saliency model (CPD / CPD-LB).
 
     SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
     one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
@@ -104,41 +104,46 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
       lbdeploy eval runs/lbrn-s/best.pt --data mpii:/data/mpii --flip
       lbdeploy eval lbdeploy/data/demo.pt --data synthetic --compare torch,ort,tvm
       lbdeploy eval out/ --data lsp:/data/lsp --json
-      lbdeploy eval lbdeploy/data/cpd_demo.pt --data synthetic-saliency
+      lbdeploy eval lbdeploy/data/cpd_demo.pt --data synthetic-saliency --compare torch,ort
     """
     from lbdeploy.data import open_dataset
     from lbdeploy.data.saliency import SaliencyDataset
     from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor
     from lbdeploy.evaluation.pck import format_reports
     from lbdeploy.evaluation.saliency import format_saliency_reports
-    from lbdeploy.evaluation.saliency_eval import evaluate_saliency_sources
+    from lbdeploy.evaluation.saliency_eval import evaluate_saliency
     from runtime.predictor import Predictor
+    from runtime.saliency import SaliencyPredictor
 
     dataset = open_dataset(data, split, seed)
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
-    if isinstance(dataset, SaliencyDataset):
-        if flip or threshold is not None or norm:
-            raise ConfigError("--flip, --threshold and --norm are pose options; saliency reports MAE and max-F")
-        reports, skipped = evaluate_saliency_sources(sources, dataset, backend, compare, limit, progress=not as_json)
-        _print_reports(dataset, reports, skipped, as_json, format_saliency_reports(reports), {})
-        return
+    saliency = isinstance(dataset, SaliencyDataset)
+    if saliency and (flip or threshold is not None or norm):
+        raise ConfigError("--flip, --threshold and --norm are pose options; saliency reports MAE and max-F")
     reports, skipped = {}, {}
     with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
         columns = eval_columns(sources, backend, parse_backends(compare), Path(workdir),
                                progress=lambda message: click.echo(message, err=True))
         for label, path, name in columns:
             try:
-                predictor = Predictor(path, backend=name)
+                predictor = (SaliencyPredictor if saliency else Predictor)(path, backend=name)
             except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
                 if not compare:
                     raise
                 skipped[label] = str(err)
                 continue
+            if saliency:
+                reports[label] = evaluate_saliency(dataset, predictor.predict_batch, predictor.input_size,
+                                                   limit=limit, progress=not as_json)
+                continue
             predictions = predict_with_predictor(predictor, dataset, flip=flip, limit=limit, progress=not as_json)
             reports[label] = evaluate(dataset, predictions, threshold, norm)
     if not reports:
         raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    if saliency:
+        _print_reports(dataset, reports, skipped, as_json, format_saliency_reports(reports), {})
+        return
     _print_reports(dataset, reports, skipped, as_json, format_reports(reports), {"flip": flip},
                    ", flip test" if flip else "")
 

@@ -41,12 +41,14 @@ def _tool_versions() -> dict:
 
 
 def _io_manifest(ckpt, names: list[str], task: str) -> dict:
-    """The manifest's task/input/outputs/pose sections for the exported outputs `names`."""
+    """The manifest's task/input/outputs/pose/saliency sections for the exported outputs `names`."""
     meta = ckpt.metadata
     h, w = meta.get("input_size", ckpt.config.get("input_size"))
     if task == "pose":
         stride = meta.get("heatmap_stride", 4)
         shapes = [(1, len(meta["joints"]), h // stride, w // stride)] * len(names)
+    elif task == "saliency":
+        shapes = [(1, 1, h, w)] * len(names)  # logit maps at the input size
     else:
         shapes = [(1, meta["classes"])]
     return io_manifest({**meta, "task": task}, ckpt.config, names, shapes)

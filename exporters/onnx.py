@@ -94,7 +94,7 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
         model: the PyTorch network.
         path: the model.onnx to write.
         input_size: (H, W) of the input image.
-        task: "pose" or "classification" (decides the output names).
+        task: "pose", "saliency" or "classification" (decides the output names).
         ops: "custom" (TernaryConv nodes) or "standard" (plain Conv).
         opset: ONNX opset of the default domain (>= 17).
     Returns:

@@ -11,6 +11,9 @@ passes --no-verify. Tolerances (docs/export.md):
   hundreds of layers (8-stack LBRN-S) while any wrong weight, layout or fusion errs by > 1e-2.
 - Keypoints: every joint's argmax must agree, where a different argmax counts as agreeing only if
   the torch heatmap value there is within the output's tolerance of its peak (a numerical tie).
+- Saliency (`saliency_agreement`): after the sigmoid, every pixel's probability must lie within
+  SALIENCY_PROB_ATOL of PyTorch's and on the same side of 0.5, where a pixel whose torch
+  probability is within SALIENCY_PROB_ATOL of 0.5 is a tie and may fall on either side.
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lbdeploy.errors import ParityError
+from runtime.saliency import sigmoid
 
 RTOL = 1e-3
 ATOL = 1e-5
 PARITY_BATCH = 2
 PARITY_SEED = 20210101
+# Saliency maps are shown and thresholded as 8-bit images: an error of a quarter of one level
+# (1/255) changes no pixel of the PNG by more than one level, while a wrong layer moves many
+# pixels' probabilities by far more than that.
+SALIENCY_PROB_ATOL = 1e-3
 
 
 @dataclass
@@ -49,6 +57,8 @@ class ParityReport:
     keypoint_agreement: float | None = None
     keypoint_agreement_strict: float | None = None
     top1_agreement: float | None = None
+    saliency_agreement: float | None = None
+    saliency_max_prob_error: float | None = None
     passed: bool = False
 
     def to_dict(self) -> dict:
@@ -64,6 +74,9 @@ class ParityReport:
                          f"(strict {self.keypoint_agreement_strict:.1%})")
         if self.top1_agreement is not None:
             lines.append(f"  identical top-1 classes: {self.top1_agreement:.1%}")
+        if self.saliency_agreement is not None:
+            lines.append(f"  saliency pixels on the same side of 0.5: {self.saliency_agreement:.2%}, max |prob err| "
+                         f"{self.saliency_max_prob_error:.2e} (tol {SALIENCY_PROB_ATOL:.0e})")
         return "\n".join(lines)
 
 
@@ -86,6 +99,21 @@ def _keypoint_agreement(ref: np.ndarray, out: np.ndarray, tolerance: float) -> t
     return float((strict | tie).mean()), float(strict.mean())
 
 
+def saliency_agreement(ref_logits: np.ndarray, out_logits: np.ndarray) -> tuple[float, float]:
+    """Per-pixel agreement of two saliency logit maps after the sigmoid.
+
+    Args:
+        ref_logits: PyTorch's final map [N, 1, H, W]; out_logits: the exported model's, same shape.
+    Returns:
+        (fraction of pixels on the same side of 0.5 as PyTorch, ties within SALIENCY_PROB_ATOL of
+        0.5 counting as agreeing; max |probability difference|).
+    """
+    ref, out = sigmoid(ref_logits), sigmoid(out_logits)
+    same_side = (ref >= 0.5) == (out >= 0.5)
+    tie = np.abs(ref - 0.5) <= SALIENCY_PROB_ATOL
+    return float((same_side | tie).mean()), float(np.abs(out - ref).max())
+
+
 def compare(reference: dict, outputs: dict, task: str, backend: str, inputs_info: dict) -> ParityReport:
     """Compare named outputs against the PyTorch reference and build the report."""
     report = ParityReport(backend=backend, inputs=inputs_info)
@@ -106,6 +134,10 @@ def compare(reference: dict, outputs: dict, task: str, backend: str, inputs_info
         report.keypoint_agreement, report.keypoint_agreement_strict = _keypoint_agreement(
             reference[final_name], outputs[final_name], final_tol)
         agreement_ok = report.keypoint_agreement == 1.0
+    elif task == "saliency":
+        report.saliency_agreement, report.saliency_max_prob_error = saliency_agreement(
+            reference[final_name], outputs[final_name])
+        agreement_ok = report.saliency_agreement == 1.0 and report.saliency_max_prob_error <= SALIENCY_PROB_ATOL
     else:
         report.top1_agreement = float((reference[final_name].argmax(1) == outputs[final_name].argmax(1)).mean())
         agreement_ok = report.top1_agreement == 1.0
@@ -129,7 +161,7 @@ def check_parity(model, run, names: list[str], task: str, input_size, mean, std,
     Args:
         model: the original PyTorch model.
         run: callable taking {input_name: images} -> {output_name: array} (the exported model).
-        names: output names in order; task: "pose" or "classification".
+        names: output names in order; task: "pose", "saliency" or "classification".
         input_size, mean, std: from the checkpoint metadata.
         backend: what `run` executes, for the report.
     Returns:

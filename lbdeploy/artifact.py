@@ -42,8 +42,9 @@ _SCHEMA = {
     "task": ((str,), True), "input": ((dict,), True), "outputs": ((list,), True), "backend": ((str,), True),
     "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
-    "pose": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False), "parity": ((dict,), False),
-    "tools": ((dict,), False), "precision": ((str,), False), "quantization": ((dict,), False),
+    "pose": ((dict,), False), "saliency": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False),
+    "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
+    "quantization": ((dict,), False), "accuracy": ((dict,), False),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
@@ -291,7 +292,7 @@ def final_output(manifest: dict) -> dict:
 
 def summarize(manifest: dict) -> dict:
     """The public part of a manifest: what the model is and how it is fed, without file hashes."""
-    keys = ("arch", "task", "input", "outputs", "pose", "target", "backend", "ops", "opset", "precision",
+    keys = ("arch", "task", "input", "outputs", "pose", "saliency", "target", "backend", "ops", "opset", "precision",
             "quantization", "tools")
     summary = {key: manifest[key] for key in keys if key in manifest}
     summary["config"] = manifest.get("config", {})
@@ -299,20 +300,27 @@ def summarize(manifest: dict) -> dict:
 
 
 def output_names(task: str, count: int) -> list[str]:
-    """Model output names: heatmaps_0..heatmaps_{S-1} for pose (one per stack), logits for classification."""
-    return [f"heatmaps_{i}" for i in range(count)] if task == "pose" else ["logits"]
+    """Model output names: heatmaps_0..heatmaps_{S-1} for pose (one per stack), `saliency` for a
+    saliency network's final logit map (side maps before it: saliency_0..), logits for classification."""
+    if task == "pose":
+        return [f"heatmaps_{i}" for i in range(count)]
+    if task == "saliency":
+        return [f"saliency_{i}" for i in range(count - 1)] + ["saliency"]
+    return ["logits"]
 
 
 def io_manifest(metadata: dict, config: dict, output_names: list[str], output_shapes: list) -> dict:
-    """The task, input, outputs and pose sections of a manifest, from a checkpoint's metadata.
+    """The task, input, outputs and pose / saliency sections of a manifest, from a checkpoint's metadata.
 
     Args:
         metadata: the checkpoint metadata (task, input_size, mean, std, heatmap_stride, joints,
-            flip_pairs, skeleton); config: the build config (input_size when metadata lacks it).
+            flip_pairs, skeleton; output_activation for saliency); config: the build config
+            (input_size when metadata lacks it).
         output_names: the model's outputs in order, last = final.
         output_shapes: the shape of each output for a batch of one.
     Returns:
-        {"task", "input", "outputs"} and, for pose models, "pose".
+        {"task", "input", "outputs"} and, for pose models, "pose"; for saliency models, "saliency"
+        (the activation that turns the final logit map into probabilities, and the map's size).
     """
     height, width = (int(v) for v in metadata.get("input_size", config.get("input_size", (256, 256))))
     task = metadata.get("task", "pose")
@@ -328,6 +336,9 @@ def io_manifest(metadata: dict, config: dict, output_names: list[str], output_sh
     if task == "pose":
         section["pose"] = {key: metadata[key] for key in ("joints", "flip_pairs", "skeleton") if key in metadata}
         section["pose"]["heatmap_stride"] = int(metadata.get("heatmap_stride", height // output_shapes[-1][2]))
+    if task == "saliency":
+        section["saliency"] = {"output_activation": str(metadata.get("output_activation", "sigmoid")),
+                               "map_size": [int(d) for d in output_shapes[-1][2:]]}
     return section
 
 

@@ -128,3 +128,17 @@ async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_h
             lambda batch=batch: predictor.predict(pixels, boxes=batch, flip=flip, return_heatmaps=return_heatmaps),
             run, deadline, timeout_s))
     return _merge(parts)
+
+
+async def predict_whole_image(predictor, data: bytes, run: Callable, timeout_s: float):
+    """Decode `data` and run `predictor.predict(pixels)` on the whole image (one backend call, e.g. a
+    saliency map), each step one job through `run`, within `timeout_s`.
+
+    Returns:
+        What `predictor.predict` returns.
+    Raises:
+        InputError: an unreadable or too large image; DeadlineExceeded: past the time limit.
+    """
+    deadline = time.monotonic() + timeout_s
+    pixels = await _within(lambda: load_image(data, predictor.max_pixels), run, deadline, timeout_s)
+    return await _within(lambda: predictor.predict(pixels), run, deadline, timeout_s)

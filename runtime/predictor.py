@@ -17,18 +17,17 @@ An artifact folder is verified against its manifest's sha256 list before anythin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.artifact import final_output, open_artifact
-from lbdeploy.errors import ArtifactError, ConfigError, InputError
+from lbdeploy.artifact import final_output
+from lbdeploy.errors import ConfigError, InputError
 from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale, crop_matrix, image_center_scale,
                                   invert_affine)
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
-from runtime.backends import create_backend
 from runtime.detection import create_detector
+from runtime.loading import load_model_source
 
 
 @dataclass
@@ -90,17 +89,10 @@ class Predictor:
     def __init__(self, artifact_or_model_pt, backend: str = "auto", threads: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, detector=None,
                  detector_options: dict | None = None, box_padding: float = BOX_PADDING, **backend_opts):
-        source = Path(artifact_or_model_pt)
-        if source.is_file():
-            self.backend = create_backend(backend, source, {}, threads=threads, **backend_opts)
-            self.manifest = self.backend.manifest
-        elif source.is_dir():
-            source, self.manifest = open_artifact(source)
-            self.backend = create_backend(backend, source, self.manifest, threads=threads, **backend_opts)
-        else:
-            raise ArtifactError(f"{source} does not exist; pass an artifact folder or a model.pt")
+        source, self.manifest, self.backend = load_model_source(artifact_or_model_pt, backend, threads, **backend_opts)
         if self.manifest.get("task") != "pose" or "pose" not in self.manifest:
-            raise ConfigError(f"{source} is a {self.manifest.get('task')!r} model; the Predictor runs pose models")
+            raise ConfigError(f"{source} is a {self.manifest.get('task')!r} model; the Predictor runs pose models "
+                              "(runtime.saliency.SaliencyPredictor runs saliency models)")
         self.source = source
         self.max_pixels = int(max_pixels)
         spec = self.manifest["input"]

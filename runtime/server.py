@@ -4,6 +4,8 @@ Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others)
     POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
     POST /v1/pose/batch several images (multipart fields "files") -> {"model", "images": [...]}
     POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
+    POST /v1/saliency   image -> saliency map PNG (or JSON statistics), for a saliency model
+                        (runtime.saliency_server; the pose endpoints answer 404 for one)
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
 Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...];
@@ -48,11 +50,12 @@ from runtime.admission import Admission, predict_in_batches
 from runtime.limits import RequestLimits, check_work, parse_boxes_json
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
+from runtime.saliency_server import SALIENCY_ENDPOINT, add_saliency_routes, require_task
 from runtime.schemas import BatchPoses, ImagePoses
 
 DEFAULT_MAX_BODY_MB = 16.0
-_ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", "/v1/model", "/healthz", "/metrics", "/docs",
-              "/openapi.json")
+_ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", SALIENCY_ENDPOINT, "/v1/model", "/healthz", "/metrics",
+              "/docs", "/openapi.json")
 MAX_BATCH_IMAGES = 32
 _LOG = logging.getLogger(__name__)
 # Key in the ASGI scope's state under which an error response records its type for /metrics.
@@ -244,7 +247,8 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     """Build the FastAPI app.
 
     Args:
-        predictor_factory: called once at startup; returns a runtime.predictor.Predictor.
+        predictor_factory: called once at startup; returns a runtime.predictor.Predictor (or a
+            runtime.saliency.SaliencyPredictor for a saliency model).
         settings: limits and options (defaults: ServerSettings()).
 
     Returns:
@@ -296,8 +300,9 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
                                 headers={"WWW-Authenticate": "Bearer"})
 
     async def run_inference(request: Request, return_heatmaps: bool):
-        data, boxes, flip = await _read_request(request)
         predictor = request.app.state.predictor
+        require_task(predictor, "pose", request.url.path)
+        data, boxes, flip = await _read_request(request)
         check_work(len(boxes) if boxes else predictor.max_people, flip, predictor.input_size, settings.limits)
         with request.app.state.admission.slot():
             return await _predict(request, data, boxes, flip, return_heatmaps)
@@ -329,8 +334,9 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     @app.post("/v1/pose/batch", dependencies=protected, openapi_extra=_BATCH_BODY, response_model=BatchPoses,
               response_model_exclude_unset=True, summary="Keypoints of the people in each of several images")
     async def pose_batch(request: Request):
-        images, flip = await _read_batch(request)
         predictor = request.app.state.predictor
+        require_task(predictor, "pose", request.url.path)
+        images, flip = await _read_batch(request)
         check_work(len(images) * predictor.max_people, flip, predictor.input_size, settings.limits)
         with request.app.state.admission.slot():
             results = [await _predict(request, data, None, flip, False) for _, data in images]
@@ -350,7 +356,10 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     @app.get("/v1/model", dependencies=protected, summary="What model is served and how it is fed")
     async def model(request: Request):
         predictor = request.app.state.predictor
-        return {**summarize(predictor.manifest), "joint_names": predictor.joint_names}
+        pose = predictor.manifest.get("task", "pose") == "pose"
+        return {**summarize(predictor.manifest), **({"joint_names": predictor.joint_names} if pose else {})}
+
+    add_saliency_routes(app, settings, protected)
 
     @app.get("/healthz", summary="Liveness: 200 once the model is loaded")
     async def healthz():

@@ -64,3 +64,13 @@ def test_end_to_end_group_runs(tmp_path, library):
     assert sorted(targets) == pytest.approx([0.5, 0.65, 1 / 1.5])
     budgets = run["data"]["budgets"]
     assert len(budgets) == 4 and all(b["target"] is not None and b["subject_ternary_ms"] > 0 for b in budgets)
+
+
+@pytest.mark.slow
+def test_saliency_group_compares_cpd_lb_with_cpd(tmp_path, library):
+    run = _run_suite(tmp_path, library, "--only", "saliency", "--saliency-size", "64")
+    comparisons = run["data"]["comparisons"]
+    assert [(c["subject"], c["baseline"]) for c in comparisons] == [("cpd-lb-vgg16", "cpd-vgg16"),
+                                                                     ("cpd-lb-resnet50", "cpd-resnet50")]
+    for c in comparisons:
+        assert c["group"] == "saliency" and c["ratio"] > 0 and c["target"] is None and c["name"] in run["stdout"]

@@ -19,27 +19,25 @@ from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, Parity
 from lbdeploy.models import build_model, get_preset, list_models
 
 SMALL = {"stacks": 2, "input_size": (64, 64)}
+SMALL_SALIENCY = {"width": 4, "channels": 4, "input_size": (64, 64)}  # CPD / CPD-LB presets
 
 
 def _checkpoint(tmp_path, name, **overrides):
-    kwargs = {} if name.startswith("resnet") else {**SMALL, **overrides}
+    if name.startswith("resnet"):
+        kwargs = {}
+    else:
+        kwargs = {**(SMALL_SALIENCY if "backbone" in get_preset(name).config else SMALL), **overrides}
     return save_checkpoint(tmp_path / f"{name}.pt", build_model(name, **kwargs))
 
 
-# Saliency presets (CPD) trace to ONNX (tests/test_cpd.py); the artifact's saliency manifest and
-# parity check land with the export wiring of the restructured main.
-SALIENCY_PENDING = pytest.mark.skip(reason="saliency artifacts (manifest task, outputs, parity) are wired after the #13 merge")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=SALIENCY_PENDING) if "backbone" in get_preset(n).config else n
-                                  for n in list_models()])
+@pytest.mark.parametrize("name", list_models())
 def test_every_preset_exports_and_passes_parity(tmp_path, name):
     manifest = export_model(_checkpoint(tmp_path, name), tmp_path / "out", target="onnx")
     assert manifest["parity"]["passed"]
     model = onnx.load(tmp_path / "out" / "model.onnx")
     check_onnx(model)
     ops = Counter(node.op_type for node in model.graph.node)
-    has_ternary = name not in ("shn", "prm", "resnet56", "lbrn-1")
+    has_ternary = name not in ("shn", "prm", "resnet56", "lbrn-1", "cpd")
     assert (ops["TernaryConv"] > 0) == has_ternary
     assert "BatchNormalization" not in ops or ops["BatchNormalization"] < ops["Conv"] + ops["TernaryConv"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
@@ -155,6 +153,57 @@ def test_unknown_target_or_backend(tmp_path):
     ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
     with pytest.raises(ConfigError, match="supports --backend"):
         export_model(ckpt, tmp_path / "out", target="onnx", backend="tvm")
+
+
+def test_saliency_manifest_and_parity(tmp_path):
+    manifest = export_model(_checkpoint(tmp_path, "cpd-lb"), tmp_path / "out", target="x86")
+    assert manifest["task"] == "saliency" and "pose" not in manifest
+    assert manifest["outputs"] == [{"name": "saliency", "shape": ["N", 1, 64, 64], "final": True}]
+    assert manifest["saliency"] == {"output_activation": "sigmoid", "map_size": [64, 64]}
+    assert manifest["input"]["shape"] == ["N", 3, 64, 64] and manifest["custom_ops"]
+    report = manifest["parity"]
+    assert report["passed"] and report["saliency_agreement"] == 1.0 and report["top1_agreement"] is None
+    assert report["saliency_max_prob_error"] <= parity.SALIENCY_PROB_ATOL
+
+
+def _saliency_compare(reference, output):
+    return parity.compare({"saliency": reference}, {"saliency": output}, "saliency", "test", {})
+
+
+def test_saliency_parity_is_per_pixel():
+    logits = np.random.default_rng(0).normal(0.0, 4.0, (2, 1, 16, 16))
+    assert _saliency_compare(logits, logits + 1e-6).passed
+    logits[0, 0, 3, 5] = 3.0
+    flipped = logits.copy()
+    flipped[0, 0, 3, 5] = -3.0  # one pixel on the wrong side of 0.5
+    report = _saliency_compare(logits, flipped)
+    assert not report.passed and report.saliency_agreement == 1.0 - 1.0 / logits.size
+    ties = np.zeros((1, 1, 4, 4))  # every pixel at 0.5: any side is a tie
+    tied = _saliency_compare(ties, ties + np.where(np.arange(16).reshape(1, 1, 4, 4) % 2, 1e-6, -1e-6))
+    assert tied.passed and tied.saliency_agreement == 1.0
+    # within the logit tolerance of a large map, yet 5e-3 apart in probability near 0.5: refused
+    big = np.full((1, 1, 4, 4), 60.0)
+    big[0, 0, 0, 0] = 0.5
+    shifted = big.copy()
+    shifted[0, 0, 0, 0] += 0.02
+    report = _saliency_compare(big, shifted)
+    assert report.outputs[0].passed and not report.passed and report.saliency_max_prob_error > parity.SALIENCY_PROB_ATOL
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None, reason="aarch64 cross compiler not installed")
+def test_arm64_saliency_artifact_runs_in_the_emulated_lane_like_on_x86(tmp_path, arm_python):
+    from lbdeploy.artifact import open_artifact
+    from runtime.backends import create_backend
+    from runtime.testing.arm_lane import run_artifact_emulated
+
+    ckpt = _checkpoint(tmp_path, "cpd-lb")
+    arm = export_model(ckpt, tmp_path / "arm", target="arm64")
+    assert arm["task"] == "saliency" and arm["kernel_library"]["arch"] == "aarch64" and arm["parity"]["passed"]
+    export_model(ckpt, tmp_path / "x86", target="x86")
+    x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    expected = create_backend("auto", *open_artifact(tmp_path / "x86")).run({"image": x})["saliency"]
+    on_arm = run_artifact_emulated(tmp_path / "arm", x)["saliency"]
+    np.testing.assert_allclose(on_arm, expected, rtol=0, atol=1e-5 + 1e-4 * float(np.abs(expected).max()))
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None, reason="aarch64 cross compiler not installed")

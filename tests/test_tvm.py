@@ -291,6 +291,7 @@ def _export_tvm(tmp_path, name, **overrides):
     ("lbrn-s", {"stacks": 2, "input_size": (64, 64)}),
     ("lbrn-p", {"stacks": 1, "input_size": (64, 64)}),
     ("resnet-lbb-56", {}),
+    ("cpd-lb", {"width": 4, "channels": 4, "input_size": (64, 64)}),  # dilated TernaryConvs, saliency parity
 ])
 def test_whole_model_matches_pytorch(tmp_path, name, overrides):
     """The exporter's parity gate runs the TVM module on this machine against PyTorch eager."""

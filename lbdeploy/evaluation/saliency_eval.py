@@ -4,8 +4,9 @@
 batch of RGB images [N, H, W, 3] uint8 (all resized to the model input) to probability maps
 [N, h, w] in [0, 1]; each map is resized (bilinear) to its image's original size and compared with
 the mask there, as saliency benchmarks do. `torch_predictor(model, ...)` is that function for an
-in-memory torch model (used by the trainer's validation and `lbdeploy eval` with torch); an
-exported artifact's runtime plugs in the same way.
+in-memory torch model (used by the trainer's validation); `lbdeploy eval` passes
+runtime.saliency.SaliencyPredictor.predict_batch, which runs a model.pt or an exported artifact on
+any backend the same way.
 """
 
 from __future__ import annotations
@@ -63,46 +64,3 @@ def evaluate_saliency(dataset: SaliencyDataset, predict: Predict, input_size, li
         for prob, (_, mask) in zip(probs, samples):
             meter.update(resize_probabilities(prob, mask.shape), mask)
     return meter.report()
-
-
-def evaluate_saliency_sources(sources, dataset: SaliencyDataset, backend: str = "auto", compare: str | None = None,
-                              limit: int | None = None, progress: bool = False) -> tuple[dict, dict]:
-    """`lbdeploy eval` for saliency: one SaliencyReport per (source, backend) column.
-
-    Saliency models run on the torch backend (a model.pt); exported artifacts and the other backends
-    are reported as skipped under --compare (an error otherwise) until the saliency runtime lands.
-
-    Returns:
-        (label -> SaliencyReport, label -> reason skipped)
-    Raises:
-        ConfigError: a source or backend that cannot run (without --compare), or nothing ran.
-    """
-    from pathlib import Path
-
-    from lbdeploy.checkpoint import load_model
-    from lbdeploy.errors import ConfigError
-
-    names = [b.strip() for b in compare.split(",") if b.strip()] if compare else [backend]
-    reports, skipped = {}, {}
-    for path in sources:
-        for name in names:
-            name = "torch" if name == "auto" else name
-            label = name if len(sources) == 1 else f"{name}:{Path(path).name}"
-            if name != "torch" or not Path(path).is_file():
-                reason = (f"saliency models are evaluated on torch from a model.pt; {name} on {path} needs the "
-                          "saliency runtime (export wiring)")
-                if not compare:
-                    raise ConfigError(reason)
-                skipped[label] = reason
-                continue
-            model, ckpt = load_model(path)
-            if ckpt.metadata.get("task") != "saliency":
-                raise ConfigError(f"{path} is a {ckpt.metadata.get('task', 'pose')} model, not a saliency model; "
-                                  "evaluate it on a pose dataset")
-            height, width = (int(v) for v in ckpt.metadata["input_size"])
-            predict = torch_predictor(model, (width, height), ckpt.metadata["mean"], ckpt.metadata["std"])
-            reports[label] = evaluate_saliency(
-                dataset, predict, (width, height), limit=limit, progress=progress)
-    if not reports:
-        raise ConfigError("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    return reports, skipped
