@@ -3,18 +3,22 @@
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
 from cli import main
 from exporters import parity
 from exporters.export import export_model
 from exporters.onnx import check_onnx
 from lbdeploy.checkpoint import save_checkpoint
-from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError
+from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError, TernaryWeightError
+from lbdeploy.ops.onnx_schema import make_node
+from lbdeploy.ops.vectors import load
 from lbdeploy.models import build_model, list_models
 from lbdeploy.artifact import file_sha256
 
@@ -180,3 +184,16 @@ def test_paper_size_lbrn_s_exports(tmp_path):
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("lbrn-s"))
     manifest = export_model(ckpt, tmp_path / "out", target="x86")
     assert manifest["parity"]["passed"] and len(manifest["outputs"]) == 8
+
+
+@pytest.mark.parametrize("name", ["code3_weight", "code3_padding"])
+def test_check_onnx_refuses_invalid_packed_weights(name):
+    """The exporter's (and build-engine's) check of TernaryConv initializers, on the shared invalid vectors."""
+    case, a = load(Path(__file__).parent / "vectors" / "invalid" / f"{name}.npz")
+    inits = [numpy_helper.from_array(a[k], n) for k, n in (("w_packed", "w"), ("scale", "scale"), ("bias", "bias"))]
+    graph = helper.make_graph([make_node(["x", "w", "scale", "bias"], ["y"], case.attrs())], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(a["x"].shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lbdeploy", 1)])
+    with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
+        check_onnx(model)
