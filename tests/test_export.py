@@ -197,3 +197,11 @@ def test_check_onnx_refuses_invalid_packed_weights(name):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lbdeploy", 1)])
     with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
         check_onnx(model)
+
+
+@pytest.mark.parametrize("opset", ["99", "16", "0"])
+def test_opset_outside_what_the_exporter_writes_is_refused(tmp_path, opset):
+    result = CliRunner().invoke(main, ["export", str(_checkpoint(tmp_path, "lbrn-s", stacks=1)), "-o",
+                                       str(tmp_path / "out"), "--opset", opset])
+    assert result.exit_code == 2 and f"--opset {opset} is not one the exporter writes" in result.output
+    assert not (tmp_path / "out").exists()
