@@ -63,9 +63,16 @@ def test_manifest_contents_and_checksums(tmp_path):
     assert report["keypoint_agreement"] == 1.0 and all(o["worst_ratio"] <= 1 for o in report["outputs"])
 
 
-def test_ternary_node_attributes(tmp_path):
-    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
-    model = onnx.load(tmp_path / "out" / "model.onnx")
+@pytest.fixture(scope="module")
+def one_stack_artifact(tmp_path_factory) -> Path:
+    """A 1-stack LBRN-S exported for the default target, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("one-stack")
+    export_model(_checkpoint(tmp, "lbrn-s", stacks=1), tmp / "out")
+    return tmp / "out"
+
+
+def test_ternary_node_attributes(one_stack_artifact):
+    model = onnx.load(one_stack_artifact / "model.onnx")
     nodes = [n for n in model.graph.node if n.op_type == "TernaryConv"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
     assert nodes[0].domain == "ai.lbdeploy"
@@ -99,12 +106,11 @@ def test_standard_ops_need_no_kernel_library(tmp_path):
     assert out[-1].shape == (3, 16, 16, 16)
 
 
-def test_plain_onnx_runtime_gets_our_error(tmp_path):
-    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
+def test_plain_onnx_runtime_gets_our_error(one_stack_artifact):
     from runtime.backends.ort import OrtBackend
 
     with pytest.raises(KernelLibraryError, match="ai.lbdeploy::TernaryConv"):
-        OrtBackend(tmp_path / "out", {"custom_ops": []})
+        OrtBackend(one_stack_artifact, {"custom_ops": []})
 
 
 def test_interrupted_export_leaves_nothing(tmp_path):
