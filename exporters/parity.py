@@ -34,8 +34,8 @@ RTOL = 1e-4
 NOISE_FACTOR = 10.0
 ATOL = 1e-6
 PARITY_SEED = 20210101
-RANDOM_IMAGES = 2
-SYNTHETIC_PEOPLE = 2
+RANDOM_IMAGES = 1
+SYNTHETIC_PEOPLE = 1
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
 
 
