@@ -24,7 +24,7 @@ def _pip(python: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def board_venv(tmp_path_factory) -> Path:
+def board_venv(tmp_path_factory, package_source) -> Path:
     """bin/ of a venv with the runtime's core dependencies and lbdeploy, without torch."""
     venv = tmp_path_factory.mktemp("board") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
@@ -33,7 +33,7 @@ def board_venv(tmp_path_factory) -> Path:
         _pip(python, "-c", "constraints.txt", *BOARD_DEPS)
     except subprocess.CalledProcessError as err:
         pytest.skip(f"cannot install {BOARD_DEPS} from PyPI or pip's cache here: {err}")
-    _pip(python, "--no-deps", ".")
+    _pip(python, "--no-deps", str(package_source))
     probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, cwd="/")
     assert probe.returncode != 0, "the board venv must not see torch"
     return venv / "bin"

@@ -23,7 +23,7 @@ DEMO = REPO / "lbdeploy" / "data" / "demo.pt"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory) -> tuple[Path, dict]:
+def installed(tmp_path_factory, package_source) -> tuple[Path, dict]:
     """(bin/ of a venv with lbdeploy installed from a wheel, the environment to run it in)."""
     root = tmp_path_factory.mktemp("installed")
     venv = root / "venv"
@@ -32,7 +32,7 @@ def installed(tmp_path_factory) -> tuple[Path, dict]:
                                   check=True, capture_output=True, text=True).stdout.strip())
     (purelib / "dev-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(purelib), "--no-build-isolation", str(REPO)], check=True, timeout=600,
+                    "--target", str(purelib), "--no-build-isolation", str(package_source)], check=True, timeout=600,
                    cwd=root)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["LBDEPLOY_CACHE"] = str(root / "cache")
