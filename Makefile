@@ -1,6 +1,7 @@
 # Two entry points (see README.md):
 #   make demo   install lbdeploy into .venv and run the end-to-end demo on the bundled model
 #   make test   install the development set into .venv, build the emulated ARM lane, run the tests
+#   make test-fast  the development tier: no slow and no emulated-ARM tests, no lane or CUDA kit build
 # Development and CI installs use constraints.txt (torch==2.13.0 CPU and the other pins);
 # `pip install lbdeploy[...]` without it lets users bring their own torch.
 
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test install install-dev arm-lane cuda-kit bench clean-demo
+.PHONY: demo test test-fast install install-dev arm-lane cuda-kit bench clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,11 @@ cuda-kit:
 # pytest's exit code 5 (no test collected) is a failure here too.
 test: install-dev arm-lane cuda-kit
 	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+# The fast tier for development (docs/architecture.md, "Tests"): the same suite minus the
+# @pytest.mark.slow and @pytest.mark.arm tests; run `make test` before merging.
+test-fast: install-dev
+	$(PY) -m pytest -m "not slow and not arm" $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
 
 bench: install
 	$(PY) bench/run.py

@@ -17,6 +17,7 @@ import click
 
 from lbdeploy import __version__
 from lbdeploy.errors import LbdeployError
+from lbdeploy.extras import missing_extra_error
 
 COMMAND_MODULES = (
     "commands.models",
@@ -38,6 +39,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except LbdeployError as err:
             click.echo(f"Error: {err}", err=True)
+            sys.exit(2)
+        except ModuleNotFoundError as err:  # an optional extra (torch on a board install) is missing
+            missing = missing_extra_error(err)
+            if missing is None:
+                raise
+            click.echo(f"Error: {missing}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)

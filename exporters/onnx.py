@@ -14,8 +14,10 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from lbdeploy.errors import ExportError
-from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
+from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, check_packed
 from lbdeploy.artifact import output_names
 
 OPSET = 18
@@ -68,6 +70,22 @@ def _drop_unused_initializers(model) -> None:
     model.graph.initializer.extend(keep)
 
 
+def check_ternary_initializers(model) -> None:
+    """Run `check_packed` on the packed weights of every TernaryConv node of an ONNX model.
+
+    Raises:
+        TernaryWeightError: an initializer holds the invalid 2-bit code 3 (padding codes included).
+    """
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type == OP_TYPE and node.input[1] in initializers:
+            weights = numpy_helper.to_array(initializers[node.input[1]])
+            if weights.dtype == np.uint8:
+                check_packed(weights, what=f"the weights {node.input[1]!r} of TernaryConv node {node.name!r}")
+
+
 def check_onnx(model) -> None:
     """onnx.checker full check + strict shape inference, TernaryConv schema registered.
 
@@ -79,6 +97,7 @@ def check_onnx(model) -> None:
     from lbdeploy.ops.onnx_schema import register_schema
 
     register_schema()
+    check_ternary_initializers(model)
     try:
         onnx.checker.check_model(model, full_check=True)
         onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)

@@ -18,6 +18,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from exporters.onnx import check_ternary_initializers
 from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
 from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
 from runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
@@ -161,6 +162,7 @@ def build_engine(
         ParityError: the fp16 engine's keypoints (classes) differ from float32 beyond the tolerances.
             The fp16 check also needs onnxruntime and this machine's TernaryConv kernel library
             (BackendUnavailable / KernelLibraryError when they are missing).
+        TernaryWeightError: packed TernaryConv weights hold the invalid code 3 (padding bits included).
     """
     batch = BatchProfile(min_batch, opt_batch, max_batch)
     if workspace_mb < 1:
@@ -170,6 +172,9 @@ def build_engine(
     onnx_path = contained_path(artifact_dir, section.get("onnx", MODEL_FILE), "TensorRT ONNX file")
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing; re-export the model")
+    import onnx
+
+    check_ternary_initializers(onnx.load(onnx_path))  # the CUDA kernel would read code 3 as 0: refuse it here
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     load_plugin_library(trt, artifact_dir, section)

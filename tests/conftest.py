@@ -55,3 +55,20 @@ def scene_detector(tmp_path_factory):
     from runtime.testing.scene_detector import write_scene_detector
 
     return write_scene_detector(tmp_path_factory.mktemp("detector") / "scene_det.onnx")
+
+
+@pytest.fixture(scope="session")
+def package_source(tmp_path_factory):
+    """A copy of what the package is built from (pyproject, README, the five packages, cli.py), so that
+    `pip install .` in a test leaves no build/ or *.egg-info in the checkout."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    copy = tmp_path_factory.mktemp("source") / "lbdeploy"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md", "cli.py"):
+        shutil.copy2(repo / name, copy / name)
+    for name in ("lbdeploy", "runtime", "exporters", "workflows", "commands"):
+        shutil.copytree(repo / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy

@@ -102,7 +102,7 @@ def assert_vectors_match(outputs: list[dict], cases: list) -> None:
     failures = []
     for result, (case, arrays) in zip(outputs, cases):
         got, want = result["y"], arrays["y"]
-        if got.shape != want.shape or not np.allclose(got, want, **KERNEL_TOLERANCE):
+        if got.shape != want.shape or not np.allclose(got, want, equal_nan=True, **KERNEL_TOLERANCE):
             err = np.abs(got - want).max() if got.shape == want.shape else f"shape {got.shape} != {want.shape}"
             failures.append(f"{case.name}: max |diff| {err}")
     assert not failures, "aarch64 results differ from the reference:\n" + "\n".join(failures)
@@ -178,7 +178,8 @@ def test_numpy_reference_on_arm_matches_stored_vector(arm_python):
 
 
 def test_standard_conv_on_arm_onnxruntime_matches_every_vector(arm_python, tmp_path):
-    cases = [load(path) for path in VECTORS]
+    # a dense Conv reads NaN/inf under zero weights too (docs/ops/TernaryConv.md): only the op must match that vector
+    cases = [load(path) for path in VECTORS if path.stem != "non_finite_relu"]
     runs = [
         OnnxRun(standard_conv_model(case, arrays, tmp_path / f"{case.name}.onnx"), {"x": arrays["x"]})
         for case, arrays in cases

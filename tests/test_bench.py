@@ -48,7 +48,11 @@ def test_kernel_and_block_report_ratios_with_targets(tmp_path, library):
     budgets = {b["name"]: b for b in run["data"]["budgets"]}
     assert set(budgets) == {c["name"] for c in block}
     for b in budgets.values():
-        assert b["baseline_3x3_ms"] > 0 and b["subject_ternary_ms"] > 0 and 0 < b["floor"] < 1
+        # structure and arithmetic only: measured ratios vary with the machine's load (no bound on them)
+        assert 0 < b["subject_ternary_ms"] < b["subject_total_ms"] and 0 < b["baseline_3x3_ms"] < b["baseline_total_ms"]
+        rest = b["subject_total_ms"] - b["subject_ternary_ms"]
+        assert b["floor"] == pytest.approx(rest / b["baseline_total_ms"])
+        assert b["kernel_ratio"] == pytest.approx(b["subject_ternary_ms"] / b["baseline_3x3_ms"])
         assert b["name"] in run["stdout"] and "floor" in run["stdout"]
     assert budgets[next(c["name"] for c in block if c["target"])]["needed"] is not None
     assert "block: exporting" in run["stderr"]  # progress goes to stderr

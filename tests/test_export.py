@@ -3,11 +3,13 @@
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
 
 from cli import main
 from exporters import parity
@@ -15,8 +17,10 @@ from exporters.export import export_model
 from exporters.onnx import check_onnx
 from lbdeploy.artifact import file_sha256
 from lbdeploy.checkpoint import save_checkpoint
-from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError
+from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError, TernaryWeightError
 from lbdeploy.models import build_model, get_preset, list_models
+from lbdeploy.ops.onnx_schema import make_node
+from lbdeploy.ops.vectors import load
 
 SMALL = {"stacks": 2, "input_size": (64, 64)}
 SMALL_SALIENCY = {"width": 4, "channels": 4, "input_size": (64, 64)}  # CPD / CPD-LB presets
@@ -60,12 +64,19 @@ def test_manifest_contents_and_checksums(tmp_path):
     for rel, digest in saved["files"].items():
         assert file_sha256(tmp_path / "out" / rel) == digest
     report = saved["parity"]
-    assert report["keypoint_agreement"] == 1.0 and all(o["max_abs_error"] <= o["tolerance"] for o in report["outputs"])
+    assert report["keypoint_agreement"] == 1.0 and all(o["worst_ratio"] <= 1 for o in report["outputs"])
 
 
-def test_ternary_node_attributes(tmp_path):
-    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
-    model = onnx.load(tmp_path / "out" / "model.onnx")
+@pytest.fixture(scope="module")
+def one_stack_artifact(tmp_path_factory) -> Path:
+    """A 1-stack LBRN-S exported for the default target, shared by the tests that only read it."""
+    tmp = tmp_path_factory.mktemp("one-stack")
+    export_model(_checkpoint(tmp, "lbrn-s", stacks=1), tmp / "out")
+    return tmp / "out"
+
+
+def test_ternary_node_attributes(one_stack_artifact):
+    model = onnx.load(one_stack_artifact / "model.onnx")
     nodes = [n for n in model.graph.node if n.op_type == "TernaryConv"]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
     assert nodes[0].domain == "ai.lbdeploy"
@@ -99,12 +110,11 @@ def test_standard_ops_need_no_kernel_library(tmp_path):
     assert out[-1].shape == (3, 16, 16, 16)
 
 
-def test_plain_onnx_runtime_gets_our_error(tmp_path):
-    export_model(_checkpoint(tmp_path, "lbrn-s", stacks=1), tmp_path / "out")
+def test_plain_onnx_runtime_gets_our_error(one_stack_artifact):
     from runtime.backends.ort import OrtBackend
 
     with pytest.raises(KernelLibraryError, match="ai.lbdeploy::TernaryConv"):
-        OrtBackend(tmp_path / "out", {"custom_ops": []})
+        OrtBackend(one_stack_artifact, {"custom_ops": []})
 
 
 def test_interrupted_export_leaves_nothing(tmp_path):
@@ -123,6 +133,7 @@ def test_parity_failure_is_fatal_unless_no_verify(tmp_path, monkeypatch):
     ckpt = _checkpoint(tmp_path, "lbrn-s", stacks=1)
     monkeypatch.setattr(parity, "RTOL", 0.0)
     monkeypatch.setattr(parity, "ATOL", 0.0)
+    monkeypatch.setattr(parity, "NOISE_FACTOR", 0.0)
     with pytest.raises(ParityError, match="beyond tolerance"):
         export_model(ckpt, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -234,3 +245,24 @@ def test_paper_size_lbrn_s_exports(tmp_path):
     ckpt = save_checkpoint(tmp_path / "m.pt", build_model("lbrn-s"))
     manifest = export_model(ckpt, tmp_path / "out", target="x86")
     assert manifest["parity"]["passed"] and len(manifest["outputs"]) == 8
+
+
+@pytest.mark.parametrize("name", ["code3_weight", "code3_padding"])
+def test_check_onnx_refuses_invalid_packed_weights(name):
+    """The exporter's (and build-engine's) check of TernaryConv initializers, on the shared invalid vectors."""
+    case, a = load(Path(__file__).parent / "vectors" / "invalid" / f"{name}.npz")
+    inits = [numpy_helper.from_array(a[k], n) for k, n in (("w_packed", "w"), ("scale", "scale"), ("bias", "bias"))]
+    graph = helper.make_graph([make_node(["x", "w", "scale", "bias"], ["y"], case.attrs())], "t",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(a["x"].shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("ai.lbdeploy", 1)])
+    with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
+        check_onnx(model)
+
+
+@pytest.mark.parametrize("opset", ["99", "16", "0"])
+def test_opset_outside_what_the_exporter_writes_is_refused(tmp_path, opset):
+    result = CliRunner().invoke(main, ["export", str(_checkpoint(tmp_path, "lbrn-s", stacks=1)), "-o",
+                                       str(tmp_path / "out"), "--opset", opset])
+    assert result.exit_code == 2 and f"--opset {opset} is not one the exporter writes" in result.output
+    assert not (tmp_path / "out").exists()

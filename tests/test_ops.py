@@ -12,7 +12,8 @@ from onnx.reference import ReferenceEvaluator
 from lbdeploy.errors import TernaryWeightError
 from lbdeploy.ops import vectors
 from lbdeploy.ops.onnx_schema import ReferenceTernaryConv, make_node, register_schema
-from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs, pack_ternary, ternary_conv_reference, unpack_ternary
+from lbdeploy.ops.ternary_conv import (DOMAIN, TernaryConvAttrs, check_packed, pack_ternary, ternary_conv_reference,
+                                       unpack_ternary)
 
 VECTOR_DIR = Path(__file__).parent / "vectors"
 VECTOR_FILES = sorted(VECTOR_DIR.glob("*.npz"))
@@ -55,8 +56,47 @@ def test_reference_matches_torch(path):
     y = torch.nn.functional.conv2d(torch.from_numpy(a["x"]).double(), torch.from_numpy(a["w"]).double(),
                                    stride=case.stride, padding=case.pad, dilation=case.dilation, groups=case.group)
     y = y * torch.from_numpy(a["scale"]).double()[None, :, None, None] + torch.from_numpy(a["bias"]).double()[None, :, None, None]
-    y = {"relu": torch.relu, "sigmoid": torch.sigmoid, "none": lambda t: t}[case.activation](y)
-    np.testing.assert_allclose(a["y"], y.float().numpy(), rtol=1e-5, atol=1e-5)
+    y = {"relu": torch.relu, "sigmoid": torch.sigmoid, "none": lambda t: t}[case.activation](y).float().numpy()
+    if case.non_finite:  # a dense conv reads NaN/inf through zero taps too (0 * NaN = NaN); the op does not
+        finite = np.isfinite(y)
+        assert np.isfinite(a["y"]).sum() > finite.sum()
+        y, a["y"] = y[finite], a["y"][finite]
+    np.testing.assert_allclose(a["y"], y, rtol=1e-5, atol=1e-5)
+
+
+def test_non_finite_inputs_zero_taps_read_nothing():
+    """docs/ops/TernaryConv.md: zero taps read nothing; the others follow IEEE; relu(NaN) = NaN."""
+    attrs = TernaryConvAttrs(kernel_shape=(1, 3), pads=(0, 1, 0, 1), activation="relu")
+    x = np.array([1.0, np.nan, 2.0, np.inf, -np.inf, 3.0], np.float32).reshape(1, 1, 1, 6)
+    w = np.array([[1, 0, 1], [0, 0, 0], [1, 1, 0], [-1, 0, 1]], np.int8).reshape(4, 1, 1, 3)
+    y = ternary_conv_reference(x, pack_ternary(w), np.ones(4, np.float32), np.full(4, -0.5, np.float32), attrs)[0, :, 0]
+    # taps of output p read x[p-1], x[p], x[p+1] (zero padded)
+    np.testing.assert_array_equal(y[0], [np.nan, 2.5, np.nan, 0.0, np.inf, 0.0])  # x[p-1] + x[p+1]: skips x[p]
+    np.testing.assert_array_equal(y[1], [0.0] * 6)  # an all-zero filter reads nothing: relu(bias)
+    np.testing.assert_array_equal(y[2], [0.5, np.nan, np.nan, np.inf, np.nan, 0.0])  # x[p-1] + x[p]: +inf + -inf = NaN
+    np.testing.assert_array_equal(y[3], [np.nan, 0.5, np.nan, 0.0, 0.0, np.inf])  # -x[p-1] + x[p+1]
+
+
+INVALID_FILES = sorted((VECTOR_DIR / "invalid").glob("*.npz"))
+
+
+def test_invalid_vectors_are_stored_and_current():
+    assert {p.stem for p in INVALID_FILES} == set(vectors.INVALID_CASES)
+    for path in INVALID_FILES:
+        _, stored = vectors.load(path)
+        np.testing.assert_array_equal(stored["w_packed"], vectors.invalid(path.stem)["w_packed"])
+
+
+@pytest.mark.parametrize("path", INVALID_FILES, ids=lambda p: p.stem)
+def test_invalid_vectors_are_refused_by_check_packed_the_reference_and_onnx_reference(path):
+    case, a = vectors.load(path)
+    shape = (case.cout, case.cin // case.group, case.k, case.k)
+    with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
+        check_packed(a["w_packed"])
+    with pytest.raises(TernaryWeightError, match="padding code" if "padding" in path.stem else r"\(row 1, code 7\)"):
+        check_packed(a["w_packed"], shape)
+    with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
+        ternary_conv_reference(a["x"], a["w_packed"], a["scale"], a["bias"], case.attrs())
 
 
 def _one_node_model(case, a, packed=True):

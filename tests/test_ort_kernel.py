@@ -136,6 +136,18 @@ def test_invalid_code_3_rejected_for_constant_weights(library):
         _session(model, library).run(None, {"X": a["x"]})
 
 
+INVALID = sorted((Path(__file__).parent / "vectors" / "invalid").glob("*.npz"))
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_shared_invalid_weights_rejected(library, path):
+    """The shared invalid-weights vectors: code 3 in a weight, and code 3 in the padding past K."""
+    case, a = load(path)
+    model = _model(case.attrs(), a["x"].shape, {"W": a["w_packed"], "scale": a["scale"], "bias": a["bias"]})
+    with pytest.raises(Exception, match="invalid 2-bit code 3"):
+        _session(model, library).run(None, {"X": a["x"]})
+
+
 def test_invalid_code_3_rejected_for_runtime_weights(library):
     case, a = load(next(p for p in VECTORS if p.stem == "basic_3x3"))
     model = _model(case.attrs(), a["x"].shape, {"scale": a["scale"], "bias": a["bias"]}, w_input=TensorProto.UINT8)

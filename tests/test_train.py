@@ -194,3 +194,45 @@ def test_torchrun_with_two_cpu_processes_trains_through_ddp(tmp_path):
     log = json.loads((run / "log.jsonl").read_text())
     assert log["steps"] == 2  # 16 images / (2 processes x batch 4)
     verify_ternary_unchanged(load_model(run / "last.pt")[0])
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch run folder (state.pt + last.pt) to corrupt copies of."""
+    run = tmp_path_factory.mktemp("run") / "run"
+    train(_config(run, epochs=1), log=lambda _: None)
+    return run
+
+
+def _wrong_shape_state(path: Path) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"] = [0]  # another model's optimizer
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("damage", ["directory", "garbage", "a-list", "wrong-format", "wrong-shape"])
+def test_resume_with_a_bad_state_is_one_line(one_epoch_run, tmp_path, damage):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(one_epoch_run, run)
+    state = run / "state.pt"
+    if damage == "directory":
+        state.unlink()
+        state.mkdir()
+    elif damage == "garbage":
+        state.write_bytes(b"\x00garbage" * 100)
+    elif damage == "a-list":
+        torch.save([1, 2, 3], state)
+    elif damage == "wrong-format":
+        torch.save({"format": "something else"}, state)
+    else:
+        _wrong_shape_state(state)
+    result = CliRunner().invoke(main, ["train", "--data", "synthetic:8,4", "-o", str(run), "--stacks", "2",
+                                       "--modules", "1", "--feats", "16", "--input-size", "64x64", "--seed", "5",
+                                       "--epochs", "2", "--batch-size", "4", "--lr-drops", "2", "--workers", "0",
+                                       "--threads", "1", "--no-progress", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    assert "start a new run" in result.output
+    assert damage != "wrong-shape" or "does not fit" in result.output

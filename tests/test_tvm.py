@@ -23,7 +23,7 @@ from exporters.tvm.ternary_kernel import (  # noqa: E402
     BLOCK, PATTERNS, TernaryGeometry, chunk_count, cpu_kernel, cpu_tile, encode_weights, pattern_digits,
     row_alignment_padding,
 )
-from lbdeploy.errors import ConfigError, ExportError, InputError  # noqa: E402
+from lbdeploy.errors import ConfigError, ExportError, InputError, TernaryWeightError  # noqa: E402
 from lbdeploy.kernels.elf import elf_arch  # noqa: E402
 from lbdeploy.ops.onnx_schema import make_node  # noqa: E402
 from lbdeploy.ops.ternary_conv import DOMAIN, KERNEL_TOLERANCE, OP_VERSION, TernaryConvAttrs  # noqa: E402
@@ -140,6 +140,17 @@ def test_unsupported_ops_are_all_listed():
     with pytest.raises(ExportError) as err:
         import_onnx(model, {"x": list(arrays["x"].shape)})
     assert "com.example::Frobnicate" in str(err.value) and "other.domain::TernaryConv" in str(err.value)
+
+
+INVALID = sorted((Path(__file__).parent / "vectors" / "invalid").glob("*.npz"))
+
+
+@pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
+def test_importer_refuses_invalid_weight_codes(path):
+    """The shared invalid-weights vectors (code 3 in a weight, code 3 in the padding past K)."""
+    case, arrays = load(path)
+    with pytest.raises(TernaryWeightError, match="invalid 2-bit code 3"):
+        import_onnx(_ternary_model(arrays, case.attrs()), {"x": list(arrays["x"].shape)})
 
 
 def test_target_presets():

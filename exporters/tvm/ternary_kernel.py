@@ -199,8 +199,8 @@ def cpu_tile(geom: TernaryGeometry, vector_floats: int, vector_registers: int) -
 
 def _epilogue(T, value, scale, bias, activation: str):
     y = value * scale + bias
-    if activation == "relu":
-        return T.max(y, T.float32(0))
+    if activation == "relu":  # not T.max: LLVM's maxnum turns NaN into 0; relu(NaN) is NaN (docs/ops/TernaryConv.md)
+        return T.Select(y < T.float32(0), T.float32(0), y)
     if activation == "sigmoid":
         return T.float32(1) / (T.float32(1) + T.exp(-y))
     return y

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arch", choices=sorted(TARGETS), default=None, help="target architecture (default: this machine)")
     parser.add_argument("-o", "--out-dir", default=None, help="copy the library here (default: print the cached path)")
-    parser.add_argument("--ort-include", default=None, help="ONNX Runtime include folder (default: ORT_INCLUDE_DIR, cache or fetch)")
+    parser.add_argument("--ort-include", default=None, help="ONNX Runtime include folder (default: ORT_INCLUDE_DIR, ORT_HOME, the bundled headers)")
     args = parser.parse_args(argv)
     try:
         path = build_ort_library(arch=args.arch, out_dir=args.out_dir, ort_include=args.ort_include)

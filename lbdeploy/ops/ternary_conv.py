@@ -110,20 +110,48 @@ def pack_ternary(weights: np.ndarray) -> np.ndarray:
     return np.bitwise_or.reduce(quads << shifts, axis=2).astype(np.uint8)
 
 
-def unpack_ternary(packed: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """Inverse of `pack_ternary`: uint8 [Cout, ceil(K/4)] -> int8 weights of `shape`."""
-    packed = np.asarray(packed, dtype=np.uint8)
-    cout = shape[0]
-    k = int(np.prod(shape[1:]))
-    if packed.shape != (cout, packed_row_bytes(k)):
+def check_packed(packed: np.ndarray, shape: tuple[int, int, int, int] | None = None,
+                 what: str = "packed TernaryConv weights") -> np.ndarray:
+    """Validate 2-bit packed weights; the one check every loader of packed weights uses.
+
+    Every 2-bit code of every row must be 0, 1 or 2, including the padding codes past K in the
+    row's last byte (pack_ternary writes 0 there): a row with code 3 anywhere is corrupt, so the
+    check needs no shape.
+
+    Args:
+        packed: uint8 [Cout, ceil(K/4)], K = Cin/group * kH * kW.
+        shape: the filters' shape (Cout, Cin/group, kH, kW), to check the packed shape too (optional).
+        what: names the weights in the error (e.g. the ONNX initializer).
+    Returns:
+        `packed` as a uint8 array.
+    Raises:
+        TernaryWeightError: wrong dtype or shape, or code 3 somewhere (the first row and position said).
+    """
+    array = np.asarray(packed)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise TernaryWeightError(f"{what} must be 2-D uint8 (2-bit packed), got {array.dtype} {array.shape}")
+    k = int(np.prod(shape[1:])) if shape is not None else None
+    if shape is not None and array.shape != (shape[0], packed_row_bytes(k)):
         raise TernaryWeightError(
-            f"packed TernaryConv weights must have shape {(cout, packed_row_bytes(k))} for filters "
-            f"{tuple(shape)}, got {packed.shape}"
+            f"{what} must have shape {(shape[0], packed_row_bytes(k))} for filters {tuple(shape)}, got {array.shape}"
         )
     shifts = (2 * np.arange(WEIGHTS_PER_BYTE)).astype(np.uint8)
+    invalid = ((array[:, :, None] >> shifts) & 3).reshape(array.shape[0], -1) == 3
+    if invalid.any():
+        row, position = (int(v) for v in np.argwhere(invalid)[0])
+        where = f"padding code {position} past K = {k}" if k is not None and position >= k else f"code {position}"
+        raise TernaryWeightError(f"{what} contain the invalid 2-bit code 3 (row {row}, {where}); the weights are "
+                                 "corrupt: re-export the model")
+    return array
+
+
+def unpack_ternary(packed: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Inverse of `pack_ternary`: uint8 [Cout, ceil(K/4)] -> int8 weights of `shape` (checked by `check_packed`)."""
+    packed = check_packed(packed, shape)
+    cout = shape[0]
+    k = int(np.prod(shape[1:]))
+    shifts = (2 * np.arange(WEIGHTS_PER_BYTE)).astype(np.uint8)
     codes = ((packed[:, :, None] >> shifts) & 3).reshape(cout, -1)[:, :k]
-    if (codes == 3).any():
-        raise TernaryWeightError("packed TernaryConv weights contain the invalid 2-bit code 3")
     values = np.where(codes == CODE_PLUS, 1, np.where(codes == CODE_MINUS, -1, 0)).astype(np.int8)
     return values.reshape(shape)
 
@@ -139,12 +167,34 @@ def weights_from_input(w: np.ndarray, x_channels: int, attrs: TernaryConvAttrs, 
 
 
 def activate(y: np.ndarray, activation: str) -> np.ndarray:
-    """Apply the op's fused activation."""
+    """Apply the op's fused activation; NaN stays NaN (IEEE: relu(NaN) = sigmoid(NaN) = NaN)."""
     if activation == "relu":
         return np.maximum(y, 0)
     if activation == "sigmoid":
         return 1.0 / (1.0 + np.exp(-y))
     return y
+
+
+def _signed_sum(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """sum_k w[o, k] * x[n, k, p] over the non-zero taps only ("zero taps read nothing").
+
+    A tap with w = 0 contributes nothing even where x is NaN or inf (a dense product would give
+    0 * NaN = NaN); the non-zero taps add or subtract x with IEEE semantics: any NaN read gives
+    NaN, +inf and -inf read together give NaN, otherwise an inf read gives that inf.
+    """
+    finite = np.isfinite(x)
+    total = np.einsum("ok,nkp->nop", w, np.where(finite, x, 0.0))
+    if finite.all():
+        return total
+    reads = (w != 0).astype(np.float64)
+    plus, minus = (w > 0).astype(np.float64), (w < 0).astype(np.float64)
+    nan = np.einsum("ok,nkp->nop", reads, np.isnan(x).astype(np.float64)) > 0
+    pos_inf, neg_inf = (x == np.inf).astype(np.float64), (x == -np.inf).astype(np.float64)
+    up = np.einsum("ok,nkp->nop", plus, pos_inf) + np.einsum("ok,nkp->nop", minus, neg_inf) > 0
+    down = np.einsum("ok,nkp->nop", plus, neg_inf) + np.einsum("ok,nkp->nop", minus, pos_inf) > 0
+    total = np.where(up, np.inf, total)
+    total = np.where(down, -np.inf, total)
+    return np.where(nan | (up & down), np.nan, total)
 
 
 def ternary_conv_reference(
@@ -191,6 +241,6 @@ def ternary_conv_reference(
     for gi in range(g):
         xg = cols[:, gi * cin_g : (gi + 1) * cin_g].reshape(n, cin_g * kh * kw, oh * ow)
         wg = weights[gi * cout_g : (gi + 1) * cout_g].reshape(cout_g, -1)
-        out[:, gi * cout_g : (gi + 1) * cout_g] = np.einsum("ok,nkp->nop", wg, xg).reshape(n, cout_g, oh, ow)
+        out[:, gi * cout_g : (gi + 1) * cout_g] = _signed_sum(wg, xg).reshape(n, cout_g, oh, ow)
     y = out * np.asarray(scale, np.float64)[None, :, None, None] + np.asarray(bias, np.float64)[None, :, None, None]
     return activate(y, attrs.activation).astype(x.dtype)

@@ -6,6 +6,11 @@ string `attrs`. Regenerate with `python -m lbdeploy.ops.vectors tests/vectors`; 
 stored files still equal what the reference produces.
 
 To add a case, append a `VectorCase` to CASES and regenerate.
+
+`non_finite_relu` puts NaN, +inf and -inf into x: every backend must give the reference's answer
+(docs/ops/TernaryConv.md, "Non-finite inputs": zero taps read nothing, IEEE through the others,
+relu(NaN) = NaN). The files under `tests/vectors/invalid/` (`INVALID_CASES`) hold packed weights
+with the invalid code 3, in a weight and in the padding past K: every backend must refuse them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class VectorCase:
     density: float = 0.5
     activation: str = "none"
     zero_filters: int = 0  # this many leading output channels get all-zero filters
+    non_finite: bool = False  # put NaN, +inf and -inf into x
     seed: int = 0
 
     def attrs(self) -> TernaryConvAttrs:
@@ -68,7 +74,13 @@ CASES = (
     VectorCase("sigmoid", n=1, cin=16, cout=16, h=8, w=8, activation="sigmoid"),
     VectorCase("dilation2_no_pad", n=1, cin=8, cout=8, h=10, w=10, dilation=2, pad=0),
     VectorCase("wide_128", n=1, cin=128, cout=128, h=16, w=16, activation="relu", seed=7),
+    VectorCase("non_finite_relu", n=1, cin=8, cout=8, h=8, w=8, activation="relu", zero_filters=2, non_finite=True),
 )
+
+# name -> (the valid case it corrupts, index of the 2-bit code set to 3 in row 1: a weight / a padding code).
+# cin_not_multiple_of_vector has K = 5 * 3 * 3 = 45 weights per row, packed in 12 bytes: codes 45..47 are padding.
+INVALID_CASES = {"code3_weight": ("cin_not_multiple_of_vector", 7),
+                 "code3_padding": ("cin_not_multiple_of_vector", 46)}
 
 
 def generate(case: VectorCase) -> dict[str, np.ndarray]:
@@ -76,6 +88,8 @@ def generate(case: VectorCase) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(case.seed + 1000)
     cin_g = case.cin // case.group
     x = rng.standard_normal((case.n, case.cin, case.h, case.w)).astype(np.float32)
+    if case.non_finite:
+        x[0, 0, 2, 3], x[0, 1, 5, 5], x[0, 2, 1, 6], x[0, 3, 6, 1] = np.nan, np.inf, -np.inf, np.inf
     shape = (case.cout, cin_g, case.k, case.k)
     nonzero = rng.random(shape) < case.density
     signs = np.where(rng.random(shape) < 0.5, -1, 1)
@@ -96,6 +110,16 @@ def generate(case: VectorCase) -> dict[str, np.ndarray]:
     }
 
 
+def invalid(name: str) -> dict[str, np.ndarray]:
+    """The arrays of INVALID_CASES[name]: its valid case with code 3 written into w_packed (no y)."""
+    base, code = INVALID_CASES[name]
+    arrays = generate(next(c for c in CASES if c.name == base))
+    packed = arrays["w_packed"].copy()
+    packed[1, code // 4] |= np.uint8(3 << (2 * (code % 4)))
+    return {**{k: v for k, v in arrays.items() if k not in ("y", "w")}, "w_packed": packed}
+
+
+
 def load(path: Path, case_type: type = VectorCase) -> tuple[VectorCase, dict[str, np.ndarray]]:
     """Read one stored vector file back as (case, arrays); `case_type` is the case dataclass."""
     with np.load(path) as data:
@@ -111,6 +135,11 @@ def write_all(folder: Path, cases=CASES, make=generate) -> list[Path]:
     for case in cases:
         path = folder / f"{case.name}.npz"
         np.savez_compressed(path, **make(case))
+        paths.append(path)
+    (folder / "invalid").mkdir(exist_ok=True)
+    for name in INVALID_CASES:
+        path = folder / "invalid" / f"{name}.npz"
+        np.savez_compressed(path, **invalid(name))
         paths.append(path)
     return paths
 

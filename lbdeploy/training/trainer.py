@@ -173,9 +173,13 @@ def _load_state(run: Path, config: TrainConfig) -> dict:
     path = run / "state.pt"
     if not path.is_file() or not (run / "last.pt").is_file():
         raise ConfigError(f"--resume: {run} has no state.pt/last.pt; start a new run without --resume")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != STATE_FORMAT:
-        raise ConfigError(f"{path} is not an lbdeploy training state")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors for a corrupt file
+        raise ConfigError(f"--resume: {path} is not readable as a training state ({type(err).__name__}); "
+                          "start a new run without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or not isinstance(state.get("config"), dict):
+        raise ConfigError(f"{path} is not an lbdeploy training state; start a new run without --resume")
     saved, now = state["config"], json.loads(json.dumps(config.resume_view()))
     different = sorted(k for k in RESUME_KEYS if saved.get(k) != now.get(k))
     if different:
@@ -231,11 +235,15 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     start_epoch, history, best_pck = 0, [], None
     if config.resume:
         state = _load_state(run, config)
-        model.load_state_dict(load_checkpoint(run / "last.pt").state_dict)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        start_epoch, history, best_pck = int(state["epoch"]), list(state["history"]), state["best_pck"]
+        try:
+            model.load_state_dict(load_checkpoint(run / "last.pt").state_dict)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, history, best_pck = int(state["epoch"]), list(state["history"]), state["best_pck"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:  # a state of another shape
+            raise ConfigError(f"--resume: {run / 'state.pt'} does not fit this model and optimizer "
+                              f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); start a new run") from None
         if start_epoch >= config.epochs:
             raise ConfigError(f"{run} already finished {start_epoch} epochs; raise --epochs to train further")
     model.to(dist.device)

@@ -1,0 +1,57 @@
+"""The installed (not editable) package exports for x86 and arm64: kernels build from package data.
+
+A fresh venv gets lbdeploy with `pip install --no-deps .` (a wheel built from this checkout, as
+`pip install ".[all]"` would install it). Its dependencies come from the development venv through
+a .pth line naming that venv's site-packages: installing torch, TVM and ONNX Runtime again from
+PyPI would take minutes and test pip, not lbdeploy. A path from a .pth line is not a site dir,
+so the development venv's own .pth files (its editable install of a checkout) are not run: the
+test asserts that `lbdeploy` is imported from the new venv. The export runs from another folder
+with an empty kernel cache, so the custom-op library is compiled from the installed sources and
+the bundled ONNX Runtime headers.
+"""
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "lbdeploy" / "data" / "demo.pt"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, package_source) -> tuple[Path, dict]:
+    """(bin/ of a venv with lbdeploy installed from a wheel, the environment to run it in)."""
+    root = tmp_path_factory.mktemp("installed")
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
+    purelib = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                  check=True, capture_output=True, text=True).stdout.strip())
+    (purelib / "dev-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--target", str(purelib), "--no-build-isolation", str(package_source)], check=True, timeout=600,
+                   cwd=root)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["LBDEPLOY_CACHE"] = str(root / "cache")
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lbdeploy, cli; print(lbdeploy.__file__)"],
+                           check=True, capture_output=True, text=True, env=env, cwd=root).stdout.strip()
+    assert where.startswith(str(purelib)), where
+    return venv / "bin", env
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["x86", "arm64"])
+def test_installed_package_exports(installed, tmp_path, target):
+    bin_dir, env = installed
+    result = subprocess.run([str(bin_dir / "python"), "-m", "cli", "export", str(DEMO), "--target", target, "-o", "out"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    if target == "arm64" and result.returncode == 2 and "cross" in result.stderr.lower():
+        pytest.skip(f"no aarch64 cross compiler here: {result.stderr.strip()}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parity passed" in result.stdout
+    assert (tmp_path / "out" / "kernels" / "libternary_ort.so").is_file()
+    built = Path(env["LBDEPLOY_CACHE"]).glob("kernels/*/libternary_ort.so")
+    assert any(built), "the kernel library was built from the installed package"
