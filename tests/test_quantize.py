@@ -262,11 +262,12 @@ def test_cli_refuses_bad_calibration_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == [tmp_path / "empty"]
 
 
-def test_int8_needs_the_ort_backend(tmp_path):
+def test_int8_needs_a_backend_with_int8_graphs(tmp_path):
+    """The backend registry says which backends run int8 graphs (ort, tvm); TensorRT is refused up front."""
     from exporters.export import export_model
 
-    with pytest.raises(ConfigError, match="--quantize int8 runs on the ort backend"):
-        export_model(DEMO, tmp_path / "out", target="x86", backend="tvm", quantize="int8")
+    with pytest.raises(ConfigError, match="--quantize int8 runs on the ort or tvm backend, not 'tensorrt'"):
+        export_model(DEMO, tmp_path / "out", target="jetson-orin", backend="tensorrt", quantize="int8")
     assert not (tmp_path / "out").exists()
 
 
@@ -396,6 +397,7 @@ def test_runtime_takes_a_dense_int8_artifact(tmp_path):
     assert manifest["quantization"]["batchnorms_as_conv"] > 0
     pose = Predictor(tmp_path / "q").predict(str(SAMPLE))
     assert pose.keypoints.shape == (1, 16, 2) and np.isfinite(pose.keypoints).all()
-    infer = runner.invoke(main, ["infer", str(tmp_path / "q"), str(SAMPLE), "--json", str(tmp_path / "pose.json")])
+    infer = runner.invoke(main, ["infer", str(tmp_path / "q"), str(SAMPLE), "--detector", "none",
+                                 "--json", str(tmp_path / "pose.json")])
     assert infer.exit_code == 0, infer.output
     assert len(json.loads((tmp_path / "pose.json").read_text())["images"][0]["people"]) == 1

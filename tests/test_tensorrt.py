@@ -50,10 +50,6 @@ PLUGIN_DIR = REPO / "lbdeploy" / "kernels" / "tensorrt"
 EMULATION = REPO / "tests" / "native"
 HOST_CHECK = EMULATION / "plugin_host_check.cpp"
 VECTORS = sorted((REPO / "tests" / "vectors").glob("*.npz"))
-# relu(NaN) must stay NaN (docs/ops/TernaryConv.md); ternary_conv.cu's fmaxf(v, 0) gives 0 (owned by the
-# CUDA kernel's branch: `return v < 0.0f ? 0.0f : v;` fixes it, then these xfails turn into failures).
-CUDA_VECTORS = [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="ternary_conv.cu: fmaxf turns NaN into 0"))
-                if p.stem == "non_finite_relu" else p for p in VECTORS]
 HEADER_PACKAGE = "kernel-lens==2.0.1"  # bundles TensorRT 10.14 headers under kernel_lens/include/tensorrt
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -347,7 +343,7 @@ def _weight_rows(path: Path, arrays) -> tuple[np.ndarray, int]:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("path", CUDA_VECTORS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
 def test_gpu_kernel_matches_vectors(gpu_kernel, path, dtype):
     cudart, kernel = gpu_kernel
     case, arrays = load(path)
@@ -388,7 +384,7 @@ def emulated_kernel(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("path", CUDA_VECTORS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
 def test_cuda_kernel_source_matches_vectors_on_cpu_emulation(emulated_kernel, path, dtype, tmp_path):
     """The CUDA kernel's own source, run block by block on CPU threads, reproduces every vector."""
     case, arrays = load(path)

@@ -111,6 +111,16 @@ class TVMBackend:
                   for start in range(0, total, self.batch)]
         return {name: np.concatenate([chunk[i] for chunk in chunks]) for i, name in enumerate(self.output_names)}
 
+    @property
+    def vm(self):
+        """The Relax VirtualMachine running the module (to call it with non-float inputs, e.g. uint8)."""
+        return self._vm
+
+    @property
+    def device(self):
+        """The TVM device the module runs on."""
+        return self._device
+
     def op_breakdown(self, feeds: dict, runs: int, top: int):
         """Time every call instruction of the Relax VM with an instrument (TVM 0.27 has no VM profiler).
 

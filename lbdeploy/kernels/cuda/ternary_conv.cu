@@ -70,7 +70,7 @@ __device__ __forceinline__ int decode_weight(const uint8_t* row, int k)
 __device__ __forceinline__ float activate(float v, int activation)
 {
     if (activation == LBD_ACT_RELU) {
-        return fmaxf(v, 0.0f);
+        return v < 0.0f ? 0.0f : v;  // relu(NaN) = NaN (docs/ops/TernaryConv.md); fmaxf would give 0
     }
     if (activation == LBD_ACT_SIGMOID) {
         return 1.0f / (1.0f + expf(-v));
