@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from exporters.parity import parity_inputs
 from lbdeploy.errors import ParityError
 from lbdeploy.pose.decode import decode_heatmaps
+from lbdeploy.transforms import normalize
 
 PRECISION_IMAGES = 4
 PRECISION_SEED = 20240917
@@ -98,7 +98,9 @@ def compare_precision(reference: np.ndarray, candidate: np.ndarray, task: str) -
 def precision_images(manifest: dict, count: int = PRECISION_IMAGES) -> np.ndarray:
     """`count` fixed seeded images normalized as the artifact's manifest says (NCHW float32)."""
     spec = manifest["input"]
-    return parity_inputs(tuple(spec["shape"][2:]), spec["mean"], spec["std"], batch=count, seed=PRECISION_SEED)
+    height, width = (int(v) for v in spec["shape"][2:])
+    pixels = np.random.default_rng(PRECISION_SEED).integers(0, 256, (count, height, width, 3), dtype=np.uint8)
+    return normalize(pixels, spec)
 
 
 def final_output_name(manifest: dict) -> str:
