@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from lbdeploy.errors import InputError
+from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from runtime.backends.base import RUNTIME_CHOICES
 
@@ -32,6 +32,21 @@ def _draw_target(draw: str, image: Path, several: bool) -> Path:
     return Path(draw) / f"{image.stem}.pose.png" if several else Path(draw)
 
 
+def _check_draw_folder(draw: str, images: int) -> None:
+    """With several images --draw is a folder: refuse an existing file or a name with an image suffix."""
+    from PIL import Image
+
+    Image.init()
+    path = Path(draw)
+    if path.is_file() or path.suffix.lower() in Image.registered_extensions():
+        raise InputError(f"--draw {draw} names a file, but {images} images were given; pass a folder "
+                         "(e.g. --draw overlays/), which gets one <image name>.pose.png per image")
+
+
+def _people(count: int) -> str:
+    return "1 person" if count == 1 else f"{count} people"
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
@@ -40,14 +55,16 @@ def _draw_target(draw: str, image: Path, several: bool) -> Path:
 @click.option("--flip/--no-flip", default=False, help="Flip test: average with the mirrored image.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Write COCO-style keypoints JSON here (default: print it).")
-@click.option("--draw", type=click.Path(), help="Write the overlay PNG here (a folder when several images).")
+@click.option("--draw", type=click.Path(),
+              help="Write the overlay PNG here; with several images, a folder (one IMAGE.pose.png each).")
 @click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Inference backend.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Refuse larger images.")
 def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_pixels):
     """Estimate human poses in IMAGES with an exported ARTIFACT folder (or a model.pt).
 
-    Keypoints are (x, y, score) per joint in original-image pixels.
+    Keypoints are (x, y, score) per joint in original-image pixels. Every image is processed even
+    when some cannot be read; those are listed at the end and the exit code is 2.
 
     \b
     Example:
@@ -58,14 +75,22 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
     from lbdeploy.transforms import load_image
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
-    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)
     several = len(images) > 1
     if draw and several:
+        _check_draw_folder(draw, len(images))
+    predictor = Predictor(artifact, backend=backend, threads=threads, max_pixels=max_pixels)
+    if draw and several:
         Path(draw).mkdir(parents=True, exist_ok=True)
-    results = []
+    results, failures = [], []
     for image_path in map(Path, images):
-        pixels = load_image(image_path, max_pixels)
-        result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+        try:
+            pixels = load_image(image_path, max_pixels)
+            result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+        except LbdeployError as err:
+            if not several:
+                raise
+            failures.append(f"{image_path}: {err}")
+            continue
         results.append(pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=str(image_path)))
         if draw:
             target = _draw_target(draw, image_path, several)
@@ -75,9 +100,14 @@ def infer(artifact, images, boxes, flip, json_path, draw, backend, threads, max_
     text = json.dumps(document, indent=2)
     if json_path:
         Path(json_path).write_text(text + "\n")
-        click.echo(f"Wrote {json_path} ({sum(len(r['people']) for r in results)} people)", err=True)
+        click.echo(f"Wrote {json_path} ({_people(sum(len(r['people']) for r in results))})", err=True)
     else:
         click.echo(text)
+    for failure in failures:
+        click.echo(f"Error: {failure}", err=True)
+    if failures:
+        raise InputError(f"{len(failures)} of {len(images)} images could not be processed (listed above); "
+                         "the others were written")
 
 
 @click.command("serve")

@@ -13,6 +13,8 @@ synthetic set, PCK@0.2 with the torso for LSP) unless a threshold or norm is giv
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from lbdeploy.data.augment import crop_matrix_for
@@ -48,6 +50,18 @@ def predict_with_predictor(predictor, dataset: PoseDataset, flip: bool = False, 
                                    center_scale=[(record.center[0], record.center[1], record.scale)], flip=flip)
         out.append(result.keypoints[0])
     return np.stack(out)
+
+
+def seconds_per_person(predictor, dataset: PoseDataset, flip: bool = False) -> float:
+    """Wall-clock seconds `predict_with_predictor` takes per person: one prediction of the first
+    record, timed after an untimed warm-up call (first runs allocate and are slower)."""
+    record = dataset.record(0)
+    image = dataset.load_image(record)
+    boxes = [(record.center[0], record.center[1], record.scale)]
+    predictor.predict(image, center_scale=boxes, flip=flip)
+    started = time.perf_counter()
+    predictor.predict(image, center_scale=boxes, flip=flip)
+    return time.perf_counter() - started
 
 
 def predict_with_model(model, dataset: PoseDataset, input_size, mean, std, stride: int = 4, batch_size: int = 16,
