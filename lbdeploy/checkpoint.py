@@ -142,7 +142,7 @@ def load_checkpoint(path) -> Checkpoint:
         return Checkpoint(data["arch"], dict(data["config"]), data["state_dict"], dict(data.get("metadata") or {}))
     if isinstance(data.get("state_dict"), dict):
         return import_pytorch_pose(data["state_dict"], source=str(path))
-    if data and all(isinstance(value, torch.Tensor) for value in data.values()):
+    if data and all(isinstance(v, torch.Tensor) and "." in str(k) for k, v in data.items()):  # "layer.weight"
         raise CheckpointError(f"{path}: a bare state_dict, which does not say which network it is; convert it with "
                               f"`lbdeploy import {path} ARCH [--stacks N ...] -o model.pt` using the preset and "
                               "options the network was built with (docs/models.md)")

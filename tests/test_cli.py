@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cli import main
@@ -42,6 +43,29 @@ def test_create_then_inspect_json(runner, tmp_path):
     assert data["ternary_layers"] == 31 and data["input_size"] == [128, 128]
     table = runner.invoke(main, ["inspect", str(path)])
     assert "trainable params" in table.output and "hg.0.hg.0.0.0.conv2" in table.output
+    running_var = torch.load(path, weights_only=True)["state_dict"]["hg.1.hg.0.3.0.bn2.running_var"]
+    assert not torch.equal(running_var, torch.ones_like(running_var))  # calibrated (docs/models.md)
+
+
+def test_import_turns_a_bare_state_dict_into_a_model_pt(runner, tmp_path):
+    from lbdeploy.checkpoint import load_model
+    from lbdeploy.models import build_model
+
+    model = build_model("lbrn-s", stacks=1, feats=64, input_size=(64, 64), seed=5)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    refused = runner.invoke(main, ["inspect", str(tmp_path / "weights.pth")])
+    assert refused.exit_code == 2 and "lbdeploy import" in refused.output
+    out = tmp_path / "m.pt"
+    result = runner.invoke(main, ["import", str(tmp_path / "weights.pth"), "lbrn-s", "--stacks", "1", "--feats", "64",
+                                  "--input-size", "64", "--seed", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded, ckpt = load_model(out)
+    assert ckpt.config["feats"] == 64 and ckpt.metadata["input_size"] == [64, 64]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], loaded(x)[0])
+    wrong = runner.invoke(main, ["import", str(tmp_path / "weights.pth"), "lbrn-s", "--stacks", "1", "-o", str(out)])
+    assert wrong.exit_code == 2 and "do not fit lbrn-s built with stacks=1" in wrong.output
 
 
 def test_models_lists_presets(runner):

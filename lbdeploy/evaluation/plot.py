@@ -22,7 +22,7 @@ def render_pck_curves(reports: dict[str, PCKReport], dataset: str = ""):
     thresholds = [t for t, _ in first.curve]
     length = "head-box length x 0.6" if first.norm == "head" else "torso diameter"
     canvas = Canvas(WIDTH, HEIGHT)
-    title = f"{first.metric} vs threshold ({first.people} people{', ' + dataset if dataset else ''})"
+    title = f"{first.metric} vs threshold: {dataset or f'{first.people} people'}"
     axes = Axes(canvas, BOX, (0.0, max(thresholds)), (0.0, 100.0), title=title,
                 x_label=f"threshold (distance / {length})", y_label=f"{first.metric} (% of joints)")
     axes.vertical_marker(first.threshold, f"{first.metric}@{first.threshold:g}")

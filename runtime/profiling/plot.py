@@ -15,10 +15,10 @@ import numpy as np
 from lbdeploy.plotting import COLORS, Axes, Canvas, save_png
 from runtime.profiling.report import ProfileReport
 
-WIDTH = 960
+WIDTH = 900
 HIST_HEIGHT = 340  # the histogram panel, labels included
 BAR_ROW = 24
-OPS_LEFT = 300  # room for op names left of the bars
+OPS_LEFT = 280  # room for op names left of the bars
 MARGIN = 30
 BINS = 30
 
