@@ -93,3 +93,28 @@ def test_console_entry_point_reports_corrupt_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cli", "inspect", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error:") and "Traceback" not in proc.stderr
+
+
+def test_eval_prints_its_duration_first_and_plots(runner, tmp_path):
+    from PIL import Image
+
+    model = tmp_path / "m.pt"
+    assert runner.invoke(main, ["create", "lbrn-s", "--stacks", "1", "--feats", "32", "--input-size", "64",
+                                "-o", str(model)]).exit_code == 0
+    plot = tmp_path / "pck.png"
+    result = runner.invoke(main, ["eval", str(model), "--data", "synthetic:2,12", "--limit", "10", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    notice = [line for line in result.stderr.splitlines() if line.startswith("Evaluating 10 people: about")]
+    assert notice and "torch" in notice[0] and "per person" in notice[0]
+    assert result.stderr.index(notice[0]) < result.stderr.index(f"Wrote {plot}")
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size == (820, 520)
+
+
+def test_duration_notice_suggests_a_limit_only_when_long():
+    from commands.train import duration_notice
+
+    short = duration_notice(40, {"torch": 0.5, "ort": 0.25})
+    assert short == "Evaluating 40 people: about 30 s (torch 0.50 s, ort 0.25 s per person)."
+    long = duration_notice(500, {"torch": 2.0, "ort": 2.0})
+    assert "about 33.3 min" in long and "pass --limit 15 (about 60 s)" in long
