@@ -20,9 +20,12 @@ def _heatmaps(model, size=SIZE):
         return model(synthetic_images(2, size, size, generator))
 
 
-@pytest.mark.parametrize("name", ["lbrn-s", "shn"])
-def test_untrained_eight_stack_heatmaps_are_finite_and_moderate(name):
-    model = create_model(name, stacks=8, input_size=(SIZE, SIZE))
+@pytest.mark.parametrize("name, feats", [
+    ("lbrn-s", 128), ("shn", 128),
+    pytest.param("lbrn-s", 256, marks=pytest.mark.slow),  # the README's model, full width
+])
+def test_untrained_eight_stack_heatmaps_are_finite_and_moderate(name, feats):
+    model = create_model(name, stacks=8, feats=feats, input_size=(SIZE, SIZE))
     heatmaps = _heatmaps(model)
     assert len(heatmaps) == 8
     for stack, out in enumerate(heatmaps):
