@@ -159,7 +159,7 @@ class Axes:
             return
         row = FONT_SIZE + 6
         width = max(self.canvas.text_width(label) for label, _ in entries) + 36
-        height = row * len(entries) + 8
+        height = legend_height(len(entries))
         x0 = self.right - width - 8
         y0 = self.top + 8 if corner == "top-right" else self.bottom - height - 8
         self.canvas.draw.rectangle([x0, y0, x0 + width, y0 + height], fill="white", outline=(160, 160, 160))
@@ -197,6 +197,11 @@ class Axes:
         x = max(int(self.left) - 58, 0)
         y = int((self.top + self.bottom) / 2 - rotated.height / 2)
         self.canvas.image.paste(rotated, (x, y))
+
+
+def legend_height(entries: int) -> int:
+    """Height in pixels of a legend of `entries` rows (to leave room for it in the data range)."""
+    return (FONT_SIZE + 6) * entries + 8
 
 
 def _widened(bounds) -> tuple[float, float]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.plotting import COLORS, Axes, Canvas, save_png
+from lbdeploy.plotting import COLORS, Axes, Canvas, legend_height, save_png
 from runtime.profiling.report import ProfileReport
 
 WIDTH = 900
@@ -30,7 +30,10 @@ def _draw_histogram(canvas: Canvas, report: ProfileReport) -> None:
     counts = [np.histogram(s, edges)[0] for s in samples]
     tallest = max(int(c.max()) for c in counts) or 1
     batch = report.results[0].batch
-    axes = Axes(canvas, (90, 50, WIDTH - MARGIN, HIST_HEIGHT - 60), (edges[0], edges[-1]), (0, tallest * 1.15),
+    box = (90, 50, WIDTH - MARGIN, HIST_HEIGHT - 60)
+    # headroom so that the tallest bar stays below the legend in the top-right corner
+    free = 1.0 - (legend_height(len(samples)) + 12) / (box[3] - box[1])
+    axes = Axes(canvas, box, (edges[0], edges[-1]), (0, tallest / max(free, 0.3)),
                 title=f"Latency of {report.runs} timed runs per result (batch {batch})",
                 x_label="latency per run (ms)", y_label="runs per bin")
     slot = (edges[1] - edges[0]) / len(counts)
@@ -56,7 +59,8 @@ def _draw_ops(canvas: Canvas, result, color, top: int) -> None:
         return
     longest = max(row["per_run_ms"] for row in rows) or 1.0
     bottom = top + 40 + BAR_ROW * len(rows)
-    axes = Axes(canvas, (OPS_LEFT, top + 40, WIDTH - MARGIN - 60, bottom), (0, longest * 1.05), (0, len(rows)),
+    # the x range leaves room right of the longest bar for its value label
+    axes = Axes(canvas, (OPS_LEFT, top + 40, WIDTH - MARGIN, bottom), (0, longest * 1.3), (0, len(rows)),
                 title=f"{result.target.label}: largest op types ({result.breakdown.runs} profiled runs)",
                 x_label="time per run (ms)", y_ticks=False)
     for index, row in enumerate(rows):
