@@ -136,7 +136,8 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     if plot:
         from lbdeploy.evaluation.plot import write_pck_plot
 
-        click.echo(f"Wrote {write_pck_plot(reports, plot, dataset.describe())}", err=True)
+        written = write_pck_plot(reports, plot, f"{dataset.name} {dataset.split}")
+        click.echo(f"Wrote {written}", err=True)
     if as_json:
         click.echo(json.dumps({"dataset": dataset.describe(), "flip": flip,
                                "results": {k: r.to_dict() for k, r in reports.items()},

@@ -154,14 +154,15 @@ class Axes:
         self.canvas.text((self.left - 8, self.py(y)), label, anchor="rm")
 
     def legend(self, entries, corner: str = "top-right") -> None:
-        """A boxed legend of (label, colour) entries inside the plot area ("top-right", "bottom-right")."""
+        """A boxed legend of (label, colour) entries inside the plot area, in `corner`
+        ("top-right", "top-left", "bottom-right" or "bottom-left")."""
         if not entries:
             return
         row = FONT_SIZE + 6
         width = max(self.canvas.text_width(label) for label, _ in entries) + 36
         height = legend_height(len(entries))
-        x0 = self.right - width - 8
-        y0 = self.top + 8 if corner == "top-right" else self.bottom - height - 8
+        x0 = self.left + 8 if corner.endswith("left") else self.right - width - 8
+        y0 = self.top + 8 if corner.startswith("top") else self.bottom - height - 8
         self.canvas.draw.rectangle([x0, y0, x0 + width, y0 + height], fill="white", outline=(160, 160, 160))
         for index, (label, color) in enumerate(entries):
             y = y0 + 4 + index * row + row / 2

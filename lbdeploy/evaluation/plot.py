@@ -17,12 +17,13 @@ BOX = (90, 50, WIDTH - 30, HEIGHT - 70)
 
 
 def render_pck_curves(reports: dict[str, PCKReport], dataset: str = ""):
-    """The curves of `reports` (column label -> PCKReport) as a Pillow RGB image."""
+    """The curves of `reports` (column label -> PCKReport) as a Pillow RGB image; `dataset` names
+    the data in the title (e.g. "mpii val")."""
     first = next(iter(reports.values()))
     thresholds = [t for t, _ in first.curve]
     length = "head-box length x 0.6" if first.norm == "head" else "torso diameter"
     canvas = Canvas(WIDTH, HEIGHT)
-    title = f"{first.metric} vs threshold: {dataset or f'{first.people} people'}"
+    title = f"{first.metric} vs threshold ({first.people} people{' of ' + dataset if dataset else ''})"
     axes = Axes(canvas, BOX, (0.0, max(thresholds)), (0.0, 100.0), title=title,
                 x_label=f"threshold (distance / {length})", y_label=f"{first.metric} (% of joints)")
     axes.vertical_marker(first.threshold, f"{first.metric}@{first.threshold:g}")
@@ -31,7 +32,7 @@ def render_pck_curves(reports: dict[str, PCKReport], dataset: str = ""):
         color = COLORS[index % len(COLORS)]
         axes.line([t for t, _ in report.curve], [v for _, v in report.curve], color)
         legend.append((f"{label}: {report.total:.1f} % at {report.threshold:g}", color))
-    axes.legend(legend, corner="bottom-right")
+    axes.legend(legend, corner="top-left")  # curves rise from the bottom left
     return canvas.image
 
 
