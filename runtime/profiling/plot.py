@@ -47,6 +47,10 @@ def _draw_histogram(canvas: Canvas, report: ProfileReport) -> None:
                  for i, r in enumerate(report.results)])
 
 
+def _runs(count: int) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
+
+
 def _ops_height(result) -> int:
     return BAR_ROW * (max(len(result.breakdown.by_type), 1) + 1) + 90
 
@@ -61,7 +65,7 @@ def _draw_ops(canvas: Canvas, result, color, top: int) -> None:
     bottom = top + 40 + BAR_ROW * len(rows)
     # the x range leaves room right of the longest bar for its value label
     axes = Axes(canvas, (OPS_LEFT, top + 40, WIDTH - MARGIN, bottom), (0, longest * 1.3), (0, len(rows)),
-                title=f"{result.target.label}: largest op types ({result.breakdown.runs} profiled runs)",
+                title=f"{result.target.label}: largest op types ({_runs(result.breakdown.runs)} profiled)",
                 x_label="time per run (ms)", y_ticks=False)
     for index, row in enumerate(rows):
         middle = len(rows) - index - 0.5  # the largest on top
