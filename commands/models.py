@@ -1,4 +1,4 @@
-"""Model commands of the CLI: `lbdeploy create`, `lbdeploy inspect`, `lbdeploy models`.
+"""Model commands of the CLI: `lbdeploy create`, `lbdeploy import`, `lbdeploy inspect`, `lbdeploy models`.
 
 Thin wrappers: parse, call lbdeploy.models / lbdeploy.checkpoint / lbdeploy.analysis, print.
 """
@@ -28,22 +28,44 @@ def parse_size(text: str | None):
     return tuple(values)
 
 
+def preset_options(command):
+    """The options that change a preset's config (`create` and `import` share them)."""
+    options = [
+        click.option("--stacks", type=int, help="Number of stacked hourglasses (1-8)."),
+        click.option("--modules", type=int, help="Residual modules per hourglass position (nModules)."),
+        click.option("--feats", type=int, help="Feature channels of the hourglass (nFeats)."),
+        click.option("--density", type=float, help="Fraction of non-zero ternary weights (the paper's sparsity level)."),
+        click.option("--seed", type=int, help="Seed of the ternary weights."),
+        click.option("--joints", type=click.Choice(["16", "14"]), help="16 (MPII) or 14 (LSP) joints."),
+        click.option("--classes", type=int, help="Classes of a CIFAR ResNet (10 or 100)."),
+        click.option("--backbone", type=click.Choice(["vgg16", "resnet50"]), help="Backbone of a CPD saliency network."),
+        click.option("--width", type=int, help="Base width of a CPD backbone (64 as in VGG16 / ResNet50)."),
+        click.option("--channels", type=int, help="Decoder channels of a CPD network (32 as in CPD)."),
+        click.option("--input-size", help="Input HxW, multiples of 64 for hourglass networks (e.g. 256x256)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def preset_overrides(stacks, modules, feats, density, seed, joints, classes, backbone, width, channels,
+                     input_size) -> dict:
+    """The config overrides given by `preset_options` (options left out keep the preset's value)."""
+    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "seed": seed,
+               "joints": int(joints) if joints else None, "classes": classes, "backbone": backbone, "width": width,
+               "channels": channels, "input_size": parse_size(input_size)}
+    return {k: v for k, v in options.items() if v is not None}
+
+
 @click.command("create")
 @click.argument("arch")
-@click.option("--stacks", type=int, help="Number of stacked hourglasses (1-8).")
-@click.option("--modules", type=int, help="Residual modules per hourglass position (nModules).")
-@click.option("--feats", type=int, help="Feature channels of the hourglass (nFeats).")
-@click.option("--density", type=float, help="Fraction of non-zero ternary weights (the paper's sparsity level).")
-@click.option("--seed", type=int, help="Seed of the ternary weights.")
-@click.option("--joints", type=click.Choice(["16", "14"]), help="16 (MPII) or 14 (LSP) joints.")
-@click.option("--classes", type=int, help="Classes of a CIFAR ResNet (10 or 100).")
-@click.option("--backbone", type=click.Choice(["vgg16", "resnet50"]), help="Backbone of a CPD saliency network.")
-@click.option("--width", type=int, help="Base width of a CPD backbone (64 as in VGG16 / ResNet50).")
-@click.option("--channels", type=int, help="Decoder channels of a CPD network (32 as in CPD).")
-@click.option("--input-size", help="Input HxW, multiples of 64 for hourglass networks (e.g. 256x256).")
+@preset_options
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="model.pt to write.")
-def create(arch, stacks, modules, feats, density, seed, joints, classes, backbone, width, channels, input_size, output):
-    """Create a network from a preset and save it as model.pt.
+def create(arch, output, **options):
+    """Create an untrained network from a preset and save it as model.pt.
+
+    Its BatchNorm statistics are calibrated on a few synthetic images, so the untrained model
+    gives finite, moderate outputs when exported, profiled or served (docs/models.md).
 
     \b
     Example:
@@ -52,15 +74,36 @@ def create(arch, stacks, modules, feats, density, seed, joints, classes, backbon
       lbdeploy create cpd-lb --backbone resnet50 -o cpd.pt
     """
     from lbdeploy.checkpoint import save_checkpoint
-    from lbdeploy.models import build_model
+    from lbdeploy.models import create_model
 
-    options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "seed": seed,
-               "joints": int(joints) if joints else None, "classes": classes, "backbone": backbone, "width": width,
-               "channels": channels, "input_size": parse_size(input_size)}
-    model = build_model(arch, **{k: v for k, v in options.items() if v is not None})
+    model = create_model(arch, **preset_overrides(**options))
     path = save_checkpoint(output, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     click.echo(f"Wrote {path} ({arch}, {trainable:,} trainable parameters)")
+
+
+@click.command("import")
+@click.argument("state_dict_pt", type=click.Path(dir_okay=False))
+@click.argument("arch")
+@preset_options
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="model.pt to write.")
+def import_command(state_dict_pt, arch, output, **options):
+    """Turn a bare state_dict of one of our presets into a model.pt.
+
+    STATE_DICT_PT is what `torch.save(model.state_dict(), path)` wrote for a network built from
+    preset ARCH (see `lbdeploy models`); pass the options it was built with, as for `create`.
+    The file is read weights-only (no code runs) and must fit the network exactly.
+
+    \b
+    Example:
+      lbdeploy import weights.pth lbrn-s --stacks 2 -o m.pt
+      lbdeploy import cifar.pth resnet-lbb-56 --classes 100 -o cifar.pt
+    """
+    from lbdeploy.checkpoint import import_state_dict, save_checkpoint
+
+    model = import_state_dict(state_dict_pt, arch, **preset_overrides(**options))
+    path = save_checkpoint(output, model, {"imported_from": "state_dict"})
+    click.echo(f"Wrote {path} ({arch} from the state_dict {state_dict_pt})")
 
 
 def _table(analysis) -> str:
@@ -137,4 +180,4 @@ def models():
         click.echo(f"{name:<16} {get_preset(name).description}")
 
 
-COMMANDS = [create, inspect, models]
+COMMANDS = [create, import_command, inspect, models]

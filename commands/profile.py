@@ -26,16 +26,24 @@ def _parse_compare(text: str | None) -> list[str] | None:
 
 
 def _format_table(report) -> str:
+    """The results as a table. Load time and memory growth are shown for a single result only: with
+    several, the backends share one process (libraries imported once, allocators reused), so each
+    one's figure depends on which was loaded before it rather than on the backend."""
+    alone = len(report.results) == 1
     ratios = report.ratios()
-    header = f"{'result':<14}{'load s':>8}{'first ms':>10}{'min ms':>9}{'p50 ms':>9}{'p90 ms':>9}" \
-             f"{'p99 ms':>9}{'img/s':>9}{'x p50':>7}{'rss+ MB':>9}"
+    header = (f"{'result':<14}" + (f"{'load s':>8}" if alone else "") + f"{'first ms':>10}{'min ms':>9}"
+              f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'img/s':>9}{'x p50':>7}" + (f"{'rss+ MB':>9}" if alone else ""))
     lines = [header]
     for result in report.results:
         lat, label = result.latency_ms(), result.target.label
         growth = "-" if result.rss_growth_mb is None else f"{result.rss_growth_mb:.1f}"
-        lines.append(f"{label[:13]:<14}{result.load_s:>8.2f}{result.first_run_ms:>10.2f}{lat['min']:>9.2f}"
-                     f"{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
-                     f"{result.throughput()['p50_images_per_s']:>9.1f}{ratios[label]['p50']:>7.2f}{growth:>9}")
+        lines.append(f"{label[:13]:<14}" + (f"{result.load_s:>8.2f}" if alone else "") + f"{result.first_run_ms:>10.2f}"
+                     f"{lat['min']:>9.2f}{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
+                     f"{result.throughput()['p50_images_per_s']:>9.1f}{ratios[label]['p50']:>7.2f}"
+                     + (f"{growth:>9}" if alone else ""))
+    if not alone:
+        lines.append("(load time and memory growth per backend are left out: in one process they depend on the "
+                     "order of loading; profile one source alone for them)")
     if report.peak_rss_mb is not None:
         lines.append(f"peak RSS of this process (high-water mark, all results): {report.peak_rss_mb:.1f} MB")
     return "\n".join(lines)

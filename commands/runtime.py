@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from lbdeploy.errors import InputError
+from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from runtime.backends.base import RUNTIME_CHOICES
@@ -89,6 +89,21 @@ def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every
         click.echo(f"Wrote {path}", err=True)
 
 
+def _check_draw_folder(draw: str, images: int) -> None:
+    """With several images --draw is a folder: refuse an existing file or a name with an image suffix."""
+    from PIL import Image
+
+    Image.init()
+    path = Path(draw)
+    if path.is_file() or path.suffix.lower() in Image.registered_extensions():
+        raise InputError(f"--draw {draw} names a file, but {images} images were given; pass a folder "
+                         "(e.g. --draw overlays/), which gets one <image name>.pose.png per image")
+
+
+def _people(count: int) -> str:
+    return "1 person" if count == 1 else f"{count} people"
+
+
 @click.command("infer")
 @click.argument("artifact", type=click.Path(exists=True))
 @click.argument("images", nargs=-1, type=click.Path(exists=True, dir_okay=False))
@@ -119,9 +134,10 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
     with a saliency model (CPD / CPD-LB), write saliency maps of IMAGES.
 
     Keypoints are (x, y, score) per joint in original-image pixels. Without --box a person
-    detector finds the people; in a video they are tracked with stable ids. A saliency model's
-    JSON holds statistics per image; `--draw map.png` writes the map there and the overlay to
-    map.overlay.png.
+    detector finds the people; in a video they are tracked with stable ids. Every image is
+    processed even when some cannot be read; those are listed at the end and the exit code is 2.
+    A saliency model's JSON holds statistics per image; `--draw map.png` writes the map there and
+    the overlay to map.overlay.png.
 
     \b
     Example:
@@ -147,20 +163,29 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
         return infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixels, pose_options)
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
+    video = camera is not None or any(map(is_video, images))
+    several = len(images) > 1
+    if draw and several and not video:
+        _check_draw_folder(draw, len(images))
     predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
                                                         nms_iou, max_people, box_padding))
-    if camera is not None or any(map(is_video, images)):
+    if video:
         if parsed_boxes:
             raise InputError("--box applies to images; in a video the detector and the tracker find the people")
         return _infer_stream(predictor, images, camera, flip, json_path, draw, detect_every, smooth, max_fps,
                              max_frames, progress)
-    several = len(images) > 1
     if draw and several:
         Path(draw).mkdir(parents=True, exist_ok=True)
-    results = []
+    results, failures = [], []
     for image_path in map(Path, images):
-        pixels = load_image(image_path, max_pixels)
-        result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+        try:
+            pixels = load_image(image_path, max_pixels)
+            result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+        except LbdeployError as err:
+            if not several:
+                raise
+            failures.append(f"{image_path}: {err}")
+            continue
         if not len(result.keypoints):
             click.echo(f"No person found in {image_path} by the {detector} detector; pass --box, "
                        "--detector none (the whole image) or another --detector", err=True)
@@ -173,9 +198,14 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
     text = json.dumps(document, indent=2)
     if json_path:
         Path(json_path).write_text(text + "\n")
-        click.echo(f"Wrote {json_path} ({sum(len(r['people']) for r in results)} people)", err=True)
+        click.echo(f"Wrote {json_path} ({_people(sum(len(r['people']) for r in results))})", err=True)
     else:
         click.echo(text)
+    for failure in failures:
+        click.echo(f"Error: {failure}", err=True)
+    if failures:
+        raise InputError(f"{len(failures)} of {len(images)} images could not be processed (listed above); "
+                         "the others were written")
 
 
 @click.command("serve")

@@ -19,6 +19,9 @@ from workflows.compare import eval_columns, parse_backends
 
 DATA_HELP = ("Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (pose); saliency:PATH[,VAL_PATH] or "
              "synthetic-saliency[:TRAIN,VAL] (saliency).")
+ESTIMATE_FROM_PEOPLE = 10  # below this, timing one person first would cost as much as the evaluation
+LONG_EVAL_S = 120.0  # above this, the estimate suggests --limit
+QUICK_LOOK_S = 60.0  # what the suggested --limit takes
 
 
 @click.command("train")
@@ -90,25 +93,29 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.option("--limit", type=int, help="Evaluate only the first N people (images on a saliency dataset).")
 @click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json):
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write the PCK-vs-threshold curves as a PNG here (pose).")
+def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json, plot):
     """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve;
     on a saliency dataset, MAE and max F-measure of a saliency model (CPD / CPD-LB).
 
     SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
     one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
     side by side. With --compare, a model.pt is exported on the fly for ort/tvm on this machine
-    (`--compare torch,ort m.pt` alone shows what export costs in accuracy).
+    (`--compare torch,ort m.pt` alone shows what export costs in accuracy). Before evaluating
+    people, it times one person per column and prints the expected duration (and a --limit that
+    gives a quick look when that is long).
 
     \b
     Example:
       lbdeploy eval runs/lbrn-s/best.pt --data mpii:/data/mpii --flip
       lbdeploy eval lbdeploy/data/demo.pt --data synthetic --compare torch,ort,tvm
       lbdeploy eval out/ --data lsp:/data/lsp --json
+      lbdeploy eval m.pt --data synthetic --limit 50 --plot pck.png
       lbdeploy eval lbdeploy/data/cpd_demo.pt --data synthetic-saliency --compare torch,ort
     """
     from lbdeploy.data import open_dataset
     from lbdeploy.data.saliency import SaliencyDataset
-    from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor
+    from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor, seconds_per_person
     from lbdeploy.evaluation.pck import format_reports
     from lbdeploy.evaluation.saliency import format_saliency_reports
     from lbdeploy.evaluation.saliency_eval import evaluate_saliency
@@ -119,20 +126,24 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
     saliency = isinstance(dataset, SaliencyDataset)
-    if saliency and (flip or threshold is not None or norm):
-        raise ConfigError("--flip, --threshold and --norm are pose options; saliency reports MAE and max-F")
-    reports, skipped = {}, {}
+    if saliency and (flip or threshold is not None or norm or plot):
+        raise ConfigError("--flip, --threshold, --norm and --plot are pose options; saliency reports MAE and max-F")
+    people = len(dataset) if limit is None else min(limit, len(dataset))
+    reports, skipped, predictors = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
         columns = eval_columns(sources, backend, parse_backends(compare), Path(workdir),
                                progress=lambda message: click.echo(message, err=True))
         for label, path, name in columns:
             try:
-                predictor = (SaliencyPredictor if saliency else Predictor)(path, backend=name)
+                predictors[label] = (SaliencyPredictor if saliency else Predictor)(path, backend=name)
             except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
                 if not compare:
                     raise
                 skipped[label] = str(err)
-                continue
+        if predictors and not saliency and people >= ESTIMATE_FROM_PEOPLE:
+            timings = {label: seconds_per_person(p, dataset, flip) for label, p in predictors.items()}
+            click.echo(duration_notice(people, timings), err=True)
+        for label, predictor in predictors.items():
             if saliency:
                 reports[label] = evaluate_saliency(dataset, predictor.predict_batch, predictor.input_size,
                                                    limit=limit, progress=not as_json)
@@ -144,6 +155,10 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     if saliency:
         _print_reports(dataset, reports, skipped, as_json, format_saliency_reports(reports), {})
         return
+    if plot:
+        from lbdeploy.evaluation.plot import write_pck_plot
+
+        click.echo(f"Wrote {write_pck_plot(reports, plot, f'{dataset.name} {dataset.split}')}", err=True)
     _print_reports(dataset, reports, skipped, as_json, format_reports(reports), {"flip": flip},
                    ", flip test" if flip else "")
 
@@ -159,6 +174,30 @@ def _print_reports(dataset, reports: dict, skipped: dict, as_json: bool, table: 
     click.echo(table)
     for label, reason in skipped.items():
         click.echo(f"{label}: skipped ({reason})")
+
+
+def format_duration(seconds: float) -> str:
+    """'45 s', '3.5 min' or '1.2 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def duration_notice(people: int, seconds_per_person: dict) -> str:
+    """The expected duration of an evaluation, with a --limit for a quick look when it is long.
+
+    Args:
+        people: people to evaluate. seconds_per_person: column label -> measured seconds per person.
+    """
+    per_person = sum(seconds_per_person.values())
+    each = ", ".join(f"{label} {value:.2f} s" for label, value in seconds_per_person.items())
+    line = f"Evaluating {people} people: about {format_duration(people * per_person)} ({each} per person)."
+    if people * per_person > LONG_EVAL_S:
+        quick = max(1, int(QUICK_LOOK_S / per_person))
+        line += f" For a quick look, pass --limit {quick} (about {format_duration(quick * per_person)})."
+    return line
 
 
 COMMANDS = [train_command, eval_command]

@@ -83,7 +83,8 @@ def _check_replaceable(out_dir: Path, force: bool) -> None:
     if not out_dir.exists() and not out_dir.is_symlink():
         return
     if not force:
-        raise ExportError(f"{out_dir} already exists; choose another -o or pass --force to replace it")
+        raise ExportError(f"{out_dir} already exists; choose another output folder, or replace it "
+                          "(--force on the command line, force=True from Python)")
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise ExportError(f"{out_dir} is not a folder; --force replaces only an lbdeploy artifact or an empty folder")
     if not is_artifact_folder(out_dir) and any(out_dir.iterdir()):

@@ -9,7 +9,9 @@ A checkpoint is a plain dict (so `torch.load(weights_only=True)` reads it and no
 Anything else is refused with one line: a pickled nn.Module or other Python objects, a hostile
 pickle, a corrupt or truncated file. A bearpaw/pytorch-pose hourglass checkpoint
 (`{"state_dict": ...}`, keys possibly prefixed `module.`) is imported as `shn`, or as `lbrn-s`
-when every 3x3 conv weight in it is ternary (docs/models.md gives the key mapping).
+when every 3x3 conv weight in it is ternary (docs/models.md gives the key mapping). A bare
+state_dict of one of our presets (`torch.save(model.state_dict())`) does not say which network it
+belongs to: `import_state_dict` (the `lbdeploy import` command) builds it with the preset options.
 """
 
 from __future__ import annotations
@@ -88,7 +90,10 @@ def save_checkpoint(path, model, metadata: dict | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model.pt is an ordinary file
         torch.save(payload, tmp)
         os.replace(tmp, path)
     finally:
@@ -141,6 +146,10 @@ def load_checkpoint(path) -> Checkpoint:
         return Checkpoint(data["arch"], dict(data["config"]), data["state_dict"], dict(data.get("metadata") or {}))
     if isinstance(data.get("state_dict"), dict):
         return import_pytorch_pose(data["state_dict"], source=str(path))
+    if data and all(isinstance(v, torch.Tensor) and "." in str(k) for k, v in data.items()):  # "layer.weight"
+        raise CheckpointError(f"{path}: a bare state_dict, which does not say which network it is; convert it with "
+                              f"`lbdeploy import {path} ARCH [--stacks N ...] -o model.pt` using the preset and "
+                              "options the network was built with (docs/models.md)")
     raise CheckpointError(f"{path}: not an lbdeploy model.pt nor a pytorch-pose checkpoint (keys: {sorted(data)[:6]})")
 
 
@@ -164,6 +173,60 @@ def load_model(path):
         detail = str(err).strip().splitlines()
         raise CheckpointError(f"{path}: weights do not fit {ckpt.arch} ({detail[0][:200] if detail else err})") from None
     return model.eval(), ckpt
+
+
+def import_state_dict(path, arch: str, **overrides):
+    """Build preset `arch` with `overrides` and load a bare state_dict saved from such a network.
+
+    Args:
+        path: a file written by `torch.save(model.state_dict(), path)` (also accepted: the same
+            dict wrapped as {"state_dict": ...}, keys possibly prefixed `module.`). Read weights-only.
+        arch, overrides: the preset and the options the network was built with (as `build_model`).
+    Returns:
+        The model in eval mode, ready for `save_checkpoint`.
+    Raises:
+        CheckpointError: unreadable file, already a model.pt, or weights that do not fit the network
+            (the message lists missing, unexpected and misshapen keys).
+        ConfigError: unknown preset or option.
+    """
+    from lbdeploy.models import build_model
+
+    path = Path(path)
+    data = _read(path)
+    if data.get("format") == FORMAT:
+        raise CheckpointError(f"{path} is already an lbdeploy model.pt; use it as it is (no import needed)")
+    state_dict = data["state_dict"] if isinstance(data.get("state_dict"), dict) else data
+    state_dict = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+    if not state_dict or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: not a state_dict (expected a dict of tensors, as torch.save(model.state_dict()) "
+                              "writes)")
+    model = build_model(arch, **overrides)
+    expected = model.state_dict()
+    problems = _mismatches(expected, state_dict)
+    if problems:
+        given = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "the preset's defaults"
+        raise CheckpointError(f"{path}: the weights do not fit {arch} built with {given}: {'; '.join(problems)}; pass "
+                              "the preset and options the network was built with (--stacks, --feats, --modules, "
+                              "--joints, --input-size, ...; `lbdeploy models` lists the presets)")
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def _mismatches(expected: dict, given: dict) -> list[str]:
+    """Human-readable differences between two state_dicts' keys and shapes (empty when they fit)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    misshapen = [k for k in expected if k in given and tuple(given[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if misshapen:
+        key = misshapen[0]
+        problems.append(f"{len(misshapen)} keys of another shape (e.g. {key}: {list(given[key].shape)} in the file, "
+                        f"{list(expected[key].shape)} in the network)")
+    return problems
 
 
 # --- pytorch-pose import -------------------------------------------------------------------------

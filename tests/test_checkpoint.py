@@ -132,3 +132,50 @@ def test_unknown_dict_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not an lbdeploy model.pt"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+# --- bare state_dicts: refused by load, converted by `lbdeploy import` ------------------------------
+
+def test_bare_state_dict_refusal_names_the_import_command(tmp_path, small_model):
+    torch.save(small_model.state_dict(), tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match=r"bare state_dict.*lbdeploy import .*weights.pth ARCH"):
+        load_checkpoint(tmp_path / "weights.pth")
+
+
+def test_import_state_dict_round_trips_the_network(tmp_path, small_model):
+    from lbdeploy.checkpoint import import_state_dict
+
+    with torch.no_grad():
+        small_model.score[1].bias.add_(0.75)  # a "trained" value
+    torch.save({"module." + k: v for k, v in small_model.state_dict().items()}, tmp_path / "dp.pth")  # DataParallel
+    imported = import_state_dict(tmp_path / "dp.pth", "lbrn-s", stacks=2, input_size=(64, 64), density=0.3, seed=4)
+    model, ckpt = load_model(save_checkpoint(tmp_path / "m.pt", imported, {"imported_from": "state_dict"}))
+    assert ckpt.arch == "lbrn-s" and ckpt.config["stacks"] == 2 and ckpt.metadata["imported_from"] == "state_dict"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(small_model(x), model(x)))
+
+
+def test_import_with_wrong_options_says_what_differs(tmp_path, small_model):
+    from lbdeploy.checkpoint import import_state_dict
+
+    torch.save(small_model.state_dict(), tmp_path / "weights.pth")
+    with pytest.raises(CheckpointError, match=r"built with stacks=1, input_size=\(64, 64\): \d+ unexpected keys "
+                                              r"\(e.g. hg\.1\..*--stacks"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=1, input_size=(64, 64))
+    with pytest.raises(CheckpointError, match=r"keys of another shape \(e.g. layer1\.0\.conv1\.weight: \[64, 64, 1, 1\] in the file, \[32, 64, 1, 1\]"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, feats=128, input_size=(64, 64))
+    save_checkpoint(tmp_path / "m.pt", small_model)
+    with pytest.raises(CheckpointError, match="already an lbdeploy model.pt"):
+        import_state_dict(tmp_path / "m.pt", "lbrn-s")
+
+
+def test_model_pt_mode_follows_the_umask(tmp_path, small_model):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "m.pt", small_model)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # as any file the user creates, not mkstemp's 0600

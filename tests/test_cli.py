@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from cli import main
@@ -42,6 +43,29 @@ def test_create_then_inspect_json(runner, tmp_path):
     assert data["ternary_layers"] == 31 and data["input_size"] == [128, 128]
     table = runner.invoke(main, ["inspect", str(path)])
     assert "trainable params" in table.output and "hg.0.hg.0.0.0.conv2" in table.output
+    running_var = torch.load(path, weights_only=True)["state_dict"]["hg.1.hg.0.3.0.bn2.running_var"]
+    assert not torch.equal(running_var, torch.ones_like(running_var))  # calibrated (docs/models.md)
+
+
+def test_import_turns_a_bare_state_dict_into_a_model_pt(runner, tmp_path):
+    from lbdeploy.checkpoint import load_model
+    from lbdeploy.models import build_model
+
+    model = build_model("lbrn-s", stacks=1, feats=64, input_size=(64, 64), seed=5)
+    torch.save(model.state_dict(), tmp_path / "weights.pth")
+    refused = runner.invoke(main, ["inspect", str(tmp_path / "weights.pth")])
+    assert refused.exit_code == 2 and "lbdeploy import" in refused.output
+    out = tmp_path / "m.pt"
+    result = runner.invoke(main, ["import", str(tmp_path / "weights.pth"), "lbrn-s", "--stacks", "1", "--feats", "64",
+                                  "--input-size", "64", "--seed", "5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    loaded, ckpt = load_model(out)
+    assert ckpt.config["feats"] == 64 and ckpt.metadata["input_size"] == [64, 64]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)[0], loaded(x)[0])
+    wrong = runner.invoke(main, ["import", str(tmp_path / "weights.pth"), "lbrn-s", "--stacks", "1", "-o", str(out)])
+    assert wrong.exit_code == 2 and "do not fit lbrn-s built with stacks=1" in wrong.output
 
 
 def test_models_lists_presets(runner):
@@ -69,3 +93,28 @@ def test_console_entry_point_reports_corrupt_file(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cli", "inspect", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error:") and "Traceback" not in proc.stderr
+
+
+def test_eval_prints_its_duration_first_and_plots(runner, tmp_path):
+    from PIL import Image
+
+    model = tmp_path / "m.pt"
+    assert runner.invoke(main, ["create", "lbrn-s", "--stacks", "1", "--feats", "32", "--input-size", "64",
+                                "-o", str(model)]).exit_code == 0
+    plot = tmp_path / "pck.png"
+    result = runner.invoke(main, ["eval", str(model), "--data", "synthetic:2,12", "--limit", "10", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    notice = [line for line in result.stderr.splitlines() if line.startswith("Evaluating 10 people: about")]
+    assert notice and "torch" in notice[0] and "per person" in notice[0]
+    assert result.stderr.index(notice[0]) < result.stderr.index(f"Wrote {plot}")
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size == (820, 520)
+
+
+def test_duration_notice_suggests_a_limit_only_when_long():
+    from commands.train import duration_notice
+
+    short = duration_notice(40, {"torch": 0.5, "ort": 0.25})
+    assert short == "Evaluating 40 people: about 30 s (torch 0.50 s, ort 0.25 s per person)."
+    long = duration_notice(500, {"torch": 2.0, "ort": 2.0})
+    assert "about 33.3 min" in long and "pass --limit 15 (about 60 s)" in long

@@ -165,6 +165,10 @@ def test_text_output_on_the_same_artifact_twice(pool_artifact):
     assert result.exit_code == 0, result.output
     assert "p50 ms" in result.stdout and "ort#1" in result.stdout and "ort#2" in result.stdout
     assert "AveragePool" in result.stdout  # the breakdown of the pool graph
+    # loaded in one process, the second copy's load time and memory growth would say nothing
+    assert "load s" not in result.stdout and "rss+ MB" not in result.stdout and "left out" in result.stdout
+    alone = _profile(pool_artifact, "--runs", 3, "--warmup", 1, "--op-runs", 0)
+    assert alone.exit_code == 0 and "load s" in alone.stdout and "rss+ MB" in alone.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [

@@ -13,6 +13,8 @@ synthetic set, PCK@0.2 with the torso for LSP) unless a threshold or norm is giv
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from lbdeploy.data.augment import crop_matrix_for
@@ -41,13 +43,25 @@ def predict_with_predictor(predictor, dataset: PoseDataset, flip: bool = False, 
     """Keypoints [N, J, 2] in image pixels from a runtime Predictor, one record at a time."""
     from tqdm import tqdm
 
-    out = []
-    for i in tqdm(range(_count(dataset, limit)), desc=f"eval {dataset.name}", disable=not progress, leave=False):
-        record = dataset.record(i)
-        result = predictor.predict(dataset.load_image(record),
-                                   center_scale=[(record.center[0], record.center[1], record.scale)], flip=flip)
-        out.append(result.keypoints[0])
-    return np.stack(out)
+    indices = tqdm(range(_count(dataset, limit)), desc=f"eval {dataset.name}", disable=not progress, leave=False)
+    return np.stack([_predict_record(predictor, dataset, i, flip) for i in indices])
+
+
+def _predict_record(predictor, dataset: PoseDataset, index: int, flip: bool) -> np.ndarray:
+    """Keypoints [J, 2] of record `index`: read the record and its image, predict in its crop."""
+    record = dataset.record(index)
+    result = predictor.predict(dataset.load_image(record),
+                               center_scale=[(record.center[0], record.center[1], record.scale)], flip=flip)
+    return result.keypoints[0]
+
+
+def seconds_per_person(predictor, dataset: PoseDataset, flip: bool = False) -> float:
+    """Wall-clock seconds `predict_with_predictor` takes per person (reading the image included):
+    the first record, timed after one untimed warm-up call (first runs allocate and are slower)."""
+    _predict_record(predictor, dataset, 0, flip)
+    started = time.perf_counter()
+    _predict_record(predictor, dataset, 0, flip)
+    return time.perf_counter() - started
 
 
 def predict_with_model(model, dataset: PoseDataset, input_size, mean, std, stride: int = 4, batch_size: int = 16,

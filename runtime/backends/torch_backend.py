@@ -65,9 +65,9 @@ class TorchBackend:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        from runtime.profiling.breakdown import Breakdown, summarize_times
+        from runtime.profiling.breakdown import Breakdown, native_output_silenced, summarize_times
 
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        with native_output_silenced(), torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(runs):
                 self.run(feeds)
         by_type, type_calls = {}, {}

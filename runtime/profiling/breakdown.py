@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import bisect
 import collections
+import os
 import re
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 
@@ -35,6 +38,31 @@ class Breakdown:
         """The JSON form (docs/profile.md)."""
         return {"available": self.available, "note": self.note, "runs": self.runs,
                 "by_type": self.by_type, "by_node": self.by_node}
+
+
+@contextmanager
+def native_output_silenced():
+    """Send what native code writes to the process's stdout and stderr to /dev/null meanwhile.
+
+    Engine profilers print their own status lines from C++ (torch.profiler's Kineto:
+    "USDT: ... profiler_start"), which Python's redirection cannot catch; `lbdeploy profile`
+    prints only its own report. Python's streams are flushed first so nothing of ours is lost.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def summarize_times(times: dict[str, float], calls: dict[str, int], runs: int, top: int) -> list[dict]:

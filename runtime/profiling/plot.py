@@ -1,8 +1,9 @@
-"""Drawing a profile report as a PNG with Pillow (`lbdeploy profile --plot out.png`); no matplotlib.
+"""Drawing a profile report as a PNG (`lbdeploy profile --plot out.png`), with Pillow.
 
-The image has a latency histogram (one colour per result, shared millisecond bins) and, below it,
-one bar chart per result of its largest op types (per-run milliseconds). To change the layout,
-edit the constants and `_draw_*` helpers.
+The image has a latency histogram (runs per millisecond bin, one colour per result, a legend with
+each result's median) and, below it, one horizontal bar chart per result of its largest op types
+(milliseconds per run). The axes, ticks, labels and legends come from `lbdeploy.plotting`, shared
+with `lbdeploy eval --plot`; to change the layout, edit the constants and `_draw_*` helpers.
 """
 
 from __future__ import annotations
@@ -11,75 +12,80 @@ from pathlib import Path
 
 import numpy as np
 
+from lbdeploy.plotting import COLORS, Axes, Canvas, legend_height, save_png
 from runtime.profiling.report import ProfileReport
 
 WIDTH = 900
-HIST_HEIGHT = 300
-BAR_ROW = 22
-MARGIN = 50
+HIST_HEIGHT = 340  # the histogram panel, labels included
+BAR_ROW = 24
+OPS_LEFT = 280  # room for op names left of the bars
+MARGIN = 30
 BINS = 30
-COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def _draw_histogram(draw, report: ProfileReport, top: int) -> None:
+def _draw_histogram(canvas: Canvas, report: ProfileReport) -> None:
     samples = [np.asarray(r.samples_s) * 1e3 for r in report.results]
     low, high = min(s.min() for s in samples), max(s.max() for s in samples)
     edges = np.linspace(low, high if high > low else low + 1e-3, BINS + 1)
     counts = [np.histogram(s, edges)[0] for s in samples]
     tallest = max(int(c.max()) for c in counts) or 1
-    left, right, bottom = MARGIN, WIDTH - MARGIN, top + HIST_HEIGHT - 30
-    plot_height = HIST_HEIGHT - 70
-    draw.text((left, top + 5), f"latency histogram ({len(samples[0])} runs each), ms", fill="black")
-    draw.line([(left, bottom), (right, bottom)], fill="black")
-    bin_width = (right - left) / BINS
-    for index, (result, count) in enumerate(zip(report.results, counts)):
+    batch = report.results[0].batch
+    box = (90, 50, WIDTH - MARGIN, HIST_HEIGHT - 60)
+    # headroom so that the tallest bar stays below the legend in the top-right corner
+    free = 1.0 - (legend_height(len(samples)) + 12) / (box[3] - box[1])
+    axes = Axes(canvas, box, (edges[0], edges[-1]), (0, tallest / max(free, 0.3)),
+                title=f"Latency of {report.runs} timed runs per result (batch {batch})",
+                x_label="latency per run (ms)", y_label="runs per bin")
+    slot = (edges[1] - edges[0]) / len(counts)
+    for index, count in enumerate(counts):
         color = COLORS[index % len(COLORS)]
-        slot = bin_width / len(counts)
         for b, value in enumerate(count):
             if value:
-                x0 = left + b * bin_width + index * slot
-                draw.rectangle([x0, bottom - value / tallest * plot_height, x0 + max(slot - 1, 1), bottom], fill=color)
-        draw.text((right - 220, top + 5 + 14 * index), f"{result.target.label}: p50 "
-                  f"{result.latency_ms()['p50']:.2f} ms", fill=color)
-    for fraction in (0.0, 0.5, 1.0):
-        draw.text((left + fraction * (right - left) - 15, bottom + 5),
-                  f"{edges[0] + fraction * (edges[-1] - edges[0]):.2f}", fill="black")
+                x0 = edges[b] + index * slot
+                axes.bar(x0, x0 + slot * 0.9, 0, value, color)
+    axes.legend([(f"{r.target.label}: median {r.latency_ms()['p50']:.2f} ms", COLORS[i % len(COLORS)])
+                 for i, r in enumerate(report.results)])
 
 
-def _draw_ops(draw, result, color, top: int) -> int:
+def _runs(count: int) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
+
+
+def _ops_height(result) -> int:
+    return BAR_ROW * (max(len(result.breakdown.by_type), 1) + 1) + 90
+
+
+def _draw_ops(canvas: Canvas, result, color, top: int) -> None:
     rows = result.breakdown.by_type
-    title = "largest op types, ms per run" if rows else (result.breakdown.note or "no per-op breakdown")
-    draw.text((MARGIN, top + 5), f"{result.target.label}: {title}"[:140], fill="black")
     if not rows:
-        return top + 2 * BAR_ROW
+        canvas.text((MARGIN, top + 20), f"{result.target.label}: {result.breakdown.note or 'no per-op breakdown'}"[:140],
+                    title=True)
+        return
     longest = max(row["per_run_ms"] for row in rows) or 1.0
-    bar_left = MARGIN + 260  # names on the left, bars after them
+    bottom = top + 40 + BAR_ROW * len(rows)
+    # the x range leaves room right of the longest bar for its value label
+    axes = Axes(canvas, (OPS_LEFT, top + 40, WIDTH - MARGIN, bottom), (0, longest * 1.3), (0, len(rows)),
+                title=f"{result.target.label}: largest op types ({_runs(result.breakdown.runs)} profiled)",
+                x_label="time per run (ms)", y_ticks=False)
     for index, row in enumerate(rows):
-        y = top + BAR_ROW * (index + 1) + 5
-        draw.text((MARGIN, y + 3), row["name"][:40], fill="black")
-        length = (WIDTH - MARGIN - bar_left - 70) * row["per_run_ms"] / longest
-        draw.rectangle([bar_left, y, bar_left + max(length, 1), y + BAR_ROW - 6], fill=color)
-        draw.text((bar_left + length + 5, y + 3), f"{row['per_run_ms']:.3f}", fill="black")
-    return top + BAR_ROW * (len(rows) + 2)
+        middle = len(rows) - index - 0.5  # the largest on top
+        axes.bar(0, row["per_run_ms"], middle - 0.35, middle + 0.35, color)
+        axes.category(middle, row["name"][:38])
+        canvas.text((axes.px(row["per_run_ms"]) + 4, axes.py(middle)),
+                    f"{row['per_run_ms']:.3f} ({row['share']:.0%})", anchor="lm")
 
 
 def render(report: ProfileReport):
     """The report as a Pillow RGB image (histogram on top, one op chart per result below)."""
-    from PIL import Image, ImageDraw
-
-    height = HIST_HEIGHT + sum(BAR_ROW * (max(len(r.breakdown.by_type), 1) + 2) for r in report.results) + 20
-    image = Image.new("RGB", (WIDTH, height), "white")
-    draw = ImageDraw.Draw(image)
-    _draw_histogram(draw, report, 0)
+    canvas = Canvas(WIDTH, HIST_HEIGHT + sum(_ops_height(r) for r in report.results))
+    _draw_histogram(canvas, report)
     top = HIST_HEIGHT
     for index, result in enumerate(report.results):
-        top = _draw_ops(draw, result, COLORS[index % len(COLORS)], top)
-    return image
+        _draw_ops(canvas, result, COLORS[index % len(COLORS)], top)
+        top += _ops_height(result)
+    return canvas.image
 
 
 def write_plot(report: ProfileReport, path) -> Path:
     """Render the report and save it as a PNG at `path` (parent folders are created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    render(report).save(path, format="PNG")
-    return path
+    return save_png(render(report), path)
