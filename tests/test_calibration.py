@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from lbdeploy.models import build_model, create_model, list_models
+from lbdeploy.models import build_model, create_model, get_preset, list_models
 from lbdeploy.models.calibration import calibrate_batchnorm, calibration_images, synthetic_images
 from lbdeploy.models.ternary import TernaryConv2d
 
-POSE = [name for name in list_models() if not name.startswith("resnet")]
+POSE = [name for name in list_models() if "joints" in get_preset(name).config]
 SIZE = 64
 # docs/models.md: every heatmap value of an untrained, calibrated network lies within +-HEATMAP_BOUND
 # (measured at 64x64: |value| <= 5.1 for every preset; without calibration an 8-stack LBRN-S reaches ~1e28).
