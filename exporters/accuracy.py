@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from exporters.parity import torch_reference
+from exporters.parity import torch_outputs
 
 MIN_AGREEMENT = 0.97
 JOINT_TOLERANCE_PX = 1
@@ -91,7 +91,7 @@ def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, 
     reference, outputs = {name: [] for name in names}, {name: [] for name in names}
     for start in range(0, len(images), BATCH):
         batch = images[start:start + BATCH]
-        ref, out = torch_reference(model, batch, names), run(batch)
+        ref, out = torch_outputs(model, batch, names), run(batch)
         for name in names:
             reference[name].append(ref[name])
             outputs[name].append(np.asarray(out[name], dtype=np.float64))

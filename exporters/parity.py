@@ -202,18 +202,20 @@ def compare(reference: dict, float32_reference: dict, outputs: dict, task: str, 
     return report
 
 
-def torch_references(model, images: np.ndarray, names: list[str]) -> tuple[dict, dict]:
-    """Outputs of the original PyTorch model in float64 and in float32 (both as float64 numpy), by output name."""
+def torch_outputs(model, images: np.ndarray, names: list[str]) -> dict:
+    """Outputs of a PyTorch model on `images` (in the model's and the images' dtype), as float64 numpy by name."""
     import torch
 
-    def run(net, x):
-        with torch.no_grad():
-            out = net(torch.from_numpy(x))
-        out = out if isinstance(out, (list, tuple)) else [out]
-        return {name: value.double().numpy() for name, value in zip(names, out)}
+    with torch.no_grad():
+        out = model(torch.from_numpy(images))
+    out = out if isinstance(out, (list, tuple)) else [out]
+    return {name: value.double().numpy() for name, value in zip(names, out)}
 
-    float32 = run(model, images)
-    float64 = run(copy.deepcopy(model).double(), images.astype(np.float64))
+
+def torch_references(model, images: np.ndarray, names: list[str]) -> tuple[dict, dict]:
+    """Outputs of the original PyTorch model in float64 and in float32 (both as float64 numpy), by output name."""
+    float32 = torch_outputs(model, images, names)
+    float64 = torch_outputs(copy.deepcopy(model).double(), images.astype(np.float64), names)
     return float64, float32
 
 
