@@ -61,24 +61,38 @@ def sessions(cin: int, cout: int, size: int, density: float, threads: int, libra
     return ort_session(ternary, threads, library), ort_session(dense, threads), x
 
 
-def kernel_comparisons(densities, threads: int, repeats: int, library: str, cin: int = 128, cout: int = 128,
-                       size: int = 64) -> list[Comparison]:
-    """TernaryConv vs dense Conv at each density, one `Comparison` per density."""
+def side_by_side(make_sessions, label, targets: dict, densities, threads: int, repeats: int, library: str,
+                 cin: int = 128, cout: int = 128, size: int = 64) -> list[Comparison]:
+    """Our op vs ONNX Runtime's dense op at each density, one `Comparison` per density.
+
+    Args:
+        make_sessions: (cin, cout, size, density, threads, library) -> (our session, dense session, input X).
+        label: the comparison's name at a density, e.g. "TernaryConv d=0.5 vs Conv 128->128 3x3 64x64".
+        targets: density -> target ratio.
+    """
     results = []
     for density in densities:
-        ternary, dense, x = sessions(cin, cout, size, density, threads, library)
+        ternary, dense, x = make_sessions(cin, cout, size, density, threads, library)
         feed = {"X": x}
         times = interleaved_times({"ternary": session_runner(ternary, feed), "dense": session_runner(dense, feed)},
                                   repeats, warmup=5)
-        name = f"TernaryConv d={density:g} vs Conv {cin}->{cout} 3x3 {size}x{size}"
-        results.append(compare("kernel", name, times, "ternary", "dense", TARGETS.get(density), density=density))
+        results.append(compare("kernel", label.format(density=density, cin=cin, cout=cout, size=size), times,
+                               "ternary", "dense", targets.get(density), density=density))
     return results
 
 
-def main() -> None:
+def kernel_comparisons(densities, threads: int, repeats: int, library: str, cin: int = 128, cout: int = 128,
+                       size: int = 64) -> list[Comparison]:
+    """TernaryConv vs dense Conv at each density, one `Comparison` per density."""
+    return side_by_side(sessions, "TernaryConv d={density:g} vs Conv {cin}->{cout} 3x3 {size}x{size}", TARGETS,
+                        densities, threads, repeats, library, cin, cout, size)
+
+
+def main(comparisons=kernel_comparisons, description: str = __doc__) -> None:
+    """The command line of a side-by-side kernel benchmark (this file's and bench/qkernel.py's)."""
     from lbdeploy.kernels.build import build_ort_library
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
     parser.add_argument("--cin", type=int, default=128)
     parser.add_argument("--cout", type=int, default=128)
     parser.add_argument("--size", type=int, default=64, help="input height = width")
@@ -91,8 +105,8 @@ def main() -> None:
     print(f"batch 1, pad 1, {args.threads} threads; wall clock, median (min) of interleaved runs; "
           "the targets apply to the median ratio")
     print(header(cpu=args.threads == 1))
-    for comparison in kernel_comparisons(args.densities, args.threads, args.repeats, library,
-                                         args.cin, args.cout, args.size):
+    for comparison in comparisons(args.densities, args.threads, args.repeats, library, args.cin, args.cout,
+                                  args.size):
         print(format_comparison(comparison, cpu=args.threads == 1))
 
 

@@ -12,11 +12,9 @@ issue 19: <= 0.60x at density 0.5, <= 0.25x at density 0.1.
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-from common import Comparison, compare, format_comparison, header, interleaved_times, ort_session, session_runner
-from kernel import one_node_model
+from common import Comparison, ort_session
+from kernel import main, one_node_model, side_by_side
 
 TARGETS = {0.5: 0.60, 0.1: 0.25}
 
@@ -44,37 +42,9 @@ def qsessions(cin: int, cout: int, size: int, density: float, threads: int, libr
 def qkernel_comparisons(densities, threads: int, repeats: int, library: str, cin: int = 128, cout: int = 128,
                         size: int = 64) -> list[Comparison]:
     """QTernaryConv vs QLinearConv at each density, one `Comparison` per density."""
-    results = []
-    for density in densities:
-        ternary, dense, x = qsessions(cin, cout, size, density, threads, library)
-        feed = {"X": x}
-        times = interleaved_times({"ternary": session_runner(ternary, feed), "dense": session_runner(dense, feed)},
-                                  repeats, warmup=5)
-        name = f"QTernaryConv d={density:g} vs QLinearConv {cin}->{cout} {size}x{size}"
-        results.append(compare("kernel", name, times, "ternary", "dense", TARGETS.get(density), density=density))
-    return results
-
-
-def main() -> None:
-    from lbdeploy.kernels.build import build_ort_library
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cin", type=int, default=128)
-    parser.add_argument("--cout", type=int, default=128)
-    parser.add_argument("--size", type=int, default=64, help="input height = width")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--densities", type=float, nargs="+", default=[0.1, 0.5])
-    parser.add_argument("--library", default=None, help="libternary_ort.so to use (default: build for this host)")
-    args = parser.parse_args()
-    library = args.library or str(build_ort_library())
-    print(f"batch 1, pad 1, {args.threads} threads; wall clock, median (min) of interleaved runs; "
-          "the targets apply to the median ratio")
-    print(header(cpu=args.threads == 1))
-    for comparison in qkernel_comparisons(args.densities, args.threads, args.repeats, library,
-                                          args.cin, args.cout, args.size):
-        print(format_comparison(comparison, cpu=args.threads == 1))
+    return side_by_side(qsessions, "QTernaryConv d={density:g} vs QLinearConv {cin}->{cout} {size}x{size}", TARGETS,
+                        densities, threads, repeats, library, cin, cout, size)
 
 
 if __name__ == "__main__":
-    main()
+    main(qkernel_comparisons, __doc__)

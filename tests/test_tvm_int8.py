@@ -268,3 +268,20 @@ def test_ties_round_half_to_even():
     model = _qnode_model(x, np.ones((1, 1, 1, 1), np.int8), TernaryConvAttrs((1, 1)), quant)
     y = _run(build(model, get_target("x86")), x)
     np.testing.assert_array_equal(y, np.rint(x / 2).astype(np.uint8) + 3)
+
+
+def test_demo_model_exports_to_an_int8_tvm_artifact_that_passes_the_gate_and_runs(tmp_path):
+    """`lbdeploy export demo.pt --target x86 --quantize int8 --backend tvm`: the accuracy gate runs the TVM
+    module itself, and the Predictor runs the artifact."""
+    pytest.importorskip("torch", reason="exporting needs torch")
+    from pathlib import Path
+
+    from exporters.export import export_model
+    from runtime.predictor import Predictor
+
+    data = Path(__file__).resolve().parents[1] / "lbdeploy" / "data"
+    manifest = export_model(data / "demo.pt", tmp_path / "q", target="x86", backend="tvm", quantize="int8")
+    assert manifest["backend"] == "tvm" and manifest["precision"] == "int8"
+    assert manifest["accuracy"]["passed"] and manifest["accuracy"]["backend"] == "tvm"
+    result = Predictor(tmp_path / "q").predict(str(data / "sample.jpg"))
+    assert result.keypoints.shape == (1, 16, 2) and np.isfinite(result.keypoints).all()
