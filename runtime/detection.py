@@ -29,6 +29,7 @@ DETECTORS under its name.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 from pathlib import Path
@@ -91,7 +92,7 @@ def select_people(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
     return boxes[keep], scores[keep]
 
 
-class Detector:
+class Detector(abc.ABC):
     """A person detector: `detect(image)` -> the selected boxes and scores.
 
     Args:
@@ -108,9 +109,9 @@ class Detector:
         self.score_threshold = self.default_score_threshold if score_threshold is None else float(score_threshold)
         self.nms_iou, self.max_people = float(nms_iou), int(max_people)
 
+    @abc.abstractmethod
     def raw_boxes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """All candidate person boxes [N, 4] (x, y, w, h) and scores [N] of an HxWx3 uint8 RGB image."""
-        raise NotImplementedError
 
     def detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The people in an HxWx3 uint8 RGB image: (boxes [K, 4] (x, y, w, h) float32, scores [K] float32)."""
