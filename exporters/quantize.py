@@ -215,8 +215,10 @@ def fuse_ternary(model, ternary: dict) -> int:
     nodes = [replacement.get(id(node), node) for node in graph.node if id(node) not in removed or id(node) in replacement]
     del graph.node[:]
     graph.node.extend(nodes)
-    if fused and not any(op.domain == DOMAIN for op in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(DOMAIN, OP_VERSION))
+    if fused:  # our domain at QTernaryConv's version, whatever an earlier pass wrote for it
+        kept = [op for op in model.opset_import if op.domain != DOMAIN]
+        del model.opset_import[:]
+        model.opset_import.extend([*kept, helper.make_opsetid(DOMAIN, OP_VERSION)])
     return fused
 
 
