@@ -1,22 +1,23 @@
 """Locating the ONNX Runtime C/C++ headers our custom-op library compiles against.
 
-The onnxruntime wheel ships no headers, so lbdeploy ships the few it needs (the C and C++ API
-headers, MIT, see lbdeploy/kernels/ort_headers/LICENSE) as package data: an installed package
-(not only a checkout) builds its kernels. `find_ort_headers` looks, in order, at: an explicit
+The onnxruntime wheel ships no headers. `find_ort_headers` looks, in order, at: an explicit
 folder; env ORT_INCLUDE_DIR; an ONNX Runtime install named by env ORT_HOME (a release archive or
-prefix with include/); the bundled headers. The C API is versioned (ORT_API_VERSION): headers at
-version N work with every runtime that serves API >= N. To refresh the bundled copy, run
-scripts/fetch-ort-headers.sh and copy the REQUIRED_HEADERS it fetched into BUNDLED_HEADERS.
+prefix with include/); the user cache; and else fetches Debian's libonnxruntime-dev package into
+the cache with fetch_ort_headers.sh, which ships inside the package, so an installed package (not
+only a checkout) builds its kernels. The C API is versioned (ORT_API_VERSION): headers at version
+N work with every runtime that serves API >= N.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from lbdeploy.errors import KernelLibraryError
 
-BUNDLED_HEADERS = Path(__file__).resolve().parent / "ort_headers"
+FETCH_SCRIPT = Path(__file__).resolve().parent / "fetch_ort_headers.sh"
+FETCH_TIMEOUT_S = 600
 REQUIRED_HEADERS = ("onnxruntime_c_api.h", "onnxruntime_cxx_api.h")
 
 
@@ -57,7 +58,32 @@ def find_ort_headers(ort_include: str | Path | None = None) -> Path:
         raise KernelLibraryError(f"{source} points to {folder}, which has no {' / '.join(REQUIRED_HEADERS)}")
     if candidates:
         raise KernelLibraryError(f"ORT_HOME={os.environ['ORT_HOME']} has no include/ folder with onnxruntime_c_api.h")
-    if not _has_headers(BUNDLED_HEADERS):
-        raise KernelLibraryError(f"the package's ONNX Runtime headers are missing from {BUNDLED_HEADERS}; reinstall "
-                                 "lbdeploy or set ORT_INCLUDE_DIR to a folder with onnxruntime_c_api.h")
-    return BUNDLED_HEADERS
+    return fetch_ort_headers()
+
+
+def header_cache() -> Path:
+    """Where fetched headers live: $LBDEPLOY_CACHE/ort-headers, else ~/.cache/lbdeploy/ort-headers."""
+    root = os.environ.get("LBDEPLOY_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "lbdeploy") / "ort-headers"
+
+
+def fetch_ort_headers() -> Path:
+    """The cached headers, fetched first from Debian's libonnxruntime-dev when the cache has none.
+
+    Raises:
+        KernelLibraryError: apt-get / dpkg-deb are missing or the download failed (the message says
+            how to point ORT_INCLUDE_DIR at headers instead).
+    """
+    cached = header_cache() / "hdr" / "usr" / "include" / "onnxruntime"
+    if _has_headers(cached):
+        return cached
+    try:
+        done = subprocess.run(["bash", str(FETCH_SCRIPT), str(header_cache())], capture_output=True, text=True,
+                              timeout=FETCH_TIMEOUT_S)
+        ok, reason = done.returncode == 0, (done.stderr.strip().splitlines() or ["no output"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as err:
+        ok, reason = False, str(err)
+    if not ok or not _has_headers(cached):
+        raise KernelLibraryError(f"could not fetch the ONNX Runtime headers ({reason}); set ORT_INCLUDE_DIR to a "
+                                 "folder holding onnxruntime_c_api.h and onnxruntime_cxx_api.h")
+    return cached

@@ -2,7 +2,7 @@
 # Fetch the ONNX Runtime C/C++ headers (they are not shipped in the onnxruntime wheel) into a cache
 # folder and print the include folder on stdout.
 #
-# Usage: scripts/fetch-ort-headers.sh [CACHE_DIR]
+# Usage: bash lbdeploy/kernels/fetch_ort_headers.sh [CACHE_DIR]   (run by lbdeploy.kernels.headers)
 #   CACHE_DIR defaults to $LBDEPLOY_CACHE/ort-headers, else <repo>/.cache/ort-headers.
 #
 # Source: Debian's libonnxruntime-dev package (headers only, ~120 kB) from the unstable suite,
@@ -11,13 +11,10 @@
 # Needs apt-get and dpkg-deb (any Debian/Ubuntu) and access to a Debian mirror.
 set -euo pipefail
 
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ $# -ge 1 ]]; then
   cache=$1
-elif [[ -n ${LBDEPLOY_CACHE:-} ]]; then
-  cache=$LBDEPLOY_CACHE/ort-headers
 else
-  cache=$repo_root/.cache/ort-headers
+  cache=${LBDEPLOY_CACHE:-$HOME/.cache/lbdeploy}/ort-headers
 fi
 include=$cache/hdr/usr/include/onnxruntime
 
