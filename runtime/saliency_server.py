@@ -20,22 +20,13 @@ from lbdeploy.errors import InputError
 from runtime.admission import predict_whole_image
 from runtime.limits import check_work
 from runtime.saliency_results import saliency_png, saliency_to_json
+from runtime.schemas import image_request_body
 
 SALIENCY_ENDPOINT = "/v1/saliency"
 FORMATS = ("png", "json")
 _ENDPOINT_OF_TASK = {"pose": "/v1/pose", "saliency": SALIENCY_ENDPOINT}
 _SALIENCY_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"},
-                "format": {"type": "string", "enum": list(FORMATS)}}}},
-        },
-    },
+    "requestBody": image_request_body({"format": {"type": "string", "enum": list(FORMATS)}}),
     "parameters": [{"name": "format", "in": "query", "required": False,
                     "schema": {"type": "string", "enum": list(FORMATS), "default": "png"}}],
 }

@@ -42,3 +42,14 @@ class BatchPoses(BaseModel):
 
     model: Optional[str] = Field(None, description="the model's architecture")
     images: list[ImagePoses]
+
+
+def image_request_body(form_fields: dict) -> dict:
+    """The OpenAPI request body of an image endpoint: raw JPEG/PNG bytes, or a multipart form with a
+    `file` and the endpoint's other `form_fields` (name -> JSON schema)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    form = {"type": "object", "required": ["file"],
+            "properties": {"file": {"type": "string", "format": "binary"}, **form_fields}}
+    return {"required": True, "content": {"image/jpeg": binary, "image/png": binary,
+                                          "application/octet-stream": binary,
+                                          "multipart/form-data": {"schema": form}}}

@@ -51,7 +51,7 @@ from runtime.limits import RequestLimits, check_work, parse_boxes_json
 from runtime.metrics import CONTENT_TYPE, ServerMetrics
 from runtime.results import pose_to_json
 from runtime.saliency_server import SALIENCY_ENDPOINT, add_saliency_routes, require_task
-from runtime.schemas import BatchPoses, ImagePoses
+from runtime.schemas import BatchPoses, ImagePoses, image_request_body
 
 DEFAULT_MAX_BODY_MB = 16.0
 _ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", SALIENCY_ENDPOINT, "/v1/model", "/healthz", "/metrics",
@@ -60,20 +60,8 @@ MAX_BATCH_IMAGES = 32
 _LOG = logging.getLogger(__name__)
 # Key in the ASGI scope's state under which an error response records its type for /metrics.
 _ERROR_TYPE = "lbdeploy_error_type"
-_IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-            "image/png": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                "file": {"type": "string", "format": "binary"},
-                "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"},
-                "flip": {"type": "boolean"}}}},
-        },
-    }
-}
+_IMAGE_BODY = {"requestBody": image_request_body({
+    "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"}, "flip": {"type": "boolean"}})}
 
 
 _BATCH_BODY = {
