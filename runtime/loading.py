@@ -62,3 +62,19 @@ def model_task(artifact_or_model_pt) -> str:
         return str(load_checkpoint(source).metadata.get("task", "pose"))
     raise ArtifactError(f"{source} is neither an artifact folder nor a model.pt; pass the folder written by "
                         "`lbdeploy export` or a model.pt")
+
+
+class PredictorRecipe:
+    """A picklable recipe for a predictor (servers call it once per process or Ray replica).
+
+    Subclasses name `predictor_class`; the recipe holds the source and the predictor's options.
+    """
+
+    predictor_class: type
+
+    def __init__(self, artifact_or_model_pt, **predictor_kwargs):
+        self.source, self.kwargs = str(artifact_or_model_pt), predictor_kwargs
+
+    def __call__(self):
+        """Build the predictor."""
+        return self.predictor_class(self.source, **self.kwargs)

@@ -27,7 +27,7 @@ from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
 from runtime.detection import create_detector
-from runtime.loading import load_model_source
+from runtime.loading import PredictorRecipe, load_model_source
 
 
 @dataclass
@@ -199,15 +199,10 @@ class Predictor:
                           boxes=np.zeros((0, 4), np.float32), box_scores=np.zeros(0, np.float32))
 
 
-class PredictorFactory:
-    """A picklable recipe for a Predictor: servers call it once per process or Ray replica.
+class PredictorFactory(PredictorRecipe):
+    """A picklable recipe for a Predictor (servers call it once per process or Ray replica).
 
     Args: as Predictor.
     """
 
-    def __init__(self, artifact_or_model_pt, **predictor_kwargs):
-        self.source, self.kwargs = str(artifact_or_model_pt), predictor_kwargs
-
-    def __call__(self) -> Predictor:
-        """Build the Predictor."""
-        return Predictor(self.source, **self.kwargs)
+    predictor_class = Predictor

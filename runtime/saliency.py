@@ -22,7 +22,7 @@ from lbdeploy.artifact import final_output
 from lbdeploy.data.saliency import resize_image, resize_probabilities
 from lbdeploy.errors import ConfigError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, load_image, normalize
-from runtime.loading import load_model_source
+from runtime.loading import PredictorRecipe, load_model_source
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -112,15 +112,10 @@ class SaliencyPredictor:
         return SaliencyResult(resize_probabilities(prob, (height, width)).astype(np.float32), (int(width), int(height)))
 
 
-class SaliencyPredictorFactory:
+class SaliencyPredictorFactory(PredictorRecipe):
     """A picklable recipe for a SaliencyPredictor (servers call it once per process or Ray replica).
 
     Args: as SaliencyPredictor.
     """
 
-    def __init__(self, artifact_or_model_pt, **predictor_kwargs):
-        self.source, self.kwargs = str(artifact_or_model_pt), predictor_kwargs
-
-    def __call__(self) -> SaliencyPredictor:
-        """Build the SaliencyPredictor."""
-        return SaliencyPredictor(self.source, **self.kwargs)
+    predictor_class = SaliencyPredictor
