@@ -20,14 +20,14 @@ from lbdeploy.errors import LbdeployError
 from lbdeploy.extras import missing_extra_error
 
 COMMAND_MODULES = (
-    "commands.models",
-    "commands.export",
-    "commands.runtime",
-    "commands.train",
-    "commands.targets",
-    "commands.tensorrt",
-    "commands.profile",
-    "commands.doctor",
+    "lbdeploy.commands.models",
+    "lbdeploy.commands.export",
+    "lbdeploy.commands.runtime",
+    "lbdeploy.commands.train",
+    "lbdeploy.commands.targets",
+    "lbdeploy.commands.tensorrt",
+    "lbdeploy.commands.profile",
+    "lbdeploy.commands.doctor",
 )
 
 

@@ -46,7 +46,7 @@ def ort_session(model, threads: int, library: str | None = None, profile_prefix:
     """
     import onnxruntime as ort
 
-    from runtime.backends.ort import session_options
+    from lbdeploy.runtime.backends.ort import session_options
 
     options = session_options(threads, library)
     if profile_prefix:
@@ -69,7 +69,7 @@ def interleaved_times(runners: dict[str, Callable[[], object]], repeats: int, wa
         CPU time: with one intra-op thread ONNX Runtime computes on the calling thread, so it is then
         robust to other load on the machine.
     """
-    from runtime.profiling.measure import time_interleaved
+    from lbdeploy.runtime.profiling.measure import time_interleaved
 
     calls = list(runners.values())
     time_interleaved(calls, warmup)

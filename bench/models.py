@@ -40,8 +40,8 @@ def export_block(variant: str, density: float, path: Path, channels: int = 256, 
     """
     import torch
 
-    from exporters.folding import prepare_for_export
-    from exporters.onnx import trace_to_onnx
+    from lbdeploy.exporters.folding import prepare_for_export
+    from lbdeploy.exporters.onnx import trace_to_onnx
     from lbdeploy.errors import ExportError
     from lbdeploy.models.blocks import PreActBottleneck, block_layers
     from lbdeploy.models.ternary import init_ternary
@@ -61,7 +61,7 @@ def export_network(arch: str, path: Path, ops: str = "custom", size: int = 256, 
                    **overrides) -> Path:
     """Build zoo model `arch` (overrides e.g. stacks=8, density=0.1, backbone="resnet50") and export it to
     `path` with export_onnx (`task` names the outputs: "pose" or "saliency")."""
-    from exporters.onnx import export_onnx
+    from lbdeploy.exporters.onnx import export_onnx
     from lbdeploy.models import build_model
 
     model = build_model(arch, input_size=(size, size), **overrides)
@@ -109,7 +109,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, input_shape: tuple, calibrati
 def quantize_network(arch: str, path: Path, images: np.ndarray, method: str = "minmax", **overrides) -> Path:
     """Build zoo model `arch` (overrides e.g. stacks=8, density=0.1) at the size of `images` and write
     its int8 model.onnx to `path` with exporters.quantize.quantize_onnx (no accuracy gate: random weights)."""
-    from exporters.quantize import quantize_onnx
+    from lbdeploy.exporters.quantize import quantize_onnx
     from lbdeploy.models import build_model
 
     size = tuple(images.shape[2:])
@@ -170,8 +170,8 @@ def tvm_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):
     Raises:
         BackendUnavailable: apache-tvm is not installed.
     """
-    from exporters.tvm.compile import compile_artifact
-    from runtime.backends.tvm import TVMBackend
+    from lbdeploy.exporters.tvm.compile import compile_artifact
+    from lbdeploy.runtime.backends.tvm import TVMBackend
 
     work.mkdir(parents=True, exist_ok=True)
     target = work / "model.onnx"

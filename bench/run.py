@@ -163,7 +163,7 @@ def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
 
 def run_int8(args, library: str, work: Path) -> tuple[list, list]:
     """QTernaryConv vs QLinearConv, and LBRN-S int8 vs SHN int8 / fp32, all in ORT; one calibration set."""
-    from exporters.calibration import CalibrationOptions, load_calibration
+    from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
     from models import export_network, int8_conv_models, quantize_network
 
     results, models = [], {}

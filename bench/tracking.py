@@ -53,7 +53,7 @@ def score_tracks(results, clip) -> dict:
 def _artifact(args, work: Path) -> Path:
     if args.artifact:
         return Path(args.artifact)
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     progress("exporting lbdeploy/data/demo.pt (standard ops)")
     export_model(REPO / "lbdeploy" / "data" / "demo.pt", work / "demo", target="onnx", ops="standard")
@@ -73,10 +73,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from lbdeploy.data.scenes import make_clip
-    from runtime.testing.scene_detector import write_scene_detector
-    from runtime.detection import HogDetector
-    from runtime.predictor import Predictor
-    from runtime.tracking import PoseTracker
+    from lbdeploy.runtime.testing.scene_detector import write_scene_detector
+    from lbdeploy.runtime.detection import HogDetector
+    from lbdeploy.runtime.predictor import Predictor
+    from lbdeploy.runtime.tracking import PoseTracker
 
     machine = machine_description(args.threads)
     with tempfile.TemporaryDirectory() as folder:

@@ -27,8 +27,8 @@ def tvm_uint8_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):
     returning the uint8 output. Calls the module's VM directly: `TVMBackend.run` feeds float32."""
     import tvm
 
-    from exporters.tvm.compile import compile_artifact
-    from runtime.backends.tvm import TVMBackend
+    from lbdeploy.exporters.tvm.compile import compile_artifact
+    from lbdeploy.runtime.backends.tvm import TVMBackend
 
     progress(f"compiling {onnx_path.name} with TVM (x86)")
     backend = TVMBackend(work, compile_artifact(onnx_path, "x86", work), threads=threads)

@@ -25,7 +25,7 @@ def doctor(artifact, backends):
       lbdeploy doctor out-jetson/
       lbdeploy doctor --backend ort --backend tvm
     """
-    from runtime.doctor import diagnose
+    from lbdeploy.runtime.doctor import diagnose
 
     if artifact and backends:
         raise click.UsageError("pass an ARTIFACT (its backend is checked) or --backend, not both")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from exporters.calibration import DEFAULT_DATA, DEFAULT_IMAGES, METHODS, CalibrationOptions
-from exporters.export import OPSETS
-from exporters.quantize import PRECISIONS
+from lbdeploy.exporters.calibration import DEFAULT_DATA, DEFAULT_IMAGES, METHODS, CalibrationOptions
+from lbdeploy.exporters.export import OPSETS
+from lbdeploy.exporters.quantize import PRECISIONS
 from lbdeploy.backends import EXPORT_BACKENDS
 from lbdeploy.targets import target_names
 
@@ -42,7 +42,7 @@ def export(model_pt, target, backend, ops, out_dir, opset, verify, force, quanti
       lbdeploy export m.pt --target jetson-orin -o out-jetson/
       lbdeploy export m.pt --target x86 --quantize int8 -o out-int8/
     """
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     calibration = CalibrationOptions(calibration_data, calibration_images, calibration_method) if quantize else None
     manifest = export_model(model_pt, out_dir, target=target, backend=backend, ops=ops, verify=verify, opset=opset,

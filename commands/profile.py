@@ -14,8 +14,8 @@ import tempfile
 import click
 
 from lbdeploy.errors import ConfigError
-from runtime.backends.base import RUNTIME_CHOICES
-from workflows.compare import parse_backends, plan_targets
+from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.workflows.compare import parse_backends, plan_targets
 
 
 def _parse_compare(text: str | None) -> list[str] | None:
@@ -63,8 +63,8 @@ def _format_breakdown(result) -> str:
 def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
     from tqdm import tqdm
 
-    from runtime.profiling.report import ProfileReport
-    from runtime.profiling.rpc import connect, open_remote_artifact, parse_address, profile_remote
+    from lbdeploy.runtime.profiling.report import ProfileReport
+    from lbdeploy.runtime.profiling.rpc import connect, open_remote_artifact, parse_address, profile_remote
 
     parse_address(rpc)
     root, manifest = open_remote_artifact(source, batch)
@@ -105,7 +105,7 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
       lbdeploy profile out-ort/ out-tvm/ --plot profile.png
       lbdeploy profile out-rpi4/ --rpc 192.168.1.20:9190 --key rpi4
     """
-    from runtime.profiling import profile as run_profile
+    from lbdeploy.runtime.profiling import profile as run_profile
 
     compare_names = _parse_compare(compare)
     if key and not rpc:
@@ -123,7 +123,7 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
                                    progress=lambda message: click.echo(message, err=True))
             report = run_profile(targets, runs, warmup, threads, batch, op_runs, top)
     if plot:
-        from runtime.profiling.plot import write_plot
+        from lbdeploy.runtime.profiling.plot import write_plot
 
         click.echo(f"Wrote {write_plot(report, plot)}", err=True)
     if as_json:

@@ -17,10 +17,10 @@ import click
 from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
-from runtime.backends.base import RUNTIME_CHOICES
-from runtime.detection import DEFAULT_MAX_PEOPLE, DEFAULT_NMS_IOU
-from runtime.limits import check_box
-from runtime.tracking import DEFAULT_DETECT_EVERY
+from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.runtime.detection import DEFAULT_MAX_PEOPLE, DEFAULT_NMS_IOU
+from lbdeploy.runtime.limits import check_box
+from lbdeploy.runtime.tracking import DEFAULT_DETECT_EVERY
 
 BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
 
@@ -70,9 +70,9 @@ def _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, n
 def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every, smooth, max_fps, max_frames,
                   progress):
     """Video or camera: one JSON line per frame, an annotated video, a summary line on stderr."""
-    from runtime.stream import run_stream
-    from runtime.tracking import PoseTracker
-    from runtime.video import open_camera, open_video
+    from lbdeploy.runtime.stream import run_stream
+    from lbdeploy.runtime.tracking import PoseTracker
+    from lbdeploy.runtime.video import open_camera, open_video
 
     if len(inputs) > 1:
         raise InputError("give one video at a time (or --camera N), not several inputs")
@@ -148,15 +148,15 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
       lbdeploy infer cpd-out/ photo.jpg --draw saliency.png --json saliency.json
     """
     from lbdeploy.transforms import load_image
-    from runtime.loading import model_task
-    from runtime.predictor import Predictor
-    from runtime.results import draw_pose, pose_to_json
-    from runtime.video import is_video
+    from lbdeploy.runtime.loading import model_task
+    from lbdeploy.runtime.predictor import Predictor
+    from lbdeploy.runtime.results import draw_pose, pose_to_json
+    from lbdeploy.runtime.video import is_video
 
     if (camera is None) == (not images):
         raise InputError("give IMAGES or a video file, or --camera N (not both)")
     if model_task(artifact) == "saliency":
-        from commands.saliency import infer_saliency
+        from lbdeploy.commands.saliency import infer_saliency
 
         pose_options = [name for name, given in (("--box", boxes), ("--flip", flip), ("--camera", camera is not None))
                         if given]
@@ -240,10 +240,10 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
       curl --data-binary @person.jpg 'http://127.0.0.1:8080/v1/pose?flip=true'
       curl --data-binary @photo.jpg -o map.png 'http://127.0.0.1:8080/v1/saliency'
     """
-    from runtime.loading import model_task
-    from runtime.predictor import Predictor, PredictorFactory
-    from runtime.saliency import SaliencyPredictor, SaliencyPredictorFactory
-    from runtime.server import ServerSettings
+    from lbdeploy.runtime.loading import model_task
+    from lbdeploy.runtime.predictor import Predictor, PredictorFactory
+    from lbdeploy.runtime.saliency import SaliencyPredictor, SaliencyPredictorFactory
+    from lbdeploy.runtime.server import ServerSettings
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
@@ -255,12 +255,12 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
         kwargs = {"backend": backend, "threads": threads, "max_pixels": max_pixels}
     predictor = predictor_class(artifact, **kwargs)  # fails before binding
     if engine == "ray":
-        from runtime.ray_serve import serve_with_ray
+        from lbdeploy.runtime.ray_serve import serve_with_ray
 
         factory = factory_class(Path(artifact).resolve(), **kwargs)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
-        from runtime.server import serve as serve_uvicorn
+        from lbdeploy.runtime.server import serve as serve_uvicorn
 
         click.echo(f"Serving {artifact} on http://{host}:{port} (docs at /docs)", err=True)
         serve_uvicorn(lambda: predictor, host, port, settings)

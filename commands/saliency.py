@@ -39,8 +39,8 @@ def infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixe
         ConfigError: pose-only options were given.
     """
     from lbdeploy.transforms import load_image
-    from runtime.saliency import SaliencyPredictor
-    from runtime.saliency_results import draw_saliency, saliency_map_image, saliency_to_json
+    from lbdeploy.runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.saliency_results import draw_saliency, saliency_map_image, saliency_to_json
 
     if pose_options:
         raise ConfigError(f"{' and '.join(pose_options)} {'is a pose option' if len(pose_options) == 1 else 'are pose options'}; "

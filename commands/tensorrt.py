@@ -32,7 +32,7 @@ def build_engine_cmd(artifact: Path, fp16: bool, workspace_mb: int, min_batch: i
       lbdeploy build-engine out/ --fp16
       lbdeploy build-engine out/ --min-batch 1 --opt-batch 4 --max-batch 8
     """
-    from exporters.tensorrt_engine import build_engine
+    from lbdeploy.exporters.tensorrt_engine import build_engine
 
     engine = build_engine(artifact, fp16=fp16, workspace_mb=workspace_mb, min_batch=min_batch,
                           opt_batch=opt_batch, max_batch=max_batch)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import click
 
-from commands.models import parse_size
+from lbdeploy.commands.models import parse_size
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
-from runtime.backends.base import RUNTIME_CHOICES
-from workflows.compare import eval_columns, parse_backends
+from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.workflows.compare import eval_columns, parse_backends
 
 DATA_HELP = ("Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (pose); saliency:PATH[,VAL_PATH] or "
              "synthetic-saliency[:TRAIN,VAL] (saliency).")
@@ -119,8 +119,8 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     from lbdeploy.evaluation.pck import format_reports
     from lbdeploy.evaluation.saliency import format_saliency_reports
     from lbdeploy.evaluation.saliency_eval import evaluate_saliency
-    from runtime.predictor import Predictor
-    from runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.predictor import Predictor
+    from lbdeploy.runtime.saliency import SaliencyPredictor
 
     dataset = open_dataset(data, split, seed)
     if len(dataset) == 0:

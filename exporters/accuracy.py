@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from exporters.parity import torch_outputs
+from lbdeploy.exporters.parity import torch_outputs
 
 MIN_AGREEMENT = 0.97
 JOINT_TOLERANCE_PX = 1

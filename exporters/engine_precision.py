@@ -140,7 +140,7 @@ def ort_float32_runner(artifact_dir, manifest: dict) -> Callable[[np.ndarray], d
         BackendUnavailable: onnxruntime is not installed. KernelLibraryError: the library cannot be built.
     """
     from lbdeploy.kernels.build import build_ort_library
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.runtime.backends.ort import OrtBackend
 
     custom_ops = manifest.get("custom_ops") or []
     library = build_ort_library() if custom_ops else None

@@ -13,7 +13,7 @@ import platform
 from pathlib import Path
 from typing import Callable
 
-from exporters.atomic import atomic_folder
+from lbdeploy.exporters.atomic import atomic_folder
 from lbdeploy import __version__
 from lbdeploy.artifact import MODEL_FILE, io_manifest, list_files, write_manifest
 from lbdeploy.backends import get_backend
@@ -56,7 +56,7 @@ def _io_manifest(ckpt, names: list[str], task: str) -> dict:
 
 def _ort_runner(work: Path, manifest: dict):
     """Run the exported model.onnx in ONNX Runtime here, with this machine's kernel library for custom ops."""
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.runtime.backends.ort import OrtBackend
 
     library = None
     if manifest["custom_ops"]:
@@ -90,8 +90,8 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         ConfigError / ExportError / ParityError / AccuracyError / CalibrationError / CheckpointError /
             KernelLibraryError: nothing is written then.
     """
-    from exporters.onnx import export_onnx
-    from exporters.parity import check_parity
+    from lbdeploy.exporters.onnx import export_onnx
+    from lbdeploy.exporters.parity import check_parity
     from lbdeploy.checkpoint import load_model
 
     if opset not in OPSETS:
@@ -106,7 +106,7 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
     step = get_backend(backend).load_exporter()(export_target, export_target.settings(backend), custom)
     step.check()
     if quantize:
-        from exporters.quantize import Int8Export
+        from lbdeploy.exporters.quantize import Int8Export
 
         int8 = Int8Export.prepare(quantize, backend, calibration, ckpt, input_size, progress)
     with atomic_folder(Path(out_dir), force) as work:

@@ -123,7 +123,7 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
     """
     import torch
 
-    from exporters.folding import prepare_for_export
+    from lbdeploy.exporters.folding import prepare_for_export
 
     wrapped = prepare_for_export(model, ops)
     example = torch.zeros(2, 3, *input_size)

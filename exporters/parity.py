@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.errors import ParityError
-from runtime.saliency import sigmoid
+from lbdeploy.runtime.saliency import sigmoid
 
 RTOL = 1e-4
 NOISE_FACTOR = 10.0

@@ -125,7 +125,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, images: np.ndarray, method: st
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    from exporters.calibration import image_batches
+    from lbdeploy.exporters.calibration import image_batches
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -145,7 +145,7 @@ def quantize_qdq(fp32_path: Path, out_path: Path, images: np.ndarray, method: st
 
 def ternary_ops(wrapped) -> dict:
     """Initializer name of each TernaryConvOp's float weight (as exported with ops="standard") -> the module."""
-    from exporters.folding import TernaryConvOp
+    from lbdeploy.exporters.folding import TernaryConvOp
 
     return {f"{name}{DENSE_WEIGHT_SUFFIX}": module for name, module in wrapped.named_modules()
             if isinstance(module, TernaryConvOp)}
@@ -271,8 +271,8 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     """
     import onnx
 
-    from exporters.folding import prepare_for_export
-    from exporters.onnx import export_onnx
+    from lbdeploy.exporters.folding import prepare_for_export
+    from lbdeploy.exporters.onnx import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="lbdeploy-int8-") as tmp:
         work = Path(tmp)
@@ -305,7 +305,7 @@ def _custom_ops(custom: bool) -> list[dict]:
 
 @dataclass
 class Int8Export:
-    """The int8 part of `exporters.export.export_model`: calibration images, the int8 graph, the
+    """The int8 part of `lbdeploy.exporters.export.export_model`: calibration images, the int8 graph, the
     manifest sections and the accuracy gate on the held-out images.
 
     Build it with `Int8Export.prepare(...)` before anything is written (bad calibration data fails
@@ -324,7 +324,7 @@ class Int8Export:
             ConfigError: an unknown precision or a backend without int8 graphs;
             CalibrationError: unusable calibration data.
         """
-        from exporters.calibration import CalibrationOptions, load_calibration
+        from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
 
         if precision not in PRECISIONS:
             raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -356,7 +356,7 @@ class Int8Export:
 
     def gate(self, model, run, names: list[str], task: str, backend: str):
         """The int8 accuracy gate (exporters.accuracy) on the held-out images."""
-        from exporters.accuracy import check_accuracy
+        from lbdeploy.exporters.accuracy import check_accuracy
 
         return check_accuracy(model, run, names, task, self.images.held_out, backend)
 

@@ -18,10 +18,10 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from exporters.onnx import check_ternary_initializers
+from lbdeploy.exporters.onnx import check_ternary_initializers
 from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
 from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
-from runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
+from lbdeploy.runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
 
 TIMING_CACHE = "timing.cache"
 ENGINE_INFO = "engine.json"
@@ -117,8 +117,8 @@ def _checked_precision(artifact_dir: Path, manifest: dict, section: dict, engine
     The candidate is written next to the engine and removed afterwards, so a refused engine never
     replaces the one already there. Returns the report for engine.json; raises ParityError when refused.
     """
-    from exporters.engine_precision import check_engine_precision, ort_float32_runner
-    from runtime.backends.tensorrt import TensorRTBackend
+    from lbdeploy.exporters.engine_precision import check_engine_precision, ort_float32_runner
+    from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
 
     candidate = f"{section['engine']}.candidate"
     (artifact_dir / candidate).write_bytes(engine)

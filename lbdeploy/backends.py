@@ -74,15 +74,15 @@ def _load(dotted: str, what: str, extra: str):
 
 BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
     BackendSpec("torch", "PyTorch eager on a model.pt (the reference)", "torch",
-                "runtime.backends.torch_backend:TorchBackend"),
+                "lbdeploy.runtime.backends.torch_backend:TorchBackend"),
     BackendSpec("ort", "ONNX Runtime with our TernaryConv kernel library", "ort",
-                "runtime.backends.ort:OrtBackend", "exporters.backends.ort:OrtExport", exports_here=True,
+                "lbdeploy.runtime.backends.ort:OrtBackend", "lbdeploy.exporters.backends.ort:OrtExport", exports_here=True,
                 precisions=("int8",)),
     BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDIA GPU)", "tvm",
-                "runtime.backends.tvm:TVMBackend", "exporters.backends.tvm:TVMExport", exports_here=True,
+                "lbdeploy.runtime.backends.tvm:TVMBackend", "lbdeploy.exporters.backends.tvm:TVMExport", exports_here=True,
                 precisions=("int8",)),
     BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin, built on the Jetson", "tensorrt",
-                "runtime.backends.tensorrt:TensorRTBackend", "exporters.backends.tensorrt:TensorRTExport"),
+                "lbdeploy.runtime.backends.tensorrt:TensorRTBackend", "lbdeploy.exporters.backends.tensorrt:TensorRTExport"),
 )}
 EXPORT_BACKENDS = [name for name, spec in BACKENDS.items() if spec.exporter]
 

@@ -1,6 +1,6 @@
 """People first: person detectors that turn an image into the boxes the pose model crops.
 
-    from runtime.detection import create_detector
+    from lbdeploy.runtime.detection import create_detector
     detector = create_detector("hog")                  # or "person_det.onnx", or "none" -> None
     boxes, scores = detector.detect(rgb_image)         # [N, 4] (x, y, w, h), [N]
 
@@ -183,7 +183,7 @@ class OnnxDetector(Detector):
         super().__init__(**params)
         import onnxruntime as ort
 
-        from runtime.backends.ort import session_options
+        from lbdeploy.runtime.backends.ort import session_options
 
         self.path = Path(path)
         if not self.path.is_file():

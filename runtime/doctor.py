@@ -81,7 +81,7 @@ def _kernel_library(context: Context) -> Check:
     if context.root is None or not library:
         return Check("ORT kernel library", True, "not needed" if context.root else "checked per artifact")
     try:
-        from runtime.backends.ort import check_kernel_library, session_options
+        from lbdeploy.runtime.backends.ort import check_kernel_library, session_options
 
         path = contained_path(context.root, library, "kernel library")
         check_kernel_library(path)

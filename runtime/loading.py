@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from lbdeploy.artifact import MANIFEST_NAME, is_artifact_folder, open_artifact
 from lbdeploy.errors import ArtifactError
-from runtime.backends import create_backend
+from lbdeploy.runtime.backends import create_backend
 
 
 class LoadedModel(NamedTuple):

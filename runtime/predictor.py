@@ -1,6 +1,6 @@
 """The Predictor: image in, keypoints out, on any backend.
 
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
     predictor = Predictor("out/")                     # an exported artifact folder (or a model.pt)
     result = predictor.predict("person.jpg", boxes=[(x, y, w, h)], flip=True)
     result.keypoints  # [N, J, 2] (x, y) in original-image pixels; result.scores  # [N, J]
@@ -26,8 +26,8 @@ from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale
                                   invert_affine)
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
-from runtime.detection import create_detector
-from runtime.loading import PredictorRecipe, load_model_source
+from lbdeploy.runtime.detection import create_detector
+from lbdeploy.runtime.loading import PredictorRecipe, load_model_source
 
 
 @dataclass

@@ -22,7 +22,7 @@ import threading
 from typing import Callable
 
 from lbdeploy.errors import BackendUnavailable
-from runtime.server import ServerSettings, create_app
+from lbdeploy.runtime.server import ServerSettings, create_app
 
 APP_NAME = "lbdeploy-pose"
 # Seconds a replica may spend finishing its requests at shutdown beyond the request timeout.

@@ -1,6 +1,6 @@
 """The saliency predictor: image in, saliency map (probabilities at the image's size) out, on any backend.
 
-    from runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.saliency import SaliencyPredictor
     predictor = SaliencyPredictor("out/")            # a saliency artifact folder (or a CPD model.pt)
     result = predictor.predict("photo.jpg")
     result.probabilities  # [H, W] float32 in [0, 1], the image's own size
@@ -22,7 +22,7 @@ from lbdeploy.artifact import final_output
 from lbdeploy.data.saliency import resize_image, resize_probabilities
 from lbdeploy.errors import ConfigError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, load_image, normalize
-from runtime.loading import PredictorRecipe, load_model_source
+from lbdeploy.runtime.loading import PredictorRecipe, load_model_source
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:

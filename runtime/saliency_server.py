@@ -17,10 +17,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from lbdeploy.errors import InputError
-from runtime.admission import predict_whole_image
-from runtime.limits import check_work
-from runtime.saliency_results import saliency_png, saliency_to_json
-from runtime.schemas import image_request_body
+from lbdeploy.runtime.admission import predict_whole_image
+from lbdeploy.runtime.limits import check_work
+from lbdeploy.runtime.saliency_results import saliency_png, saliency_to_json
+from lbdeploy.runtime.schemas import image_request_body
 
 SALIENCY_ENDPOINT = "/v1/saliency"
 FORMATS = ("png", "json")

@@ -46,12 +46,12 @@ from lbdeploy import __version__
 from lbdeploy.artifact import summarize
 from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
-from runtime.admission import Admission, predict_in_batches
-from runtime.limits import RequestLimits, check_work, parse_boxes_json
-from runtime.metrics import CONTENT_TYPE, ServerMetrics
-from runtime.results import pose_to_json
-from runtime.saliency_server import SALIENCY_ENDPOINT, add_saliency_routes, require_task
-from runtime.schemas import BatchPoses, ImagePoses, image_request_body
+from lbdeploy.runtime.admission import Admission, predict_in_batches
+from lbdeploy.runtime.limits import RequestLimits, check_work, parse_boxes_json
+from lbdeploy.runtime.metrics import CONTENT_TYPE, ServerMetrics
+from lbdeploy.runtime.results import pose_to_json
+from lbdeploy.runtime.saliency_server import SALIENCY_ENDPOINT, add_saliency_routes, require_task
+from lbdeploy.runtime.schemas import BatchPoses, ImagePoses, image_request_body
 
 DEFAULT_MAX_BODY_MB = 16.0
 _ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", SALIENCY_ENDPOINT, "/v1/model", "/healthz", "/metrics",

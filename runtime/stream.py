@@ -1,6 +1,6 @@
 """The frame loop of `lbdeploy infer` on a video or a camera: track, write JSON lines, draw, report.
 
-    from runtime.stream import run_stream
+    from lbdeploy.runtime.stream import run_stream
     stats = run_stream(source, tracker, json_lines=open("poses.jsonl", "w"), draw_path="out.mp4")
 
 Each processed frame gives one JSON line: the per-image JSON of runtime.results.pose_to_json
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.results import draw_pose, pose_to_json
+from lbdeploy.runtime.results import draw_pose, pose_to_json
 
 
 @dataclass
@@ -59,7 +59,7 @@ def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int
     """
     from tqdm import tqdm
 
-    from runtime.video import VideoWriter
+    from lbdeploy.runtime.video import VideoWriter
 
     predictor = tracker.predictor
     writer = None

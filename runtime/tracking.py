@@ -1,6 +1,6 @@
 """Pose tracking across video frames: detect now and then, crop from the last keypoints in between.
 
-    from runtime.tracking import PoseTracker
+    from lbdeploy.runtime.tracking import PoseTracker
     tracker = PoseTracker(predictor, detect_every=10, smoothing=True)
     for time_s, frame in frames:
         result = tracker.update(frame, time_s)    # a PoseResult with result.track_ids
@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runtime.detection import box_iou
+from lbdeploy.runtime.detection import box_iou
 
 DEFAULT_DETECT_EVERY = 10
 DEFAULT_MATCH_IOU = 0.3

@@ -1,6 +1,6 @@
 """Video files and cameras in, annotated video out, through OpenCV (opencv-python-headless < 5).
 
-    from runtime.video import open_video, open_camera, VideoWriter
+    from lbdeploy.runtime.video import open_video, open_camera, VideoWriter
     with open_video("clip.mp4") as source:          # or open_camera(0) for /dev/video0 (V4L2)
         for frame in source:                          # Frame(index, time_s, image HxWx3 RGB uint8)
             ...

@@ -16,10 +16,10 @@ if command -v lbdeploy >/dev/null 2>&1; then
   python=("$(dirname "$(command -v lbdeploy)")/python")
   [ -x "${python[0]}" ] || python=(python3)
 elif [ -x .venv/bin/python ]; then
-  lbdeploy=(.venv/bin/python -m cli)
+  lbdeploy=(.venv/bin/python -m lbdeploy.cli)
   python=(.venv/bin/python)
 else
-  lbdeploy=(python3 -m cli)
+  lbdeploy=(python3 -m lbdeploy.cli)
   python=(python3)
 fi
 if [ -f "$out/model/manifest.json" ]; then
@@ -30,7 +30,7 @@ mkdir -p "$out"
 "${lbdeploy[@]}" infer "$out/model" lbdeploy/data/sample.jpg --detector none --draw "$out/pose.png" --json "$out/pose.json"
 # People first and tracking: generated people off-centre, several per image, found by the synthetic
 # scenes' ONNX test detector (docs/runtime.md), then a short clip with tracked ids.
-"${python[@]}" -m runtime.testing.scene_files "$out/scenes"
+"${python[@]}" -m lbdeploy.runtime.testing.scene_files "$out/scenes"
 "${lbdeploy[@]}" infer "$out/model" "$out/scenes/scene.png" --detector "$out/scenes/scene_det.onnx" \
   --draw "$out/scene-pose.png" --json "$out/scene-pose.json"
 "${lbdeploy[@]}" infer "$out/model" "$out/scenes/clip.mp4" --detector "$out/scenes/scene_det.onnx" \

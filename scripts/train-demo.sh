@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 run="${1:-runs/demo}"
 python=python3
 [ -x .venv/bin/python ] && python=.venv/bin/python
-"$python" -m cli train --arch lbrn-s --data synthetic:2000,200 --stacks 1 --modules 1 --feats 64 \
+"$python" -m lbdeploy.cli train --arch lbrn-s --data synthetic:2000,200 --stacks 1 --modules 1 --feats 64 \
   --input-size 128x128 --sigma 1 --epochs 20 --batch-size 16 --lr 1e-3 --lr-drops 16 \
   --workers 1 --threads 1 --seed 0 -o "$run"
 cp "$run/best.pt" lbdeploy/data/demo.pt
@@ -26,4 +26,4 @@ from lbdeploy.data.synthetic import SyntheticPoses, person_image
 Image.fromarray(person_image(SyntheticPoses("val", size=200, seed=0), 0, 256)).save(
     "lbdeploy/data/sample.jpg", quality=92)
 PY
-"$python" -m cli eval lbdeploy/data/demo.pt --data synthetic:2000,200
+"$python" -m lbdeploy.cli eval lbdeploy/data/demo.pt --data synthetic:2000,200

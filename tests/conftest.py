@@ -10,7 +10,7 @@ def arm_python():
     Skips with the reason when the lane cannot be built here; fails instead under
     LBDEPLOY_REQUIRE_ARM=1 (CI), so a broken lane is never silently skipped there.
     """
-    from runtime.testing.arm_lane import arm_lane_required, probe_arm_lane
+    from lbdeploy.runtime.testing.arm_lane import arm_lane_required, probe_arm_lane
 
     lane = probe_arm_lane()
     if lane.python is None:
@@ -40,7 +40,7 @@ def demo_artifact(tmp_path_factory):
     pytest.importorskip("torch", reason="exporting the demo model needs torch (pip install lbdeploy[torch])")
     from pathlib import Path
 
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo") / "artifact"
     export_model(Path(__file__).resolve().parents[1] / "lbdeploy" / "data" / "demo.pt", folder, target="onnx",
@@ -52,7 +52,7 @@ def demo_artifact(tmp_path_factory):
 def scene_detector(tmp_path_factory):
     """The ONNX test detector of the synthetic scenes (runtime.testing.scene_detector)."""
     pytest.importorskip("onnx", reason="building the scene detector needs onnx")
-    from runtime.testing.scene_detector import write_scene_detector
+    from lbdeploy.runtime.testing.scene_detector import write_scene_detector
 
     return write_scene_detector(tmp_path_factory.mktemp("detector") / "scene_det.onnx")
 

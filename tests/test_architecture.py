@@ -10,12 +10,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from exporters.backends import ExportStep
+from lbdeploy.cli import main
+from lbdeploy.exporters.backends import ExportStep
 from lbdeploy.backends import BACKENDS, EXPORT_BACKENDS
 from lbdeploy.errors import ConfigError
 from lbdeploy.targets import ALIASES, TARGETS, get_target, resolve, target_names, target_table_markdown
-from runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,25 @@ def test_layers_only_import_downward():
     result = subprocess.run([lint, "--no-cache", "--no-logo"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 kept, 0 broken" in result.stdout
+
+
+LAYER_FOLDERS = ("runtime", "exporters", "workflows", "commands", "cli")
+
+
+def test_every_import_uses_the_lbdeploy_namespace():
+    """The layer folders are importable as bare names from a checkout (the repository root is on
+    sys.path), but installed they exist only as lbdeploy.*: a bare `from runtime...` would work
+    here and break in the wheel, and would load a module twice under two names."""
+    import re
+
+    bare = re.compile(rf"^\s*(from|import)\s+({'|'.join(LAYER_FOLDERS)})(\.|\s|$)", re.M)
+    offenders = []
+    for folder in ("lbdeploy", "tests", "bench", "scripts", *LAYER_FOLDERS[:-1]):
+        for path in (REPO / folder).rglob("*.py"):
+            if bare.search(path.read_text()):
+                offenders.append(str(path.relative_to(REPO)))
+    assert (REPO / "lbdeploy" / "runtime").is_symlink() and (REPO / "lbdeploy" / "cli.py").is_symlink()
+    assert not offenders, offenders
 
 
 def test_targets_command_lists_every_target_value():

@@ -20,7 +20,7 @@ import pytest
 from lbdeploy.errors import KernelLibraryError
 from lbdeploy.ops.ternary_conv import DOMAIN, KERNEL_TOLERANCE, OP_VERSION
 from lbdeploy.ops.vectors import load
-from runtime.testing.arm_lane import (
+from lbdeploy.runtime.testing.arm_lane import (
     LANE_SCRIPT,
     REPO_ROOT,
     UNAVAILABLE_EXIT_CODE,
@@ -41,8 +41,8 @@ VECTORS = sorted((REPO_ROOT / "tests" / "vectors").glob("*.npz"))
 OPSET = 18
 # Modules a board imports to run an artifact: they must import with numpy + onnxruntime and no torch.
 BOARD_MODULES = (
-    "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "lbdeploy.kernels.elf", "runtime.testing.arm_lane",
-    "lbdeploy.artifact", "runtime.backends", "runtime.backends.ort", "lbdeploy.transforms", "runtime.predictor",
+    "lbdeploy.ops.ternary_conv", "lbdeploy.ops.vectors", "lbdeploy.kernels.elf", "lbdeploy.runtime.testing.arm_lane",
+    "lbdeploy.artifact", "lbdeploy.runtime.backends", "lbdeploy.runtime.backends.ort", "lbdeploy.transforms", "lbdeploy.runtime.predictor",
 )
 
 
@@ -274,7 +274,7 @@ def _ternary_artifact(folder: Path, library: Path) -> tuple[Path, dict]:
 
 def test_standard_op_artifact_runs_on_arm_like_on_x86(arm_python, tmp_path):
     from lbdeploy.artifact import open_artifact
-    from runtime.backends import create_backend
+    from lbdeploy.runtime.backends import create_backend
 
     artifact = write_artifact(tmp_path / "artifact", pool_model(), pool_manifest())
     x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
@@ -306,7 +306,7 @@ SAMPLE_IMAGE = REPO_ROOT / "lbdeploy" / "data" / "sample.jpg"
 def demo_artifacts(tmp_path_factory):
     """The bundled demo LBRN-S exported twice with TernaryConv: for arm64 and for this x86 machine."""
     pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo")
     return {target: export_model(DEMO_MODEL, folder / target, target=target) and folder / target
@@ -315,7 +315,7 @@ def demo_artifacts(tmp_path_factory):
 
 def test_whole_lbrn_s_runs_on_arm_like_on_x86(arm_python, demo_artifacts, tmp_path):
     from lbdeploy.artifact import open_artifact
-    from runtime.backends import create_backend
+    from lbdeploy.runtime.backends import create_backend
 
     arm = demo_artifacts["arm64"]
     manifest = json.loads((arm / "manifest.json").read_text())
@@ -330,7 +330,7 @@ def test_whole_lbrn_s_runs_on_arm_like_on_x86(arm_python, demo_artifacts, tmp_pa
 
 
 def test_predictor_on_arm_returns_the_x86_keypoints(arm_python, demo_artifacts):
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
 
     expected = Predictor(demo_artifacts["x86"]).predict(str(SAMPLE_IMAGE))
     on_arm = predict_emulated(demo_artifacts["arm64"], SAMPLE_IMAGE)
@@ -343,7 +343,7 @@ def test_predictor_on_arm_returns_the_x86_keypoints(arm_python, demo_artifacts):
 def demo_int8_artifacts(tmp_path_factory):
     """The demo LBRN-S quantized to int8 (QTernaryConv) for arm64 and for this x86 machine."""
     pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo-int8")
     return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8") and folder / target
@@ -353,7 +353,7 @@ def demo_int8_artifacts(tmp_path_factory):
 def test_int8_predictor_on_arm_finds_the_x86_keypoints(arm_python, demo_int8_artifacts):
     """The int8 artifact on an aarch64 board (NEON QTernaryConv) gives the x86 int8 keypoints: the integer
     sums are exact, so only a requantization tie (one LSB) may differ between the instruction sets."""
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
 
     arm = demo_int8_artifacts["arm64"]
     manifest = json.loads((arm / "manifest.json").read_text())

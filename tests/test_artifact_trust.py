@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
+from lbdeploy.cli import main
 from lbdeploy.artifact import file_sha256
 from runtime_artifacts import dot_image, pool_manifest, pool_model, write_artifact
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lbdeploy.data.scenes import make_clip
-from runtime.predictor import PoseResult
+from lbdeploy.runtime.predictor import PoseResult
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cli import main
+from lbdeploy.cli import main
 from lbdeploy import __version__
 
 
@@ -90,7 +90,7 @@ def test_user_errors_are_one_line_exit_2(runner, tmp_path, monkeypatch, args, ne
 def test_console_entry_point_reports_corrupt_file(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x80\x02garbage")
-    proc = subprocess.run([sys.executable, "-m", "cli", "inspect", str(bad)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "lbdeploy.cli", "inspect", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error:") and "Traceback" not in proc.stderr
 
@@ -112,7 +112,7 @@ def test_eval_prints_its_duration_first_and_plots(runner, tmp_path):
 
 
 def test_duration_notice_suggests_a_limit_only_when_long():
-    from commands.train import duration_notice
+    from lbdeploy.commands.train import duration_notice
 
     short = duration_notice(40, {"torch": 0.5, "ort": 0.25})
     assert short == "Evaluating 40 people: about 30 s (torch 0.50 s, ort 0.25 s per person)."

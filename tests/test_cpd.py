@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cli import main
+from lbdeploy.cli import main
 from lbdeploy.analysis import analyze, cpd_block_figures
 from lbdeploy.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lbdeploy.data import open_dataset
@@ -347,7 +347,7 @@ def test_demo_model_is_small_and_scores_as_documented():
     demo = Path(lbdeploy.__file__).parent / "data" / "cpd_demo.pt"
     assert demo.stat().st_size < 5 * 2 ** 20
     from lbdeploy.evaluation.saliency_eval import evaluate_saliency
-    from runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.saliency import SaliencyPredictor
 
     predictor = SaliencyPredictor(demo)  # the model.pt on torch
     report = evaluate_saliency(SyntheticSaliency("val", size=200), predictor.predict_batch, predictor.input_size,
@@ -372,7 +372,7 @@ def _with_trained_statistics(model):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_folded_model_matches_eager(backbone):
-    from exporters.folding import prepare_for_export
+    from lbdeploy.exporters.folding import prepare_for_export
 
     model = _with_trained_statistics(build_model("cpd-lb", backbone=backbone, **TINY))
     x = torch.randn(2, 3, 64, 64)
@@ -386,8 +386,8 @@ def test_export_onnx_has_ternary_nodes_and_ort_matches_pytorch(tmp_path, library
     import onnx
     import onnxruntime as ort
 
-    from exporters.onnx import export_onnx
-    from runtime.backends.ort import session_options
+    from lbdeploy.exporters.onnx import export_onnx
+    from lbdeploy.runtime.backends.ort import session_options
 
     model = _with_trained_statistics(build_model("cpd-lb", backbone=backbone, **TINY))
     names = export_onnx(model, tmp_path / "m.onnx", (64, 64), "saliency")

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from lbdeploy.cli import main
 from lbdeploy.density_advice import PAPER_TABLE2, RESULTS_FILE, density_advice, format_advice, load_results
 
 RESULTS = {

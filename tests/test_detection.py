@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from lbdeploy.data.scenes import BACKGROUND, make_scene
 from lbdeploy.errors import ConfigError
-from runtime.detection import HogDetector, OnnxDetector, box_iou, create_detector, select_people
+from lbdeploy.runtime.detection import HogDetector, OnnxDetector, box_iou, create_detector, select_people
 from runtime_artifacts import dot_image, pool_manifest, pool_model, write_artifact
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
@@ -18,8 +18,8 @@ onnx = pytest.importorskip("onnx", reason="building test detectors needs onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from runtime.predictor import Predictor  # noqa: E402
-from runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.results import pose_to_json  # noqa: E402
 
 # A joint is right when it is within this fraction of the person's larger box side of the truth.
 PCK_FRACTION = 0.2
@@ -151,7 +151,7 @@ def test_wrong_detectors_are_refused_with_one_line(tmp_path, scene_detector):
 def test_infer_with_a_wrong_detector_exits_2(tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
+    from lbdeploy.cli import main
 
     artifact = write_artifact(tmp_path / "a", pool_model(), pool_manifest())
     image = tmp_path / "img.png"
@@ -217,7 +217,7 @@ def test_predictor_reports_boxes_and_nobody(predictors):
 def test_infer_finds_every_person_and_draws_them(demo_artifact, scene_detector, tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
+    from lbdeploy.cli import main
 
     scene = make_scene(5, people=3)
     image, out_json, out_png = tmp_path / "scene.png", tmp_path / "pose.json", tmp_path / "pose.png"

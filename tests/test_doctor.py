@@ -4,8 +4,8 @@ import shutil
 
 from click.testing import CliRunner
 
-from cli import main
-from runtime.doctor import diagnose
+from lbdeploy.cli import main
+from lbdeploy.runtime.doctor import diagnose
 from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
 

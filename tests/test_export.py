@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from cli import main
-from exporters import parity
-from exporters.export import export_model
-from exporters.onnx import check_onnx
+from lbdeploy.cli import main
+from lbdeploy.exporters import parity
+from lbdeploy.exporters.export import export_model
+from lbdeploy.exporters.onnx import check_onnx
 from lbdeploy.artifact import file_sha256
 from lbdeploy.checkpoint import save_checkpoint
 from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, ParityError, TernaryWeightError
@@ -111,7 +111,7 @@ def test_standard_ops_need_no_kernel_library(tmp_path):
 
 
 def test_plain_onnx_runtime_gets_our_error(one_stack_artifact):
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.runtime.backends.ort import OrtBackend
 
     with pytest.raises(KernelLibraryError, match="ai.lbdeploy::TernaryConv"):
         OrtBackend(one_stack_artifact, {"custom_ops": []})
@@ -205,8 +205,8 @@ def test_saliency_parity_is_per_pixel():
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None, reason="aarch64 cross compiler not installed")
 def test_arm64_saliency_artifact_runs_in_the_emulated_lane_like_on_x86(tmp_path, arm_python):
     from lbdeploy.artifact import open_artifact
-    from runtime.backends import create_backend
-    from runtime.testing.arm_lane import run_artifact_emulated
+    from lbdeploy.runtime.backends import create_backend
+    from lbdeploy.runtime.testing.arm_lane import run_artifact_emulated
 
     ckpt = _checkpoint(tmp_path, "cpd-lb")
     arm = export_model(ckpt, tmp_path / "arm", target="arm64")
@@ -226,7 +226,7 @@ def test_arm64_artifact_carries_aarch64_library(tmp_path):
     assert manifest["kernel_library"]["arch"] == "aarch64"
     assert elf_arch(tmp_path / "out" / "kernels" / "libternary_ort.so") == "aarch64"
     assert manifest["parity"]["passed"] and manifest["parity"]["backend"] == "ort (this machine)"
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.runtime.backends.ort import OrtBackend
 
     with pytest.raises(KernelLibraryError, match="built for aarch64"):
         OrtBackend(tmp_path / "out", manifest)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporters.atomic import remove_stale_temporaries
+from lbdeploy.exporters.atomic import remove_stale_temporaries
 from lbdeploy.checkpoint import save_checkpoint
 from lbdeploy.models import build_model
 

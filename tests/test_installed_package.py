@@ -23,30 +23,46 @@ DEMO = REPO / "lbdeploy" / "data" / "demo.pt"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory, package_source) -> tuple[Path, dict]:
-    """(bin/ of a venv with lbdeploy installed from a wheel, the environment to run it in)."""
+def installed(tmp_path_factory, package_source) -> tuple[Path, dict, Path]:
+    """(bin/ of a venv with lbdeploy installed from a wheel, the environment to run it in, its site dir)."""
     root = tmp_path_factory.mktemp("installed")
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     purelib = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   check=True, capture_output=True, text=True).stdout.strip())
     (purelib / "dev-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    wheels = root / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "-w", str(wheels), str(package_source)], check=True, timeout=600, cwd=root)
+    wheel = next(wheels.glob("lbdeploy-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                    "--target", str(purelib), "--no-build-isolation", str(package_source)], check=True, timeout=600,
-                   cwd=root)
+                    "--target", str(purelib), str(wheel)], check=True, timeout=600, cwd=root)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["LBDEPLOY_CACHE"] = str(root / "cache")
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lbdeploy, cli; print(lbdeploy.__file__)"],
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lbdeploy, lbdeploy.cli; print(lbdeploy.__file__)"],
                            check=True, capture_output=True, text=True, env=env, cwd=root).stdout.strip()
     assert where.startswith(str(purelib)), where
-    return venv / "bin", env
+    return venv / "bin", env, purelib
+
+
+def test_wheel_installs_one_top_level_name(installed):
+    """Installed, everything lives under `lbdeploy.*`: no generic `runtime` or `cli` beside it."""
+    _, _, purelib = installed
+    (dist_info,) = purelib.glob("lbdeploy-*.dist-info")
+    assert (dist_info / "top_level.txt").read_text().split() == ["lbdeploy"]
+    installed_names = {p.name for p in purelib.iterdir()} - {dist_info.name, "dev-deps.pth", "bin", "__pycache__"}
+    assert installed_names == {"lbdeploy"}
+    for sub in ("runtime", "exporters", "workflows", "commands"):
+        assert (purelib / "lbdeploy" / sub / "__init__.py").is_file()
+        assert not (purelib / "lbdeploy" / sub).is_symlink()
+    assert (purelib / "lbdeploy" / "cli.py").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["x86", "arm64"])
 def test_installed_package_exports(installed, tmp_path, target):
-    bin_dir, env = installed
-    result = subprocess.run([str(bin_dir / "python"), "-m", "cli", "export", str(DEMO), "--target", target, "-o", "out"],
+    bin_dir, env, _ = installed
+    result = subprocess.run([str(bin_dir / "python"), "-m", "lbdeploy.cli", "export", str(DEMO), "--target", target, "-o", "out"],
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
     if target == "arm64" and result.returncode == 2 and "cross" in result.stderr.lower():
         pytest.skip(f"no aarch64 cross compiler here: {result.stderr.strip()}")

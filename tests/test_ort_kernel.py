@@ -63,7 +63,7 @@ def _model(attrs: TernaryConvAttrs, x_shape, initializers: dict, w_input=None) -
 
 
 def _session(model: bytes, library: str) -> "ort.InferenceSession":
-    from runtime.backends.ort import session_options
+    from lbdeploy.runtime.backends.ort import session_options
 
     return ort.InferenceSession(model, session_options(2, library), providers=["CPUExecutionProvider"])
 

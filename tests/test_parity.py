@@ -16,14 +16,14 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from exporters import folding
-from exporters.export import export_model
-from exporters.parity import compare, parity_images, torch_references
+from lbdeploy.exporters import folding
+from lbdeploy.exporters.export import export_model
+from lbdeploy.exporters.parity import compare, parity_images, torch_references
 from lbdeploy.checkpoint import load_model, save_checkpoint
 from lbdeploy.errors import ParityError
 from lbdeploy.models import build_model
 from lbdeploy.transforms import normalize
-from runtime.backends.ort import OrtBackend
+from lbdeploy.runtime.backends.ort import OrtBackend
 
 DEMO = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "demo.pt"
 

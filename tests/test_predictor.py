@@ -17,7 +17,7 @@ from runtime_artifacts import STRIDE, dot_image, pool_manifest, pool_model, writ
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
-from runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,8 +200,8 @@ def test_ort_path_never_imports_torch(pool_artifact):
     script = textwrap.dedent(f"""
         import sys
         import numpy as np
-        import runtime
-        from runtime.predictor import Predictor
+        import lbdeploy.runtime
+        from lbdeploy.runtime.predictor import Predictor
         result = Predictor({str(pool_artifact)!r}).predict(np.zeros((40, 50, 3), np.uint8), flip=True)
         assert result.keypoints.shape == (1, 3, 2)
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tvm", "tensorrt", "onnx"))
@@ -256,7 +256,7 @@ def test_torch_and_ort_predictions_agree(small_lbrn, tmp_path, ops):
     """The same model.pt through the torch backend and through `lbdeploy export` + ONNX Runtime
     (plain Conv graph, or TernaryConv nodes run by our kernel library)."""
     pytest.importorskip("onnx", reason="onnx is needed to export")
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     if ops == "custom":
         _compiler_or_skip()
@@ -280,7 +280,7 @@ def test_infer_command_writes_json_and_overlays(pool_artifact, tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
-    from cli import main
+    from lbdeploy.cli import main
 
     paths = []
     for i, dots in enumerate([{0: (30, 40), 1: (90, 70)}, {2: (60, 50)}]):
@@ -306,7 +306,7 @@ def test_infer_command_single_draw_file_and_stdout(pool_artifact, tmp_path):
     from click.testing import CliRunner
     from PIL import Image
 
-    from cli import main
+    from lbdeploy.cli import main
 
     path = tmp_path / "img.png"
     Image.fromarray(dot_image(64, 64, {0: (20, 20), 1: (40, 40), 2: (30, 30)})).save(path)
@@ -325,7 +325,7 @@ def test_infer_command_errors_are_one_line(pool_artifact, tmp_path, args, messag
     from click.testing import CliRunner
     from PIL import Image
 
-    from cli import main
+    from lbdeploy.cli import main
 
     path = tmp_path / "img.png"
     Image.fromarray(dot_image(16, 16, {})).save(path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from lbdeploy.cli import main
 from lbdeploy.kernels.elf import host_arch
 from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
@@ -50,7 +50,7 @@ def model_pt(tmp_path_factory):
 
 
 def _export(model_pt, out, backend):
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     export_model(model_pt, out, target="x86" if host_arch() == "x86_64" else "arm64", backend=backend)
     return out

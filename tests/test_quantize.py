@@ -29,7 +29,7 @@ def _demo():
 
 @pytest.fixture(scope="module")
 def demo_images():
-    from exporters.calibration import CalibrationOptions, load_calibration
+    from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
 
     return load_calibration(CalibrationOptions(images=8), (128, 128), DEMO_SPEC)
 
@@ -39,7 +39,7 @@ def demo_int8(tmp_path_factory, demo_images):
     """The demo model's int8 graph (quantize_onnx), as an onnx.ModelProto."""
     import onnx
 
-    from exporters.quantize import quantize_onnx
+    from lbdeploy.exporters.quantize import quantize_onnx
 
     model, _ = _demo()
     path = tmp_path_factory.mktemp("int8") / "model.onnx"
@@ -55,7 +55,7 @@ def _runs_qternary(library: str) -> bool:
     from lbdeploy.ops.qonnx_schema import make_node
     from lbdeploy.ops.qternary_conv import OP_VERSION
     from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs
-    from runtime.backends.ort import session_options
+    from lbdeploy.runtime.backends.ort import session_options
 
     names = ["x", "xs", "xz", "w", "s", "b", "ys", "yz"]
     values = [np.float32(0.1), np.uint8(0), np.zeros((1, 3), np.uint8), np.ones(1, np.float32),
@@ -97,7 +97,7 @@ def test_every_ternary_conv_becomes_qternary_conv(demo_int8):
 
 
 def test_no_float_detour_between_1x1_and_ternary_conv(demo_int8):
-    from exporters.quantize import requantize_pairs
+    from lbdeploy.exporters.quantize import requantize_pairs
 
     producers = _producers(demo_int8)
     consumers = {}
@@ -138,8 +138,8 @@ def test_outputs_stay_float_and_input_float(demo_int8):
 def test_qternary_conv_carries_the_ternary_layer(demo_int8):
     from onnx import numpy_helper
 
-    from exporters.folding import prepare_for_export
-    from exporters.quantize import ternary_ops
+    from lbdeploy.exporters.folding import prepare_for_export
+    from lbdeploy.exporters.quantize import ternary_ops
 
     model, _ = _demo()
     ops = ternary_ops(prepare_for_export(model, "standard"))
@@ -157,7 +157,7 @@ def test_batchnorm_as_conv_is_exact():
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporters.quantize import batchnorm_as_conv
+    from lbdeploy.exporters.quantize import batchnorm_as_conv
 
     rng = np.random.default_rng(0)
     params = [rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4), rng.uniform(0.5, 2, 4)]
@@ -190,7 +190,7 @@ def _write_images(folder: Path, count: int) -> None:
 
 
 def test_folder_calibration_splits_calibration_and_held_out(tmp_path):
-    from exporters.calibration import GATE_IMAGES, CalibrationOptions, load_calibration
+    from lbdeploy.exporters.calibration import GATE_IMAGES, CalibrationOptions, load_calibration
 
     _write_images(tmp_path / "imgs", 12)
     images = load_calibration(CalibrationOptions(str(tmp_path / "imgs"), images=4), (32, 32), DEMO_SPEC)
@@ -205,7 +205,7 @@ def test_folder_calibration_splits_calibration_and_held_out(tmp_path):
     ("missing", "does not exist"),
 ])
 def test_bad_calibration_data_is_one_line_error(tmp_path, case, message):
-    from exporters.calibration import CalibrationOptions, load_calibration
+    from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -221,14 +221,14 @@ def test_bad_calibration_data_is_one_line_error(tmp_path, case, message):
 
 
 def test_dataset_with_fewer_images_than_asked():
-    from exporters.calibration import CalibrationOptions, load_calibration
+    from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
 
     with pytest.raises(CalibrationError, match="fewer than the 50 asked"):
         load_calibration(CalibrationOptions("synthetic:10,10", images=50), (32, 32), DEMO_SPEC)
 
 
 def test_bad_options_are_config_errors():
-    from exporters.calibration import CalibrationOptions
+    from lbdeploy.exporters.calibration import CalibrationOptions
 
     with pytest.raises(ConfigError, match="--calibration-method"):
         CalibrationOptions(method="kl").check()
@@ -239,7 +239,7 @@ def test_bad_options_are_config_errors():
 def test_overflowing_activations_are_refused():
     from onnx import TensorProto, helper, numpy_helper
 
-    from exporters.quantize import check_ranges
+    from lbdeploy.exporters.quantize import check_ranges
 
     graph = helper.make_graph(
         [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], name="q")], "q",
@@ -251,7 +251,7 @@ def test_overflowing_activations_are_refused():
 
 
 def test_cli_refuses_bad_calibration_and_writes_nothing(tmp_path):
-    from cli import main
+    from lbdeploy.cli import main
 
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(main, ["export", str(DEMO), "--quantize", "int8", "--calibration",
@@ -264,7 +264,7 @@ def test_cli_refuses_bad_calibration_and_writes_nothing(tmp_path):
 
 def test_int8_needs_a_backend_with_int8_graphs(tmp_path):
     """The backend registry says which backends run int8 graphs (ort, tvm); TensorRT is refused up front."""
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     with pytest.raises(ConfigError, match="--quantize int8 runs on the ort or tvm backend, not 'tensorrt'"):
         export_model(DEMO, tmp_path / "out", target="jetson-orin", backend="tensorrt", quantize="int8")
@@ -274,7 +274,7 @@ def test_int8_needs_a_backend_with_int8_graphs(tmp_path):
 def test_int8_graph_without_kernel_library_is_refused(tmp_path, demo_int8):
     import onnx
 
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.runtime.backends.ort import OrtBackend
 
     onnx.save(demo_int8, str(tmp_path / "model.onnx"))
     with pytest.raises(KernelLibraryError, match="ai.lbdeploy"):
@@ -285,7 +285,7 @@ def test_int8_graph_without_kernel_library_is_refused(tmp_path, demo_int8):
 
 
 def test_gate_counts_neighbours_and_near_ties():
-    from exporters.accuracy import keypoint_offsets, near_ties
+    from lbdeploy.exporters.accuracy import keypoint_offsets, near_ties
 
     ref = np.zeros((1, 3, 8, 8))
     ref[0, :, 4, 4] = 1.0
@@ -299,14 +299,14 @@ def test_gate_counts_neighbours_and_near_ties():
 
 
 def _export_demo(out: Path) -> dict:
-    from exporters.calibration import CalibrationOptions
-    from exporters.export import export_model
+    from lbdeploy.exporters.calibration import CalibrationOptions
+    from lbdeploy.exporters.export import export_model
 
     return export_model(DEMO, out, target="x86", quantize="int8", calibration=CalibrationOptions(images=16))
 
 
 def test_gate_passes_on_demo_and_runtime_takes_the_artifact(tmp_path, with_qternary):
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
 
     manifest = _export_demo(tmp_path / "q")
     assert manifest["precision"] == "int8" and manifest["accuracy"]["passed"]
@@ -327,13 +327,13 @@ def test_gate_fails_on_sabotaged_model(tmp_path, with_qternary, demo_images):
     import onnx
     from onnx import numpy_helper
 
-    from exporters.accuracy import check_accuracy
-    from runtime.backends.ort import OrtBackend
+    from lbdeploy.exporters.accuracy import check_accuracy
+    from lbdeploy.runtime.backends.ort import OrtBackend
     from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
     from lbdeploy.ops.ternary_conv import DOMAIN
 
     model, _ = _demo()
-    from exporters.quantize import quantize_onnx
+    from lbdeploy.exporters.quantize import quantize_onnx
 
     quantize_onnx(model, tmp_path / "model.onnx", (128, 128), "pose", demo_images.calibration, "percentile", 18)
     graph = onnx.load(str(tmp_path / "model.onnx"))
@@ -351,10 +351,10 @@ def test_gate_fails_on_sabotaged_model(tmp_path, with_qternary, demo_images):
 def test_cli_export_fails_gate_and_writes_nothing(tmp_path, monkeypatch):
     """A failed accuracy gate fails the export like parity (exit 2, nothing written); --no-verify keeps
     the artifact and records the failure. The gate is made unpassable (agreement > 100 %)."""
-    import exporters.accuracy
-    from cli import main
+    import lbdeploy.exporters.accuracy
+    from lbdeploy.cli import main
 
-    monkeypatch.setattr(exporters.accuracy, "MIN_AGREEMENT", 1.01)
+    monkeypatch.setattr(lbdeploy.exporters.accuracy, "MIN_AGREEMENT", 1.01)
     runner = CliRunner()
     assert runner.invoke(main, ["create", "shn", "--stacks", "1", "--feats", "32", "--input-size", "64",
                                 "-o", str(tmp_path / "shn.pt")]).exit_code == 0
@@ -370,7 +370,7 @@ def test_cli_export_fails_gate_and_writes_nothing(tmp_path, monkeypatch):
 def test_eval_pckh_drop_within_one_point(tmp_path, with_qternary):
     """`lbdeploy eval` of the demo model and its int8 artifact on the synthetic val set (500 people: on
     100 the drop moves by about a point from sample noise alone; ~10 min on the 2-core VM)."""
-    from cli import main
+    from lbdeploy.cli import main
 
     _export_demo(tmp_path / "q")
     result = CliRunner().invoke(main, ["eval", str(DEMO), str(tmp_path / "q"), "--data", "synthetic", "--json"])
@@ -383,8 +383,8 @@ def test_eval_pckh_drop_within_one_point(tmp_path, with_qternary):
 def test_runtime_takes_a_dense_int8_artifact(tmp_path):
     """SHN quantizes to plain QDQ (no custom op): Predictor and `lbdeploy infer` run it with no new flag.
     (Untrained, so the gate's verdict is only recorded: --no-verify.)"""
-    from cli import main
-    from runtime.predictor import Predictor
+    from lbdeploy.cli import main
+    from lbdeploy.runtime.predictor import Predictor
 
     runner = CliRunner()
     assert runner.invoke(main, ["create", "shn", "--stacks", "1", "--feats", "32", "--input-size", "64",

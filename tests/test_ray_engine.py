@@ -20,7 +20,7 @@ psutil = pytest.importorskip("psutil", reason="psutil is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 grpc = pytest.importorskip("grpc", reason="grpcio is not installed (a Ray dependency)")
 
-from runtime.ray_serve import APP_NAME  # noqa: E402
+from lbdeploy.runtime.ray_serve import APP_NAME  # noqa: E402
 
 IN_FLIGHT = 8  # requests in flight at the signal (the server admits 8 at once by default)
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")

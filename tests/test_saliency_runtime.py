@@ -18,10 +18,10 @@ from runtime_artifacts import pool_manifest, pool_model, write_artifact
 pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
-from cli import main  # noqa: E402
+from lbdeploy.cli import main  # noqa: E402
 from lbdeploy.errors import ConfigError  # noqa: E402
-from runtime.saliency import SaliencyPredictor  # noqa: E402
-from runtime.saliency_results import draw_saliency, saliency_png, saliency_to_json, salient_box  # noqa: E402
+from lbdeploy.runtime.saliency import SaliencyPredictor  # noqa: E402
+from lbdeploy.runtime.saliency_results import draw_saliency, saliency_png, saliency_to_json, salient_box  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "lbdeploy" / "data" / "cpd_demo.pt"
@@ -31,7 +31,7 @@ SAMPLE = REPO / "lbdeploy" / "data" / "sample.jpg"
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     """The CPD-LB demo exported for x86 (ONNX Runtime, TernaryConv kernels, parity gate)."""
-    from exporters.export import export_model
+    from lbdeploy.exporters.export import export_model
 
     out = tmp_path_factory.mktemp("cpd") / "out"
     export_model(DEMO, out, target="x86")
@@ -55,7 +55,7 @@ def test_artifact_predicts_the_torch_map_at_the_image_size(artifact, image):
 
 
 def test_predictors_refuse_the_other_task(artifact, tmp_path):
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
 
     with pytest.raises(ConfigError, match="'saliency' model.*SaliencyPredictor"):
         Predictor(artifact)
@@ -65,7 +65,7 @@ def test_predictors_refuse_the_other_task(artifact, tmp_path):
 
 
 def test_results_png_overlay_and_json():
-    from runtime.saliency import SaliencyResult
+    from lbdeploy.runtime.saliency import SaliencyResult
 
     prob = np.zeros((10, 20), dtype=np.float32)
     prob[2:5, 4:9] = 0.9
@@ -121,7 +121,7 @@ class _LiveServer:
     def __init__(self, factory, settings):
         import socket
 
-        from runtime.server import create_app
+        from lbdeploy.runtime.server import create_app
 
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -158,8 +158,8 @@ def _errors(client, endpoint, kind) -> float:
 
 
 def test_server_saliency_endpoint(artifact, image):
-    from runtime.saliency import SaliencyPredictorFactory
-    from runtime.server import ServerSettings
+    from lbdeploy.runtime.saliency import SaliencyPredictorFactory
+    from lbdeploy.runtime.server import ServerSettings
 
     expected = SaliencyPredictor(artifact).predict(image)
     with _LiveServer(SaliencyPredictorFactory(artifact), ServerSettings(max_pixels=100 * 100)) as client:
@@ -182,8 +182,8 @@ def test_server_saliency_endpoint(artifact, image):
 
 
 def test_pose_server_refuses_saliency(tmp_path):
-    from runtime.predictor import PredictorFactory
-    from runtime.server import ServerSettings
+    from lbdeploy.runtime.predictor import PredictorFactory
+    from lbdeploy.runtime.server import ServerSettings
 
     pose = write_artifact(tmp_path / "pose", pool_model(), pool_manifest())
     with _LiveServer(PredictorFactory(pose), ServerSettings()) as client:

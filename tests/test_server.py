@@ -23,9 +23,9 @@ pytest.importorskip("fastapi", reason="fastapi is not installed (pip install 'lb
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'lbdeploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-from runtime.predictor import Predictor  # noqa: E402
-from runtime.results import pose_to_json  # noqa: E402
-from runtime.server import ServerSettings, create_app  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.server import ServerSettings, create_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
@@ -255,8 +255,8 @@ def test_lbdeploy_serve_refuses_a_modified_artifact(artifact, tmp_path):
 @pytest.mark.slow
 def test_ray_serve_replicas_answer_like_the_python_api(artifact):
     pytest.importorskip("ray.serve", reason="Ray Serve is not installed (pip install 'lbdeploy[ray]')")
-    from runtime import ray_serve
-    from runtime.predictor import PredictorFactory
+    from lbdeploy.runtime import ray_serve
+    from lbdeploy.runtime.predictor import PredictorFactory
 
     port = _free_port()
     settings = ServerSettings(token=TOKEN, max_body_bytes=MAX_BODY, max_pixels=MAX_PIXELS, workers=1)

@@ -17,9 +17,9 @@ pytest.importorskip("fastapi", reason="fastapi is not installed (pip install 'lb
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'lbdeploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-from runtime.predictor import Predictor  # noqa: E402
-from runtime.results import pose_to_json  # noqa: E402
-from runtime.server import MAX_BATCH_IMAGES, ServerSettings, create_app  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.server import MAX_BATCH_IMAGES, ServerSettings, create_app  # noqa: E402
 from runtime_artifacts import pool_manifest, pool_model, write_artifact  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """Server limits that hold: per-request caps, absurd numbers, admission control, deadlines, error
 metrics and the token on the docs, against live uvicorn servers on 127.0.0.1 (threads in this
-process, and one `runtime.server.serve` subprocess whose memory is measured with psutil)."""
+process, and one `lbdeploy.runtime.server.serve` subprocess whose memory is measured with psutil)."""
 
 import concurrent.futures
 import io
@@ -19,10 +19,10 @@ from test_server import AUTH, REPO, TOKEN, _free_port, _LiveServer, _png
 psutil = pytest.importorskip("psutil", reason="psutil is not installed")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-from runtime.limits import RequestLimits  # noqa: E402
-from runtime.predictor import Predictor  # noqa: E402
-from runtime.results import pose_to_json  # noqa: E402
-from runtime.server import ServerSettings  # noqa: E402
+from lbdeploy.runtime.limits import RequestLimits  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.server import ServerSettings  # noqa: E402
 
 INPUT = 64  # pool model input side
 LIMITS = RequestLimits(max_boxes=5, max_crop_pixels=6 * INPUT * INPUT, batch_crops=4)
@@ -208,9 +208,9 @@ def test_a_full_server_answers_503_and_a_late_request_stops_with_504(artifact):
 
 _SERVE = """
 import json, sys
-from runtime.limits import RequestLimits
-from runtime.predictor import Predictor
-from runtime.server import ServerSettings, serve
+from lbdeploy.runtime.limits import RequestLimits
+from lbdeploy.runtime.predictor import Predictor
+from lbdeploy.runtime.server import ServerSettings, serve
 options = json.loads(sys.argv[3])
 settings = ServerSettings(limits=RequestLimits(**options.pop("limits")), **options)
 predictor = Predictor(sys.argv[1])

@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from commands.tensorrt import build_engine_cmd
-from exporters.tensorrt import add_tensorrt_files, check_tensorrt_target, weight_words
-from exporters.tensorrt_engine import BatchProfile, build_engine, profile_shapes
+from lbdeploy.commands.tensorrt import build_engine_cmd
+from lbdeploy.exporters.tensorrt import add_tensorrt_files, check_tensorrt_target, weight_words
+from lbdeploy.exporters.tensorrt_engine import BatchProfile, build_engine, profile_shapes
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError
 from lbdeploy.ops.onnx_schema import make_node
 from lbdeploy.ops.ternary_conv import (ACTIVATIONS, KERNEL_TOLERANCE, TernaryConvAttrs, pack_ternary, packed_row_bytes,
@@ -570,7 +570,7 @@ def test_build_engine_and_backend_need_tensorrt(tmp_path):
     artifact = _trt_artifact(tmp_path)
     with pytest.raises(BackendUnavailable, match="TensorRT Python package"):
         build_engine(artifact, fp16=True)
-    from runtime.backends.tensorrt import TensorRTBackend
+    from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
 
     with pytest.raises(BackendUnavailable, match="TensorRT Python package"):
         TensorRTBackend(artifact, json.loads((artifact / "manifest.json").read_text()))

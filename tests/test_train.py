@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from cli import main  # noqa: E402
+from lbdeploy.cli import main  # noqa: E402
 from lbdeploy.checkpoint import load_checkpoint, load_model  # noqa: E402
 from lbdeploy.data.augment import NO_AUGMENTATION  # noqa: E402
 from lbdeploy.data.synthetic import SyntheticPoses  # noqa: E402
@@ -185,7 +185,7 @@ def test_torchrun_with_two_cpu_processes_trains_through_ddp(tmp_path):
     if not Path(torchrun).exists():
         pytest.skip("torchrun is not installed")
     run = tmp_path / "ddp"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "cli", "train", "--data", "synthetic:16,4",
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lbdeploy.cli", "train", "--data", "synthetic:16,4",
                "--stacks", "1", "--feats", "16", "--input-size", "64x64", "--epochs", "1", "--batch-size", "4",
                "--workers", "0", "--threads", "1", "--no-progress", "-o", str(run)]
     done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)

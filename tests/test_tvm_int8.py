@@ -13,11 +13,11 @@ tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed (pip instal
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from exporters.tvm.compile import build, compile_artifact  # noqa: E402
-from exporters.tvm.importer import import_onnx  # noqa: E402
-from exporters.tvm.qternary_kernel import qcpu_kernel  # noqa: E402
-from exporters.tvm.targets import get_target  # noqa: E402
-from exporters.tvm.ternary_kernel import BLOCK, TernaryGeometry, cpu_tile  # noqa: E402
+from lbdeploy.exporters.tvm.compile import build, compile_artifact  # noqa: E402
+from lbdeploy.exporters.tvm.importer import import_onnx  # noqa: E402
+from lbdeploy.exporters.tvm.qternary_kernel import qcpu_kernel  # noqa: E402
+from lbdeploy.exporters.tvm.targets import get_target  # noqa: E402
+from lbdeploy.exporters.tvm.ternary_kernel import BLOCK, TernaryGeometry, cpu_tile  # noqa: E402
 from lbdeploy.errors import ExportError  # noqa: E402
 from lbdeploy.ops.qonnx_schema import make_node  # noqa: E402
 from lbdeploy.ops.qternary_conv import INPUTS, OP_VERSION, QKERNEL_TOLERANCE, qternary_conv_reference  # noqa: E402
@@ -200,7 +200,7 @@ def test_int8_graph_matches_onnx_runtime_with_our_kernels(int8_graph, library):
 def test_aarch64_qkernel_matches_vectors_under_qemu(tmp_path, arm_python):
     """arm64 modules of several q_ vectors (zero points, relu, saturation, stride, groups, the
     largest sums) run under qemu with the TVM runtime against the reference."""
-    from runtime.testing.arm_lane import run_arm_python
+    from lbdeploy.runtime.testing.arm_lane import run_arm_python
 
     names = ["q_odd_zero_points", "q_relu", "q_saturation", "q_stride2", "q_groups_4", "q_kernel_5x5_pad2",
              "q_worst_case_3x3", "q_wide_128"]
@@ -215,7 +215,7 @@ def test_aarch64_qkernel_matches_vectors_under_qemu(tmp_path, arm_python):
     run_arm_python(
         "import json, numpy as np, tvm\n"
         "from pathlib import Path\n"
-        "from runtime.backends.tvm import TVMBackend\n"
+        "from lbdeploy.runtime.backends.tvm import TVMBackend\n"
         f"for name in {sorted(cases)!r}:\n"
         f"    root = Path({str(tmp_path)!r}) / name\n"
         "    backend = TVMBackend(root, json.loads((root / 'manifest.json').read_text()))\n"
@@ -276,8 +276,8 @@ def test_demo_model_exports_to_an_int8_tvm_artifact_that_passes_the_gate_and_run
     pytest.importorskip("torch", reason="exporting needs torch")
     from pathlib import Path
 
-    from exporters.export import export_model
-    from runtime.predictor import Predictor
+    from lbdeploy.exporters.export import export_model
+    from lbdeploy.runtime.predictor import Predictor
 
     data = Path(__file__).resolve().parents[1] / "lbdeploy" / "data"
     manifest = export_model(data / "demo.pt", tmp_path / "q", target="x86", backend="tvm", quantize="int8")

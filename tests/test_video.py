@@ -14,9 +14,9 @@ from lbdeploy.errors import InputError
 cv2 = pytest.importorskip("cv2", reason="video needs opencv-python-headless")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
-from runtime.predictor import Predictor  # noqa: E402
-from runtime.tracking import OneEuroFilter, PoseTracker  # noqa: E402
-from runtime.video import VideoWriter, open_camera, open_video  # noqa: E402
+from lbdeploy.runtime.predictor import Predictor  # noqa: E402
+from lbdeploy.runtime.tracking import OneEuroFilter, PoseTracker  # noqa: E402
+from lbdeploy.runtime.video import VideoWriter, open_camera, open_video  # noqa: E402
 
 FPS = 10.0
 
@@ -93,7 +93,7 @@ def test_undecodable_video_missing_camera_and_bad_output_are_input_errors(tmp_pa
 def test_infer_video_errors_are_one_line_exit_2(tmp_path, args, message):
     from click.testing import CliRunner
 
-    from cli import main
+    from lbdeploy.cli import main
     from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
     artifact = write_artifact(tmp_path / "a", pool_model(), pool_manifest())
@@ -173,7 +173,7 @@ def test_infer_on_a_clip_writes_jsonl_with_stable_ids_and_an_annotated_video(dem
                                                                              tmp_path):
     from click.testing import CliRunner
 
-    from cli import main
+    from lbdeploy.cli import main
 
     video = _write(tmp_path / "clip.avi", [scene.image for scene in clip])
     out_video, out_jsonl = tmp_path / "out.mp4", tmp_path / "poses.jsonl"
@@ -202,8 +202,8 @@ def test_infer_on_a_clip_writes_jsonl_with_stable_ids_and_an_annotated_video(dem
 
 def test_scene_files_for_the_demo(tmp_path):
     pytest.importorskip("onnx", reason="building the scene detector needs onnx")
-    from runtime.testing.scene_files import main
-    from runtime.detection import create_detector
+    from lbdeploy.runtime.testing.scene_files import main
+    from lbdeploy.runtime.detection import create_detector
 
     assert main([str(tmp_path), "--frames", "5", "--people", "2"]) == 0
     with open_video(tmp_path / "clip.mp4") as source:

@@ -12,12 +12,12 @@ import collections
 from pathlib import Path
 from typing import Callable
 
-from exporters.export import export_for_this_machine
+from lbdeploy.exporters.export import export_for_this_machine
 from lbdeploy.artifact import open_artifact
 from lbdeploy.backends import BACKENDS, get_backend
 from lbdeploy.errors import ArtifactError, ConfigError
-from runtime.backends.base import resolve_backend_name
-from runtime.profiling.report import Target
+from lbdeploy.runtime.backends.base import resolve_backend_name
+from lbdeploy.runtime.profiling.report import Target
 
 Progress = Callable[[str], None]
 

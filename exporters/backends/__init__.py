@@ -12,6 +12,6 @@ the model uses our custom ops, with three methods the exporter calls in order:
 `ExportStep` holds the defaults; a backend overrides what it needs.
 """
 
-from exporters.backends.base import ExportStep
+from lbdeploy.exporters.backends.base import ExportStep
 
 __all__ = ["ExportStep"]

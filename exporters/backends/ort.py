@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from exporters.backends.base import ExportStep, Progress
+from lbdeploy.exporters.backends.base import ExportStep, Progress
 
 KERNEL_FILE = "kernels/libternary_ort.so"
 

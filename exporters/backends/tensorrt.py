@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.backends.base import ExportStep, Progress
+from lbdeploy.exporters.backends.base import ExportStep, Progress
 
 
 class TensorRTExport(ExportStep):
@@ -12,18 +12,18 @@ class TensorRTExport(ExportStep):
 
     def check(self) -> None:
         """Refuse a board whose stock TensorRT cannot run this export (ExportError with working advice)."""
-        from exporters.tensorrt import check_tensorrt_target
+        from lbdeploy.exporters.tensorrt import check_tensorrt_target
 
         check_tensorrt_target(self.target.name, custom_ops=self.custom_ops)
 
     def add_files(self, work: Path, progress: Progress) -> dict:
         """Write the plugin sources, build script and TensorRT's ONNX file."""
-        from exporters.tensorrt import add_tensorrt_files
+        from lbdeploy.exporters.tensorrt import add_tensorrt_files
 
         return add_tensorrt_files(work, self.target.name, custom_ops=self.custom_ops)
 
     def next_steps(self, manifest: dict) -> str:
         """What to run on the board: build the plugin, build the engine, infer."""
-        from exporters.tensorrt import next_steps_text
+        from lbdeploy.exporters.tensorrt import next_steps_text
 
         return next_steps_text(manifest)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporters.backends.base import ExportStep, Progress
+from lbdeploy.exporters.backends.base import ExportStep, Progress
 from lbdeploy.artifact import MODEL_FILE
 
 
@@ -13,7 +13,7 @@ class TVMExport(ExportStep):
 
     def add_files(self, work: Path, progress: Progress) -> dict:
         """Compile model.onnx with TVM for the target."""
-        from exporters.tvm.compile import compile_artifact
+        from lbdeploy.exporters.tvm.compile import compile_artifact
 
         progress(f"compiling with TVM for {self.target.name}")
         return compile_artifact(work / MODEL_FILE, self.target.name, work)
@@ -25,7 +25,7 @@ class TVMExport(ExportStep):
         section = manifest["tvm"]
         if section["arch"] != host_arch() or section["gpu"]:
             return None
-        from runtime.backends.tvm import TVMBackend
+        from lbdeploy.runtime.backends.tvm import TVMBackend
 
         backend = TVMBackend(work, manifest)
         return (lambda images: backend.run({backend.input_names[0]: images})), "tvm"

@@ -36,7 +36,7 @@ def relax_pipeline(target, preset):
     import tvm
     from tvm import relax
 
-    from exporters.tvm.schedules import cpu_schedule_pass, gpu_schedule_pass
+    from lbdeploy.exporters.tvm.schedules import cpu_schedule_pass, gpu_schedule_pass
 
     schedule = gpu_schedule_pass() if preset.gpu else cpu_schedule_pass(preset.vector_floats)
 
@@ -143,7 +143,7 @@ def build(model, preset, batch: int = 1):
     """
     import tvm
 
-    from exporters.tvm.importer import import_onnx
+    from lbdeploy.exporters.tvm.importer import import_onnx
 
     mod = import_onnx(model, static_shapes(model, batch), gpu=preset.gpu, vector_floats=preset.vector_floats,
                       vector_registers=preset.vector_registers)
@@ -173,7 +173,7 @@ def export_module(executable, preset, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     executable.export_library(str(path), fcompile=fcompile)
     if preset.gpu:
-        from exporters.tvm.kernel_entries import mark_library_kernels
+        from lbdeploy.exporters.tvm.kernel_entries import mark_library_kernels
 
         mark_library_kernels(path)
 
@@ -202,7 +202,7 @@ def compile_artifact(onnx_path, target_name: str, out_dir, batch: int = 1) -> di
     import onnx
     import tvm
 
-    from exporters.tvm.targets import get_target
+    from lbdeploy.exporters.tvm.targets import get_target
 
     preset = get_target(target_name)
     model = onnx.load(str(onnx_path))

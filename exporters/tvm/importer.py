@@ -99,7 +99,7 @@ def _ternary_weights(op: str, x, w, cout_from, attrs: dict):
 
 def _convert_ternary_conv(importer, inputs, attrs):
     """ai.lbdeploy::TernaryConv -> our float kernel."""
-    from exporters.tvm.ternary_kernel import emit_ternary_conv
+    from lbdeploy.exporters.tvm.ternary_kernel import emit_ternary_conv
 
     x, w, scale, bias = inputs
     op_attrs, weights = _ternary_weights(OP_TYPE, x, w, scale, attrs)
@@ -109,7 +109,7 @@ def _convert_ternary_conv(importer, inputs, attrs):
 
 def _convert_qternary_conv(importer, inputs, attrs):
     """ai.lbdeploy::QTernaryConv -> our integer kernel (every input but X a constant)."""
-    from exporters.tvm.qternary_kernel import emit_qternary_conv
+    from lbdeploy.exporters.tvm.qternary_kernel import emit_qternary_conv
 
     op, name = qternary_conv.OP_TYPE, attrs["tvm_custom"]["name"]
     named = dict(zip(qternary_conv.INPUTS, inputs))

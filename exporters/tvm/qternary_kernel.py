@@ -27,7 +27,7 @@ import functools
 
 import numpy as np
 
-from exporters.tvm.ternary_kernel import (
+from lbdeploy.exporters.tvm.ternary_kernel import (
     BLOCK, KERNEL_ATTR, PATTERNS, TernaryGeometry, cpu_tile, encode_weights, pattern_pass_macro,
 )
 from lbdeploy.errors import ExportError

@@ -6,6 +6,6 @@ protocol and the constructor `(artifact_dir, manifest, **opts)`, and register it
 lbdeploy/backends.py (docs/architecture.md).
 """
 
-from runtime.backends.base import Backend, create_backend
+from lbdeploy.runtime.backends.base import Backend, create_backend
 
 __all__ = ["Backend", "create_backend"]

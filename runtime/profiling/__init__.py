@@ -11,8 +11,8 @@ planned one layer up, in workflows/compare.py. To give a backend a per-op breakd
 runtime class an `op_breakdown(feeds, runs, top) -> Breakdown` method.
 """
 
-from runtime.profiling.breakdown import Breakdown
-from runtime.profiling.measure import profile
-from runtime.profiling.report import Measurement, ProfileReport, Target
+from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.profiling.measure import profile
+from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
 
 __all__ = ["Breakdown", "Measurement", "ProfileReport", "Target", "profile"]

@@ -1,6 +1,6 @@
 """Measuring loaded backends: load time, first run, interleaved timed runs, memory, per-op pass.
 
-    from runtime.profiling import profile
+    from lbdeploy.runtime.profiling import profile
     report = profile(targets, runs=100, warmup=10, batch=1)   # targets: workflows.compare.plan_targets
 
 For each target it measures the load time (backend construction), the first run, the latency of
@@ -23,8 +23,8 @@ import numpy as np
 
 from lbdeploy.backends import get_backend
 from lbdeploy.errors import ConfigError
-from runtime.profiling.breakdown import Breakdown
-from runtime.profiling.report import Measurement, ProfileReport, Target
+from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
 
 _MB = 1024.0 * 1024.0
 
@@ -85,7 +85,7 @@ def make_feeds(manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarra
 
 
 def _load(target: Target, threads: int | None, batch: int, warmup: int) -> _Loaded:
-    from runtime.backends import create_backend
+    from lbdeploy.runtime.backends import create_backend
 
     check_batch(target.manifest, batch, target.source)
     before = current_rss_mb()

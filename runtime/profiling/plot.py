@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.plotting import COLORS, Axes, Canvas, legend_height, save_png
-from runtime.profiling.report import ProfileReport
+from lbdeploy.runtime.profiling.report import ProfileReport
 
 WIDTH = 900
 HIST_HEIGHT = 340  # the histogram panel, labels included

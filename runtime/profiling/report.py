@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.profiling.breakdown import Breakdown
 
 SCHEMA = "lbdeploy-profile/1"
 

@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError
-from runtime.profiling.breakdown import Breakdown
-from runtime.profiling.measure import check_batch, make_feeds
-from runtime.profiling.report import Measurement, Target
+from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.profiling.measure import check_batch, make_feeds
+from lbdeploy.runtime.profiling.report import Measurement, Target
 
 DEFAULT_TIMEOUT_S = 10.0
 # Repeats per time_evaluator call: it discards one warm-up call each time, and the bar advances per chunk.
@@ -124,7 +124,7 @@ def profile_remote(session, artifact_dir, manifest: dict, runs: int = 100, warmu
     Args:
         session: from `connect`.
         artifact_dir / manifest: from `open_remote_artifact` (a module built for the board's target).
-        runs / warmup / batch: as `runtime.profiling.profile`.
+        runs / warmup / batch: as `lbdeploy.runtime.profiling.profile`.
         address / key: recorded in the result.
         bar: a tqdm bar advanced per timed run (optional).
     Returns:

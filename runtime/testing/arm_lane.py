@@ -32,7 +32,7 @@ import numpy as np
 
 from lbdeploy import errors
 from lbdeploy.errors import BackendUnavailable
-from runtime.testing import artifact_runner
+from lbdeploy.runtime.testing import artifact_runner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LANE_SCRIPT = REPO_ROOT / "scripts" / "arm-lane.sh"
@@ -186,7 +186,7 @@ def run_onnx_emulated(
                 {"model": str(Path(run.model).resolve()), "inputs": str(inputs), "outputs": str(folder / f"out_{index}.npz")}
             )
         (folder / "job.json").write_text(json.dumps(job))
-        run_arm_python(["-m", "runtime.testing.ort_driver", str(folder / "job.json")], timeout=timeout)
+        run_arm_python(["-m", "lbdeploy.runtime.testing.ort_driver", str(folder / "job.json")], timeout=timeout)
         results = []
         for spec in job["runs"]:
             with np.load(spec["outputs"]) as data:
@@ -202,7 +202,7 @@ def run_artifact_emulated(
 ) -> dict[str, np.ndarray]:
     """Run an exported artifact (docs/artifact.md) through the runtime as an aarch64 board would, under qemu.
 
-    The emulated side runs `runtime.testing.artifact_runner run`: the runtime's own artifact checks
+    The emulated side runs `lbdeploy.runtime.testing.artifact_runner run`: the runtime's own artifact checks
     and backend, our aarch64 kernel library when the artifact carries one. Compare the result with
     the same artifact run on x86 (or with PyTorch) to check a whole exported network on ARM.
 
@@ -232,7 +232,7 @@ def predict_emulated(
     backend: str = "auto",
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, np.ndarray]:
-    """Estimate the pose in `image` with `runtime.Predictor` on the artifact, as an aarch64 board would.
+    """Estimate the pose in `image` with `lbdeploy.runtime.Predictor` on the artifact, as an aarch64 board would.
 
     Returns:
         keypoints [N, J, 2], scores [N, J], centers [N, 2] and scales [N] by name.
@@ -246,7 +246,7 @@ def predict_emulated(
 def _run_runner(mode: str, artifact_dir, source: Path, folder: Path, backend: str, timeout: float) -> dict:
     """Run `artifact_runner MODE` in the lane; its saved arrays by name, or its error re-raised here."""
     args = [mode, str(Path(artifact_dir).resolve()), str(source), str(folder / "output.npz"), backend]
-    done = run_arm_python(["-m", "runtime.testing.artifact_runner", *args], timeout=timeout, check=False)
+    done = run_arm_python(["-m", "lbdeploy.runtime.testing.artifact_runner", *args], timeout=timeout, check=False)
     if done.returncode == artifact_runner.ERROR_EXIT_CODE:
         raise _runtime_error(done.stderr)
     if done.returncode != 0:

@@ -1,13 +1,13 @@
 """Run an exported artifact through the board-side runtime and save what it returns.
 
-Executed inside the emulated ARM lane by `runtime.testing.arm_lane` (`run_artifact_emulated`,
+Executed inside the emulated ARM lane by `lbdeploy.runtime.testing.arm_lane` (`run_artifact_emulated`,
 `predict_emulated`), so the artifact goes through exactly what a board runs:
-`lbdeploy.artifact.open_artifact` (manifest and sha256 checks), `runtime.backends.create_backend`
+`lbdeploy.artifact.open_artifact` (manifest and sha256 checks), `lbdeploy.runtime.backends.create_backend`
 (kernel-library architecture check, custom-op registration) and, for `predict`, the whole
-`runtime.predictor.Predictor` (image decoding, affine crop, decoding of keypoints). No torch.
+`lbdeploy.runtime.predictor.Predictor` (image decoding, affine crop, decoding of keypoints). No torch.
 
-    python -m runtime.testing.artifact_runner run ARTIFACT_DIR INPUT.npy OUTPUT.npz [BACKEND]
-    python -m runtime.testing.artifact_runner predict ARTIFACT_DIR IMAGE OUTPUT.npz [BACKEND]
+    python -m lbdeploy.runtime.testing.artifact_runner run ARTIFACT_DIR INPUT.npy OUTPUT.npz [BACKEND]
+    python -m lbdeploy.runtime.testing.artifact_runner predict ARTIFACT_DIR IMAGE OUTPUT.npz [BACKEND]
 
 `run` saves every model output; `predict` saves `keypoints`, `scores`, `centers` and `scales`.
 An LbdeployError is printed as one last stderr line `ErrorClass: message` with exit code 2 (as the
@@ -23,7 +23,7 @@ import numpy as np
 from lbdeploy.errors import LbdeployError
 
 ERROR_EXIT_CODE = 2
-USAGE = ("usage: python -m runtime.testing.artifact_runner run|predict ARTIFACT_DIR INPUT.npy|IMAGE "
+USAGE = ("usage: python -m lbdeploy.runtime.testing.artifact_runner run|predict ARTIFACT_DIR INPUT.npy|IMAGE "
          "OUTPUT.npz [BACKEND]")
 
 
@@ -36,7 +36,7 @@ def run_artifact(artifact_dir: str, input_npy: str, output_npz: str, backend: st
         LbdeployError: the artifact is refused or its backend cannot run here.
     """
     from lbdeploy.artifact import open_artifact
-    from runtime.backends import create_backend
+    from lbdeploy.runtime.backends import create_backend
 
     root, manifest = open_artifact(artifact_dir)
     engine = create_backend(backend, root, manifest)
@@ -53,7 +53,7 @@ def predict_image(artifact_dir: str, image: str, output_npz: str, backend: str =
     Raises:
         LbdeployError: the artifact or the image is refused, or the backend cannot run here.
     """
-    from runtime.predictor import Predictor
+    from lbdeploy.runtime.predictor import Predictor
 
     result = Predictor(artifact_dir, backend=backend).predict(image)
     arrays = {"keypoints": result.keypoints, "scores": result.scores, "centers": result.centers,

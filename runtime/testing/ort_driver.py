@@ -1,9 +1,9 @@
 """Run a batch of ONNX models with ONNX Runtime in one process and save every output.
 
-Executed inside the emulated ARM lane by `runtime.testing.arm_lane` (one interpreter start under
+Executed inside the emulated ARM lane by `lbdeploy.runtime.testing.arm_lane` (one interpreter start under
 qemu for many models), and usable as is on a real board. It needs only numpy and onnxruntime.
 
-    python -m runtime.testing.ort_driver JOB.json
+    python -m lbdeploy.runtime.testing.ort_driver JOB.json
 
 JOB.json:
 
@@ -30,7 +30,7 @@ def run_job(job: dict) -> list[Path]:
     """Run every model of `job` (the JOB.json structure) and return the written output files."""
     import onnxruntime as ort
 
-    from runtime.backends.ort import session_options
+    from lbdeploy.runtime.backends.ort import session_options
 
     options = session_options(int(job.get("intra_op_threads", 0)) or None, job.get("library"))
     written = []
@@ -46,9 +46,9 @@ def run_job(job: dict) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point: `python -m runtime.testing.ort_driver JOB.json`."""
+    """Entry point: `python -m lbdeploy.runtime.testing.ort_driver JOB.json`."""
     if len(argv) != 1:
-        print("usage: python -m runtime.testing.ort_driver JOB.json", file=sys.stderr)
+        print("usage: python -m lbdeploy.runtime.testing.ort_driver JOB.json", file=sys.stderr)
         return 2
     job = json.loads(Path(argv[0]).read_text())
     written = run_job(job)

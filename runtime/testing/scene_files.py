@@ -1,6 +1,6 @@
 """Write a multi-person scene image, a short clip and the scene test detector to a folder.
 
-    python -m runtime.testing.scene_files OUT_DIR [--frames 60] [--people 3] [--seed 0]
+    python -m lbdeploy.runtime.testing.scene_files OUT_DIR [--frames 60] [--people 3] [--seed 0]
 
 Writes OUT_DIR/scene.png (people off-centre, several per image), OUT_DIR/clip.mp4 (the same kind of
 people walking) and OUT_DIR/scene_det.onnx + scene_det.json (the ONNX detector that finds them, in
@@ -17,14 +17,14 @@ from pathlib import Path
 from PIL import Image
 
 from lbdeploy.data.scenes import make_clip, make_scene
-from runtime.testing.scene_detector import write_scene_detector
+from lbdeploy.runtime.testing.scene_detector import write_scene_detector
 
 CLIP_FPS = 15.0
 
 
 def write_scene_files(folder, frames: int = 60, people: int = 3, seed: int = 0) -> dict:
     """Write scene.png, clip.mp4 and scene_det.onnx (+ .json) into `folder`; returns their paths by name."""
-    from runtime.video import VideoWriter
+    from lbdeploy.runtime.video import VideoWriter
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
