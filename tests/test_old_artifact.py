@@ -1,0 +1,69 @@
+"""An artifact written by an earlier lbdeploy still loads and gives the answers it gave then.
+
+tests/data/artifact-v1-pose/ is a 1-stack LBRN-S (16 features, 64x64 input) exported for x86 with
+`--backend ort` by lbdeploy before the task and backend registries (format_version 1); its
+manifest and model.onnx are kept as written. tests/data/artifact-v1-pose.infer.json is what
+`lbdeploy infer ARTIFACT lbdeploy/data/sample.jpg --detector none` printed then. The kernel
+library it names is compiled code for one machine, so it is not kept: the test builds this
+machine's and records it the way files added on the device are recorded (`record_files`).
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lbdeploy.artifact import open_artifact, record_files
+from lbdeploy.cli import main
+from lbdeploy.errors import ArtifactError
+
+DATA = Path(__file__).resolve().parent / "data"
+OLD = DATA / "artifact-v1-pose"
+SAMPLE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
+LIBRARY = "kernels/libternary_ort.so"
+
+
+@pytest.fixture(scope="module")
+def old_artifact(tmp_path_factory, library):
+    """The kept artifact with this machine's kernel library put where its manifest says."""
+    folder = tmp_path_factory.mktemp("old") / "artifact"
+    shutil.copytree(OLD, folder)
+    with pytest.raises(ArtifactError, match="libternary_ort.so"):
+        open_artifact(folder)  # the manifest still names the library it was exported with
+    (folder / LIBRARY).parent.mkdir(exist_ok=True)
+    shutil.copy2(library, folder / LIBRARY)
+    record_files(folder, [LIBRARY])
+    return folder
+
+
+def test_old_manifest_validates_and_keeps_its_sections(old_artifact):
+    _, manifest = open_artifact(old_artifact)
+    assert manifest["format_version"] == 1 and manifest["task"] == "pose" and manifest["backend"] == "ort"
+    assert manifest["pose"]["heatmap_stride"] == 4 and len(manifest["pose"]["joints"]) == 16
+
+
+def test_old_artifact_infers_what_it_inferred(old_artifact):
+    result = CliRunner().invoke(main, ["infer", str(old_artifact), str(SAMPLE), "--detector", "none"])
+    assert result.exit_code == 0, result.output
+    now = json.loads(result.stdout)["images"][0]
+    then = json.loads((DATA / "artifact-v1-pose.infer.json").read_text())["images"][0]
+    assert now["joints"] == then["joints"] and now["skeleton"] == then["skeleton"]
+    assert len(now["people"]) == len(then["people"]) == 1
+    np.testing.assert_allclose(now["people"][0]["keypoints"], then["people"][0]["keypoints"], rtol=1e-4, atol=2e-3)
+
+
+def test_old_artifact_serves_its_model_summary(old_artifact):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from lbdeploy.runtime.predictor import PredictorFactory
+    from lbdeploy.runtime.server import create_app
+
+    with TestClient(create_app(PredictorFactory(old_artifact, detector="none"))) as client:
+        summary = client.get("/v1/model").json()
+        assert summary["task"] == "pose" and len(summary["joint_names"]) == 16
+        answer = client.post("/v1/pose", content=SAMPLE.read_bytes())
+        assert answer.status_code == 200 and len(answer.json()["people"]) == 1
