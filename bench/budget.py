@@ -78,7 +78,7 @@ class OpTimes:
 def op_class_times(events: list[dict]) -> OpTimes:
     """The op times of one run of a trace: per key, the median over the model runs (after the
     first) of the summed node kernel times."""
-    from lbdeploy.runtime.profiling.breakdown import ort_node_events
+    from lbdeploy.runtime.backends.breakdown import ort_node_events
 
     per_run = collections.defaultdict(lambda: collections.defaultdict(float))
     for run, _, op, event in ort_node_events(events):

@@ -10,7 +10,7 @@ from lbdeploy.evaluation.pck import pck_report
 from lbdeploy.evaluation.plot import write_pck_plot
 from lbdeploy.plotting import COLORS, nice_ticks, tick_label
 from lbdeploy.pose.skeletons import joint_set
-from lbdeploy.runtime.profiling.breakdown import Breakdown, native_output_silenced, summarize_times
+from lbdeploy.runtime.backends.breakdown import Breakdown, native_output_silenced, summarize_times
 from lbdeploy.runtime.profiling.plot import write_plot
 from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
 

@@ -25,7 +25,7 @@ RUNTIME_CHOICES = [AUTO, *BACKENDS]
 class Backend(Protocol):
     """What the Predictor and the profiler need from an inference engine.
 
-    Every runtime class also offers `op_breakdown(feeds, runs, top) -> runtime.profiling.Breakdown`
+    Every runtime class also offers `op_breakdown(feeds, runs, top) -> runtime.backends.breakdown.Breakdown`
     (per-op time from the engine's own profiler) and the class attribute `interleave_env`
     (environment settings that let it share the cores with other engines in one process).
     """

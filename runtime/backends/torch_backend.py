@@ -65,7 +65,7 @@ class TorchBackend:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
-        from lbdeploy.runtime.profiling.breakdown import Breakdown, native_output_silenced, summarize_times
+        from lbdeploy.runtime.backends.breakdown import Breakdown, native_output_silenced, summarize_times
 
         with native_output_silenced(), torch_profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(runs):

@@ -127,7 +127,7 @@ class TVMBackend:
         GPU calls are synchronized after each call so the time is the kernel's; the instrument is
         removed afterwards. Types group kernels without TVM's numbering.
         """
-        from lbdeploy.runtime.profiling.breakdown import Breakdown, summarize_times, tvm_kernel_family
+        from lbdeploy.runtime.backends.breakdown import Breakdown, summarize_times, tvm_kernel_family
 
         totals, calls, starts = collections.defaultdict(float), collections.Counter(), []
 

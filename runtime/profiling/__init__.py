@@ -2,16 +2,17 @@
 
 - report.py: what was measured (Target, Measurement, ProfileReport) and its JSON form;
 - measure.py: loading backends, interleaved timing, memory, the per-op pass (`profile`);
-- breakdown.py: the per-op record and the trace readers the backends' `op_breakdown` use;
 - rpc.py: the same measurement of a TVM module on a board through TVM's RPC;
 - plot.py: the PNG of a report.
 
 Which sources to profile with which backends (exporting a model.pt on the fly for --compare) is
 planned one layer up, in workflows/compare.py. To give a backend a per-op breakdown, give its
-runtime class an `op_breakdown(feeds, runs, top) -> Breakdown` method.
+runtime class an `op_breakdown(feeds, runs, top) -> Breakdown` method (the record and the trace
+readers live with the backends, runtime/backends/breakdown.py: profiling imports the backends,
+never the other way round; pyproject.toml forbids it).
 """
 
-from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.backends.breakdown import Breakdown
 from lbdeploy.runtime.profiling.measure import profile
 from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
 

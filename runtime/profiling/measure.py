@@ -23,7 +23,8 @@ import numpy as np
 
 from lbdeploy.backends import get_backend
 from lbdeploy.errors import ConfigError
-from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.backends import create_backend
+from lbdeploy.runtime.backends.breakdown import Breakdown
 from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
 
 _MB = 1024.0 * 1024.0
@@ -85,8 +86,6 @@ def make_feeds(manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarra
 
 
 def _load(target: Target, threads: int | None, batch: int, warmup: int) -> _Loaded:
-    from lbdeploy.runtime.backends import create_backend
-
     check_batch(target.manifest, batch, target.source)
     before = current_rss_mb()
     started = time.perf_counter()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.backends.breakdown import Breakdown
 
 SCHEMA = "lbdeploy-profile/1"
 

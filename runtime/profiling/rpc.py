@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError
-from lbdeploy.runtime.profiling.breakdown import Breakdown
+from lbdeploy.runtime.backends.breakdown import Breakdown
 from lbdeploy.runtime.profiling.measure import check_batch, make_feeds
 from lbdeploy.runtime.profiling.report import Measurement, Target
 
