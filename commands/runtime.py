@@ -1,8 +1,8 @@
 """CLI commands of the runtime: `lbdeploy infer` and `lbdeploy serve` (listed in cli.COMMAND_MODULES).
 
-Thin wrappers: they parse options, build a Predictor, and print or serve. The library entry
-points are runtime.predictor.Predictor, runtime.detection, runtime.video, runtime.tracking,
-runtime.stream, runtime.results and runtime.server.
+Thin wrappers: they parse options, build the predictor of the model's task, and print or serve.
+What a task writes (its JSON, its `--draw` files) and serves is its record's (runtime.tasks);
+the pose task also runs on videos and cameras (runtime.video, runtime.tracking, runtime.stream).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from lbdeploy.errors import InputError, LbdeployError
+from lbdeploy.errors import ConfigError, InputError, LbdeployError
 from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
@@ -36,10 +36,6 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         return check_box(values)
     except InputError as err:
         raise InputError(f"--box {text!r}: {err}") from None
-
-
-def _draw_target(draw: str, image: Path, several: bool) -> Path:
-    return Path(draw) / f"{image.stem}.pose.png" if several else Path(draw)
 
 
 def detection_options(command):
@@ -97,11 +93,22 @@ def _check_draw_folder(draw: str, images: int) -> None:
     path = Path(draw)
     if path.is_file() or path.suffix.lower() in Image.registered_extensions():
         raise InputError(f"--draw {draw} names a file, but {images} images were given; pass a folder "
-                         "(e.g. --draw overlays/), which gets one <image name>.pose.png per image")
+                         "(e.g. --draw overlays/), which gets the drawings of each image under its name")
 
 
-def _people(count: int) -> str:
-    return "1 person" if count == 1 else f"{count} people"
+def _refuse_options(record, artifact, given: dict) -> None:
+    """Refuse the `infer` options the model's task does not take (given: option name -> given)."""
+    from lbdeploy.runtime.tasks import RUNTIME_TASKS
+
+    unused = [name for name, was_given in given.items() if was_given and name not in record.infer_options]
+    if unused:
+        owners = sorted({other.task.name for other in RUNTIME_TASKS.values() for name in unused
+                         if name in other.infer_options})
+        flags = " and ".join(f"--{name}" for name in unused)
+        kind = "/".join(owners)
+        what = f"is a {kind} option" if len(unused) == 1 else f"are {kind} options"
+        raise ConfigError(f"{flags} {what}; {artifact} is a {record.task.name} model (it maps the whole image): "
+                          "drop them")
 
 
 @click.command("infer")
@@ -131,7 +138,8 @@ def _people(count: int) -> str:
 def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, max_people, box_padding, flip,
           json_path, draw, detect_every, smooth, max_fps, max_frames, progress, backend, threads, max_pixels):
     """Estimate human poses in IMAGES, a video or a camera with an exported ARTIFACT folder (or a model.pt);
-    with a saliency model (CPD / CPD-LB), write saliency maps of IMAGES.
+    with a saliency model (CPD / CPD-LB), write saliency maps of IMAGES; with a classifier
+    (ResNet-56 / ResNet-LBB-56), print the top-5 classes of IMAGES.
 
     Keypoints are (x, y, score) per joint in original-image pixels. Without --box a person
     detector finds the people; in a video they are tracked with stable ids. Every image is
@@ -146,29 +154,25 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
       lbdeploy infer out/ clip.mp4 --draw out.mp4 --json poses.jsonl
       lbdeploy infer out/ --camera 0 --max-fps 10 --json poses.jsonl
       lbdeploy infer cpd-out/ photo.jpg --draw saliency.png --json saliency.json
+      lbdeploy infer cifar-out/ photo.jpg --draw classes.png
     """
     from lbdeploy.transforms import load_image
-    from lbdeploy.runtime.loading import model_task
-    from lbdeploy.runtime.predictor import Predictor
-    from lbdeploy.runtime.results import draw_pose, pose_to_json
+    from lbdeploy.runtime.tasks import task_of_source
     from lbdeploy.runtime.video import is_video
 
     if (camera is None) == (not images):
         raise InputError("give IMAGES or a video file, or --camera N (not both)")
-    if model_task(artifact) == "saliency":
-        from lbdeploy.commands.saliency import infer_saliency
-
-        pose_options = [name for name, given in (("--box", boxes), ("--flip", flip), ("--camera", camera is not None))
-                        if given]
-        return infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixels, pose_options)
-
-    parsed_boxes = [_parse_box(b) for b in boxes] or None
+    record = task_of_source(artifact)
     video = camera is not None or any(map(is_video, images))
+    _refuse_options(record, artifact, {"box": boxes, "flip": flip, "camera": camera is not None,
+                                       "video": video and camera is None})
+    parsed_boxes = [_parse_box(b) for b in boxes] or None
+    predict_options = {"boxes": parsed_boxes, "flip": flip} if "box" in record.infer_options else {}
     several = len(images) > 1
     if draw and several and not video:
         _check_draw_folder(draw, len(images))
-    predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
-                                                        nms_iou, max_people, box_padding))
+    predictor = record.predictor_class(artifact, **record.predictor_kwargs(**_predictor_kwargs(
+        backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people, box_padding)))
     if video:
         if parsed_boxes:
             raise InputError("--box applies to images; in a video the detector and the tracker find the people")
@@ -180,25 +184,24 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
     for image_path in map(Path, images):
         try:
             pixels = load_image(image_path, max_pixels)
-            result = predictor.predict(pixels, boxes=parsed_boxes, flip=flip)
+            result = predictor.predict(pixels, **predict_options)
         except LbdeployError as err:
             if not several:
                 raise
             failures.append(f"{image_path}: {err}")
             continue
-        if not len(result.keypoints):
-            click.echo(f"No person found in {image_path} by the {detector} detector; pass --box, "
-                       "--detector none (the whole image) or another --detector", err=True)
-        results.append(pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=str(image_path)))
+        notice = record.notice(result, image_path, detector)
+        if notice:
+            click.echo(notice, err=True)
+        results.append(record.to_json(predictor, result, image_id=str(image_path)))
         if draw:
-            target = _draw_target(draw, image_path, several)
-            draw_pose(pixels, result, predictor.skeleton).save(target)
-            click.echo(f"Wrote {target}", err=True)
-    document = {"model": predictor.manifest.get("arch"), "images": results}
-    text = json.dumps(document, indent=2)
+            for target, picture, what in record.drawings(pixels, result, predictor, draw, image_path, several):
+                picture.save(target, format="PNG")
+                click.echo(f"Wrote {target}" + (f" ({what})" if what else ""), err=True)
+    text = json.dumps(record.document(predictor, results), indent=2)
     if json_path:
         Path(json_path).write_text(text + "\n")
-        click.echo(f"Wrote {json_path} ({_people(sum(len(r['people']) for r in results))})", err=True)
+        click.echo(f"Wrote {json_path} ({record.count(results)})", err=True)
     else:
         click.echo(text)
     for failure in failures:
@@ -240,24 +243,19 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
       curl --data-binary @person.jpg 'http://127.0.0.1:8080/v1/pose?flip=true'
       curl --data-binary @photo.jpg -o map.png 'http://127.0.0.1:8080/v1/saliency'
     """
-    from lbdeploy.runtime.loading import model_task
-    from lbdeploy.runtime.predictor import Predictor, PredictorFactory
-    from lbdeploy.runtime.saliency import SaliencyPredictor, SaliencyPredictorFactory
     from lbdeploy.runtime.server import ServerSettings
+    from lbdeploy.runtime.tasks import PredictorOfTask, task_of_source
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
                               timeout_s=timeout_s, workers=workers)
-    kwargs = _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people,
-                               box_padding)
-    predictor_class, factory_class = (Predictor, PredictorFactory)
-    if model_task(artifact) == "saliency":
-        predictor_class, factory_class = (SaliencyPredictor, SaliencyPredictorFactory)
-        kwargs = {"backend": backend, "threads": threads, "max_pixels": max_pixels}
-    predictor = predictor_class(artifact, **kwargs)  # fails before binding
+    record = task_of_source(artifact)
+    kwargs = record.predictor_kwargs(**_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
+                                                         nms_iou, max_people, box_padding))
+    predictor = record.predictor_class(artifact, **kwargs)  # fails before binding
     if engine == "ray":
         from lbdeploy.runtime.ray_serve import serve_with_ray
 
-        factory = factory_class(Path(artifact).resolve(), **kwargs)
+        factory = PredictorOfTask(Path(artifact).resolve(), **kwargs)
         serve_with_ray(factory, host, port, settings, replicas)
     else:
         from lbdeploy.runtime.server import serve as serve_uvicorn

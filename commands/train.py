@@ -18,7 +18,7 @@ from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
 from lbdeploy.workflows.compare import eval_columns, parse_backends
 
 DATA_HELP = ("Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (pose); saliency:PATH[,VAL_PATH] or "
-             "synthetic-saliency[:TRAIN,VAL] (saliency).")
+             "synthetic-saliency[:TRAIN,VAL] (saliency); synthetic-cifar[:TRAIN,VAL] (classification, eval).")
 ESTIMATE_FROM_PEOPLE = 10  # below this, timing one person first would cost as much as the evaluation
 LONG_EVAL_S = 120.0  # above this, the estimate suggests --limit
 QUICK_LOOK_S = 60.0  # what the suggested --limit takes
@@ -96,7 +96,8 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the PCK-vs-threshold curves as a PNG here (pose).")
 def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json, plot):
     """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve;
-    on a saliency dataset, MAE and max F-measure of a saliency model (CPD / CPD-LB).
+    on a saliency dataset, MAE and max F-measure of a saliency model (CPD / CPD-LB); on a classification
+    dataset, top-1 and top-5 accuracy of a classifier (ResNet-56 / ResNet-LBB-56).
 
     SOURCES are model.pt checkpoints and/or exported artifact folders; each column of the table is
     one (source, backend) pair, so `--compare torch,ort m.pt out/` shows PyTorch and ONNX Runtime
@@ -112,22 +113,24 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
       lbdeploy eval out/ --data lsp:/data/lsp --json
       lbdeploy eval m.pt --data synthetic --limit 50 --plot pck.png
       lbdeploy eval lbdeploy/data/cpd_demo.pt --data synthetic-saliency --compare torch,ort
+      lbdeploy eval cifar.pt --data synthetic-cifar:0,200 --compare torch,ort
     """
     from lbdeploy.data import open_dataset
-    from lbdeploy.data.saliency import SaliencyDataset
-    from lbdeploy.evaluation.evaluate import evaluate, predict_with_predictor, seconds_per_person
-    from lbdeploy.evaluation.pck import format_reports
-    from lbdeploy.evaluation.saliency import format_saliency_reports
-    from lbdeploy.evaluation.saliency_eval import evaluate_saliency
-    from lbdeploy.runtime.predictor import Predictor
-    from lbdeploy.runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.tasks import RUNTIME_TASKS, runtime_task
 
     dataset = open_dataset(data, split, seed)
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
-    saliency = isinstance(dataset, SaliencyDataset)
-    if saliency and (flip or threshold is not None or norm or plot):
-        raise ConfigError("--flip, --threshold, --norm and --plot are pose options; saliency reports MAE and max-F")
+    record = runtime_task(dataset.task)
+    given = {"flip": flip, "threshold": threshold is not None, "norm": norm, "plot": plot}
+    unused = [f"--{name}" for name, was_given in given.items() if was_given and name not in record.eval_options]
+    if unused:
+        owners = sorted({other.task.name for other in RUNTIME_TASKS.values() for name in unused
+                         if name[2:] in other.eval_options})
+        raise ConfigError(f"{', '.join(unused)}: {'/'.join(owners)} options; {dataset.describe()} is a "
+                          f"{record.task.name} dataset (it reports {record.metric})")
+    options = {name: value for name, value in (("flip", flip), ("threshold", threshold), ("norm", norm))
+               if name in record.eval_options}
     people = len(dataset) if limit is None else min(limit, len(dataset))
     reports, skipped, predictors = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="lbdeploy-eval-") as workdir:
@@ -135,31 +138,25 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
                                progress=lambda message: click.echo(message, err=True))
         for label, path, name in columns:
             try:
-                predictors[label] = (SaliencyPredictor if saliency else Predictor)(path, backend=name)
+                predictors[label] = record.predictor_class(path, backend=name)
             except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
                 if not compare:
                     raise
                 skipped[label] = str(err)
-        if predictors and not saliency and people >= ESTIMATE_FROM_PEOPLE:
-            timings = {label: seconds_per_person(p, dataset, flip) for label, p in predictors.items()}
-            click.echo(duration_notice(people, timings), err=True)
+        if predictors and people >= ESTIMATE_FROM_PEOPLE:
+            timings = {label: record.seconds_per_item(p, dataset, **options) for label, p in predictors.items()}
+            if None not in timings.values():
+                click.echo(duration_notice(people, timings), err=True)
         for label, predictor in predictors.items():
-            if saliency:
-                reports[label] = evaluate_saliency(dataset, predictor.predict_batch, predictor.input_size,
-                                                   limit=limit, progress=not as_json)
-                continue
-            predictions = predict_with_predictor(predictor, dataset, flip=flip, limit=limit, progress=not as_json)
-            reports[label] = evaluate(dataset, predictions, threshold, norm)
+            reports[label] = record.evaluate(predictor, dataset, limit, not as_json, **options)
     if not reports:
         raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
-    if saliency:
-        _print_reports(dataset, reports, skipped, as_json, format_saliency_reports(reports), {})
-        return
     if plot:
         from lbdeploy.evaluation.plot import write_pck_plot
 
         click.echo(f"Wrote {write_pck_plot(reports, plot, f'{dataset.name} {dataset.split}')}", err=True)
-    _print_reports(dataset, reports, skipped, as_json, format_reports(reports), {"flip": flip},
+    flipped = {"flip": flip} if "flip" in record.eval_options else {}
+    _print_reports(dataset, reports, skipped, as_json, record.format_reports(reports), flipped,
                    ", flip test" if flip else "")
 
 

@@ -1,18 +1,13 @@
 """The int8 accuracy gate: the counterpart of the parity gate (exporters.parity) for quantized models.
 
 An int8 model cannot match PyTorch to float tolerances, so the gate checks what a user sees: on
-images held out from calibration (exporters.calibration), the argmax keypoint of every joint of
-the final heatmaps must lie within JOINT_TOLERANCE_PX heatmap pixels (Chebyshev distance: a
-neighbouring pixel, diagonals included) of PyTorch fp32's on at least MIN_AGREEMENT of the joints
-(classification: identical top-1 on MIN_AGREEMENT of the images). Beyond that the export fails
-(AccuracyError) unless the user passes --no-verify.
-
-Like the parity gate's numerical ties, a joint whose int8 keypoint lands elsewhere counts as
-agreeing when PyTorch's own heatmap there is within TIE_FRACTION of its peak, measured on the
-heatmap's range (peak - minimum, so a flat heatmap does not make every pixel a tie): the fp32 model
-itself has two near-equal answers (two modes of a multi-modal heatmap) and int8 noise picks the
-other one. The report keeps the strict figure (`agreement_strict`, no ties) beside the gated one,
-the mean absolute heatmap error of every output and the largest joint offset.
+images held out from calibration (exporters.calibration), the final output must agree with
+PyTorch fp32's by its task's int8 rule (lbdeploy.tasks: pose, a joint's argmax within one heatmap
+pixel or at a near-tie of a multi-modal heatmap; classification, the top-1 class; saliency, a
+pixel's side of 0.5) on at least MIN_AGREEMENT of them. Beyond that the export fails
+(AccuracyError) unless the user passes --no-verify. The report keeps the task's figures (for pose
+the strict share without ties and the largest joint offset) and the mean absolute error of every
+output.
 """
 
 from __future__ import annotations
@@ -22,10 +17,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from lbdeploy.exporters.parity import torch_outputs
+from lbdeploy.tasks import get_task
+from lbdeploy.tasks.pose import JOINT_TOLERANCE_PX, TIE_FRACTION
 
 MIN_AGREEMENT = 0.97
-JOINT_TOLERANCE_PX = 1
-TIE_FRACTION = 0.05  # of the fp32 heatmap's range: a second mode this close is a tie, not an int8 error
 BATCH = 8
 
 
@@ -36,45 +31,26 @@ class AccuracyReport:
     backend: str
     images: int
     joints: int = 0
-    agreement: float = 0.0  # fraction of joints (pose) or images (classification) that agree
+    agreement: float = 0.0  # fraction of joints (pose), images (classification) or pixels (saliency) that agree
     agreement_strict: float | None = None  # pose: within JOINT_TOLERANCE_PX, near-ties not counted
     max_offset_px: int | None = None  # largest keypoint offset in heatmap pixels (pose)
     output_mean_abs_error: dict = field(default_factory=dict)
     passed: bool = False
+    agreement_lines: list = field(default_factory=list)  # the task's rule in words (not stored)
 
     def to_dict(self) -> dict:
         """JSON-friendly form stored in manifest.json under "accuracy"."""
-        return {**asdict(self), "min_agreement": MIN_AGREEMENT, "tolerance_px": JOINT_TOLERANCE_PX,
+        stored = {key: value for key, value in asdict(self).items() if key != "agreement_lines"}
+        return {**stored, "min_agreement": MIN_AGREEMENT, "tolerance_px": JOINT_TOLERANCE_PX,
                 "tie_fraction": TIE_FRACTION}
 
     def summary(self) -> str:
         """Lines for the export's printed report."""
-        what = (f"joints within {JOINT_TOLERANCE_PX} heatmap pixel of PyTorch fp32 or at a near-tie: "
-                f"{self.agreement:.1%} of {self.joints} (strict {self.agreement_strict:.1%}, max offset "
-                f"{self.max_offset_px} px)") if self.joints else \
-            f"identical top-1 classes: {self.agreement:.1%}"
+        what = "; ".join(self.agreement_lines)
         lines = [f"  {what} on {self.images} held-out images; gate >= {MIN_AGREEMENT:.0%}"
                  f"{'' if self.passed else '  FAIL'}"]
         lines += [f"  {name}: mean |err| {err:.2e}" for name, err in self.output_mean_abs_error.items()]
         return "\n".join(lines)
-
-
-def keypoint_offsets(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """Chebyshev distance in heatmap pixels between the argmax of each joint, [N, J] ints."""
-    n, j, _, width = reference.shape
-    ref = reference.reshape(n, j, -1).argmax(-1)
-    out = output.reshape(n, j, -1).argmax(-1)
-    return np.maximum(np.abs(ref // width - out // width), np.abs(ref % width - out % width))
-
-
-def near_ties(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """[N, J] bool: PyTorch's heatmap at the int8 argmax is within TIE_FRACTION of its own peak, as a
-    fraction of the heatmap's range (peak - minimum)."""
-    n, j = reference.shape[:2]
-    ref = reference.reshape(n, j, -1)
-    at_output = np.take_along_axis(ref, output.reshape(n, j, -1).argmax(-1)[..., None], -1)[..., 0]
-    peak = ref.max(-1)
-    return peak - at_output <= TIE_FRACTION * (peak - ref.min(-1))
 
 
 def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, backend: str) -> AccuracyReport:
@@ -83,7 +59,7 @@ def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, 
     Args:
         model: the original PyTorch model (fp32).
         run: callable taking a batch of images -> {output_name: array} (the int8 model).
-        names: output names in order, last = final; task: "pose" or "classification".
+        names: output names in order, last = final; task: a name of lbdeploy.tasks.
         backend: what `run` executes, for the report.
     Returns:
         The report; the caller decides whether a failure is fatal.
@@ -100,14 +76,9 @@ def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, 
     report = AccuracyReport(backend=backend, images=len(images), output_mean_abs_error={
         name: float(np.abs(outputs[name] - reference[name]).mean()) for name in names})
     final = names[-1]
-    if task == "pose":
-        offsets = keypoint_offsets(reference[final], outputs[final])
-        close = offsets <= JOINT_TOLERANCE_PX
-        report.joints = int(offsets.size)
-        report.agreement_strict = float(close.mean())
-        report.agreement = float((close | near_ties(reference[final], outputs[final])).mean())
-        report.max_offset_px = int(offsets.max())
-    else:
-        report.agreement = float((reference[final].argmax(1) == outputs[final].argmax(1)).mean())
+    agreement = get_task(task).accuracy(reference[final], outputs[final])
+    for key, value in agreement.fields.items():
+        setattr(report, key, value)
+    report.agreement_lines = agreement.lines
     report.passed = report.agreement >= MIN_AGREEMENT
     return report

@@ -4,15 +4,13 @@
 this machine's TernaryConv kernel library) on PRECISION_IMAGES fixed seeded images and keeps the
 engine only when `compare_precision` passes (docs/tensorrt.md, "Precision"):
 
-- pose: every joint's decoded keypoint (argmax + quarter-pixel refinement, lbdeploy.pose.decode)
-  lies within KEYPOINT_TOLERANCE heatmap pixels of the float32 one, or is a tie: the float32
-  heatmap at the engine's peak is within TIE_RTOL of its own peak (fp16 keeps ~3 significant
-  digits, so two near-equal peaks may swap without the pose changing).
-- classification: every image's top-1 class agrees, or is such a tie between the two logits.
+the final outputs agree by the task's precision rule (lbdeploy.tasks: pose, every decoded
+keypoint within one heatmap pixel of float32's or a near-equal tie; classification, every top-1
+class or a tie; saliency, every pixel's side of 0.5).
 
 The largest absolute output error is reported too, never gated: after hundreds of layers fp16 heatmap
 values differ by ~1e-2 while the keypoints stay put. To gate another precision (int8), call
-`check_engine_precision` with its runner; to change a tolerance, change the constant and the docs.
+`check_engine_precision` with its runner; to change a tolerance, change the task's constant and the docs.
 """
 
 from __future__ import annotations
@@ -23,13 +21,12 @@ from typing import Callable
 import numpy as np
 
 from lbdeploy.errors import ParityError
-from lbdeploy.pose.decode import decode_heatmaps
+from lbdeploy.tasks import get_task
+from lbdeploy.tasks.pose import KEYPOINT_TOLERANCE, PRECISION_TIE_RTOL
 from lbdeploy.transforms import normalize
 
 PRECISION_IMAGES = 4
 PRECISION_SEED = 20240917
-KEYPOINT_TOLERANCE = 1.0  # heatmap pixels (x heatmap_stride input pixels)
-TIE_RTOL = 1e-2  # relative to the float32 peak: fp16 rounding of a heatmap or logit
 
 
 @dataclass
@@ -40,33 +37,26 @@ class PrecisionReport:
     images: int
     max_abs_error: float
     reference_max_abs: float
-    agreeing: int  # joints (pose) or images (classification) within tolerance or tied
+    agreeing: int  # joints (pose), images (classification) or pixels (saliency) within tolerance or tied
     total: int
     worst_keypoint_shift: float | None  # heatmap pixels, over the non-tied joints (pose only)
     passed: bool
 
     def to_dict(self) -> dict:
         """JSON form for engine.json, with the tolerances used."""
-        return {**asdict(self), "keypoint_tolerance": KEYPOINT_TOLERANCE, "tie_rtol": TIE_RTOL}
+        return {**asdict(self), "keypoint_tolerance": KEYPOINT_TOLERANCE, "tie_rtol": PRECISION_TIE_RTOL}
 
     def summary(self) -> str:
         """One line for the build log or the error message."""
-        what = "joints" if self.task == "pose" else "top-1 classes"
+        what = {"images": "top-1 classes"}.get(get_task(self.task).unit, get_task(self.task).unit)
         shift = "" if self.worst_keypoint_shift is None else \
             f", worst keypoint shift {self.worst_keypoint_shift:.2f} heatmap px (tolerance {KEYPOINT_TOLERANCE})"
         return (f"{self.agreeing}/{self.total} {what} agree with float32 on {self.images} images{shift}; "
                 f"max |error| {self.max_abs_error:.3g} (outputs up to {self.reference_max_abs:.3g})")
 
 
-def _ties(reference: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-    """Rows of `reference` [rows, values] whose value at `chosen` is within TIE_RTOL of their maximum."""
-    rows = np.arange(reference.shape[0])
-    peak = reference.max(axis=1)
-    return peak - reference[rows, chosen] <= TIE_RTOL * np.maximum(np.abs(peak), 1e-12)
-
-
 def compare_precision(reference: np.ndarray, candidate: np.ndarray, task: str) -> PrecisionReport:
-    """Compare a final output (heatmaps [N,J,H,W] for pose, logits [N,C] otherwise) with float32's.
+    """Compare a final output with float32's by the task's precision rule.
 
     Raises:
         ParityError: the shapes differ.
@@ -76,23 +66,9 @@ def compare_precision(reference: np.ndarray, candidate: np.ndarray, task: str) -
     if reference.shape != candidate.shape:
         raise ParityError(f"the engine's output has shape {candidate.shape}, float32 ONNX Runtime gives "
                           f"{reference.shape}; rebuild the engine from this artifact")
-    error = float(np.abs(candidate - reference).max())
-    ref_max = float(np.abs(reference).max())
-    if task == "pose":
-        n, j = reference.shape[:2]
-        ref_xy, _ = decode_heatmaps(reference)
-        out_xy, _ = decode_heatmaps(candidate)
-        shift = np.abs(out_xy - ref_xy).max(axis=-1).reshape(n * j)
-        flat_ref = reference.reshape(n * j, -1)
-        tied = _ties(flat_ref, candidate.reshape(n * j, -1).argmax(axis=1))
-        close = shift <= KEYPOINT_TOLERANCE
-        agreeing = close | tied
-        worst = float(shift[~tied].max()) if (~tied).any() else 0.0
-        return PrecisionReport(task, n, error, ref_max, int(agreeing.sum()), n * j, worst, bool(agreeing.all()))
-    same = reference.argmax(axis=1) == candidate.argmax(axis=1)
-    agreeing = same | _ties(reference, candidate.argmax(axis=1))
-    return PrecisionReport(task, reference.shape[0], error, ref_max, int(agreeing.sum()), reference.shape[0], None,
-                           bool(agreeing.all()))
+    agreement = get_task(task).precision(reference, candidate)
+    return PrecisionReport(task, reference.shape[0], float(np.abs(candidate - reference).max()),
+                           float(np.abs(reference).max()), passed=agreement.passed, **agreement.fields)
 
 
 def precision_images(manifest: dict, count: int = PRECISION_IMAGES) -> np.ndarray:
@@ -126,7 +102,7 @@ def check_engine_precision(reference_run: Callable[[np.ndarray], dict], engine_r
     images = precision_images(manifest)
     reference = np.concatenate([reference_run(images[i:i + 1])[name] for i in range(len(images))])
     candidate = np.concatenate([engine_run(images[i:i + 1])[name] for i in range(len(images))])
-    report = compare_precision(reference, candidate, manifest.get("task", "pose"))
+    report = compare_precision(reference, candidate, get_task(manifest.get("task")).name)
     if not report.passed:
         raise ParityError(f"the {label} engine does not reproduce float32 ONNX Runtime (docs/tensorrt.md, Precision): "
                           f"{report.summary()}; the engine was not kept: build without --fp16")

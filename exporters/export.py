@@ -20,6 +20,7 @@ from lbdeploy.backends import get_backend
 from lbdeploy.errors import AccuracyError, ConfigError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
 from lbdeploy.targets import host_target, resolve
+from lbdeploy.tasks import task_of
 
 # ONNX opsets the exporter writes (torch's dynamo exporter, our op's schema).
 OPSETS = range(17, 22)
@@ -38,20 +39,6 @@ def _tool_versions() -> dict:
     except ImportError:
         pass
     return versions
-
-
-def _io_manifest(ckpt, names: list[str], task: str) -> dict:
-    """The manifest's task/input/outputs/pose/saliency sections for the exported outputs `names`."""
-    meta = ckpt.metadata
-    h, w = meta.get("input_size", ckpt.config.get("input_size"))
-    if task == "pose":
-        stride = meta.get("heatmap_stride", 4)
-        shapes = [(1, len(meta["joints"]), h // stride, w // stride)] * len(names)
-    elif task == "saliency":
-        shapes = [(1, 1, h, w)] * len(names)  # logit maps at the input size
-    else:
-        shapes = [(1, meta["classes"])]
-    return io_manifest({**meta, "task": task}, ckpt.config, names, shapes)
 
 
 def _ort_runner(work: Path, manifest: dict):
@@ -99,7 +86,7 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
     export_target, backend = resolve(target, backend)
     progress(f"loading {model_pt}")
     model, ckpt = load_model(model_pt)
-    task = ckpt.metadata.get("task", "pose")
+    task = task_of(ckpt.metadata).name
     input_size = tuple(ckpt.metadata.get("input_size", ckpt.config.get("input_size")))
     has_ternary = any(type(m).__name__ in ("TernaryConv2d",) for m in model.modules())
     custom = ops == "custom" and has_ternary
@@ -117,8 +104,8 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
             progress(f"exporting ONNX (opset {opset}, {'TernaryConv custom op' if custom else 'standard ops'})")
             names = export_onnx(model, work / MODEL_FILE, input_size, task, ops="custom" if custom else "standard",
                                 opset=opset)
-        manifest = {"arch": ckpt.arch, "config": ckpt.config,
-                    **_io_manifest(ckpt, names, task), "target": export_target.name, "backend": backend,
+        manifest = {"arch": ckpt.arch, "config": ckpt.config, **io_manifest(ckpt.metadata, ckpt.config, len(names)),
+                    "target": export_target.name, "backend": backend,
                     "ops": "custom" if custom else "standard", "opset": opset,
                     "custom_ops": [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}] if custom else [],
                     "kernel_library": None, **(int8.manifest() if quantize else {"precision": "fp32"})}

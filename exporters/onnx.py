@@ -18,7 +18,7 @@ import numpy as np
 
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION, check_packed
-from lbdeploy.artifact import output_names
+from lbdeploy.tasks import get_task
 
 OPSET = 18
 INPUT_NAME = "image"
@@ -129,7 +129,7 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
     example = torch.zeros(2, 3, *input_size)
     with torch.no_grad():
         count = len(wrapped(example))
-    names = output_names(task, count)
+    names = get_task(task).output_names(count)
     trace_to_onnx(wrapped, example, path, INPUT_NAME, names, ops, opset, dynamic_batch=True)
     return names
 

@@ -15,12 +15,9 @@ rather than with the largest activation of the network (docs/export.md):
 
 An exact export errs by ~2e-6 of the spread, also on untrained networks whose heatmaps reach 1e8;
 a flipped ternary filter, a wrong BN fold or swapped outputs err by > 1e-2 of it
-(tests/test_parity.py). Pose models must also keep every joint's argmax (a different argmax agrees
-only as a tie: the reference at the exported argmax within the map's tolerance of its peak);
-classifiers every top-1 class. To add an input kind, extend `parity_inputs`.
-Saliency models (`saliency_agreement`) must also keep every pixel's probability (after the
-sigmoid) within SALIENCY_PROB_ATOL of PyTorch's and on the same side of 0.5 (a pixel whose
-reference probability is within SALIENCY_PROB_ATOL of 0.5 is a tie).
+(tests/test_parity.py). The final output must also agree by its task's rule (lbdeploy.tasks:
+pose keeps every joint's argmax up to ties, saliency every pixel's side of 0.5 and probability,
+classification every top-1 class). To add an input kind, extend `parity_inputs`.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.errors import ParityError
-from lbdeploy.runtime.saliency import sigmoid
+from lbdeploy.tasks import get_task
 
 RTOL = 1e-4
 NOISE_FACTOR = 10.0
@@ -41,11 +38,6 @@ PARITY_SEED = 20210101
 RANDOM_IMAGES = 1
 SYNTHETIC_PEOPLE = 1
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
-# Saliency maps are shown and thresholded as 8-bit images: an error of a quarter of one level
-# (1/255) changes no pixel of the PNG by more than one level, while a wrong layer moves many
-# pixels' probabilities by far more than that.
-SALIENCY_PROB_ATOL = 1e-3
-
 
 @dataclass
 class OutputParity:
@@ -73,24 +65,19 @@ class ParityReport:
     saliency_agreement: float | None = None
     saliency_max_prob_error: float | None = None
     passed: bool = False
+    agreement_lines: list = field(default_factory=list)  # the task's rule in words (not stored)
 
     def to_dict(self) -> dict:
         """JSON-friendly form stored in manifest.json."""
-        return {**asdict(self), "tolerances": {"rtol_of_spread": RTOL, "noise_factor": NOISE_FACTOR, "atol": ATOL}}
+        stored = {key: value for key, value in asdict(self).items() if key != "agreement_lines"}
+        return {**stored, "tolerances": {"rtol_of_spread": RTOL, "noise_factor": NOISE_FACTOR, "atol": ATOL}}
 
     def summary(self) -> str:
         """One line per output plus the agreement figures."""
         lines = [f"  {o.name}: max |err| {o.max_abs_error:.2e}, worst err/tol {o.worst_ratio:.2e} "
                  f"(tol there {o.tolerance:.2e}), mean {o.mean_abs_error:.2e}{'' if o.passed else '  FAIL'}"
                  for o in self.outputs]
-        if self.keypoint_agreement is not None:
-            lines.append(f"  joints with identical argmax: {self.keypoint_agreement:.1%} "
-                         f"(strict {self.keypoint_agreement_strict:.1%})")
-        if self.top1_agreement is not None:
-            lines.append(f"  identical top-1 classes: {self.top1_agreement:.1%}")
-        if self.saliency_agreement is not None:
-            lines.append(f"  saliency pixels on the same side of 0.5: {self.saliency_agreement:.2%}, max |prob err| "
-                         f"{self.saliency_max_prob_error:.2e} (tol {SALIENCY_PROB_ATOL:.0e})")
+        lines += [f"  {line}" for line in self.agreement_lines]
         return "\n".join(lines)
 
 
@@ -134,31 +121,6 @@ def map_tolerance(reference: np.ndarray, float32_reference: np.ndarray) -> np.nd
     return ATOL + RTOL * spread + NOISE_FACTOR * noise
 
 
-def _keypoint_agreement(ref: np.ndarray, out: np.ndarray, tolerance: np.ndarray) -> tuple[float, float]:
-    n, j = ref.shape[:2]
-    ref_flat, out_flat = ref.reshape(n * j, -1), out.reshape(n * j, -1)
-    ref_arg, out_arg = ref_flat.argmax(1), out_flat.argmax(1)
-    strict = ref_arg == out_arg
-    rows = np.arange(n * j)
-    tie = ref_flat[rows, ref_arg] - ref_flat[rows, out_arg] <= tolerance.reshape(n * j)
-    return float((strict | tie).mean()), float(strict.mean())
-
-
-def saliency_agreement(ref_logits: np.ndarray, out_logits: np.ndarray) -> tuple[float, float]:
-    """Per-pixel agreement of two saliency logit maps after the sigmoid.
-
-    Args:
-        ref_logits: PyTorch's final map [N, 1, H, W]; out_logits: the exported model's, same shape.
-    Returns:
-        (fraction of pixels on the same side of 0.5 as PyTorch, ties within SALIENCY_PROB_ATOL of
-        0.5 counting as agreeing; max |probability difference|).
-    """
-    ref, out = sigmoid(ref_logits), sigmoid(out_logits)
-    same_side = (ref >= 0.5) == (out >= 0.5)
-    tie = np.abs(ref - 0.5) <= SALIENCY_PROB_ATOL
-    return float((same_side | tie).mean()), float(np.abs(out - ref).max())
-
-
 def _output_parity(name: str, ref: np.ndarray, ref32: np.ndarray, out: np.ndarray) -> tuple[OutputParity, np.ndarray]:
     tol = map_tolerance(ref, ref32)
     err = np.abs(out.astype(np.float64) - ref)
@@ -187,18 +149,11 @@ def compare(reference: dict, float32_reference: dict, outputs: dict, task: str, 
         result, final_tol = _output_parity(name, ref, float32_reference[name], out)
         report.outputs.append(result)
     final_name = list(reference)[-1]
-    ref, out = reference[final_name], np.asarray(outputs[final_name])
-    if task == "pose":
-        report.keypoint_agreement, report.keypoint_agreement_strict = _keypoint_agreement(ref, out, final_tol)
-        agreement_ok = report.keypoint_agreement == 1.0
-    elif task == "saliency":
-        report.saliency_agreement, report.saliency_max_prob_error = saliency_agreement(
-            reference[final_name], outputs[final_name])
-        agreement_ok = report.saliency_agreement == 1.0 and report.saliency_max_prob_error <= SALIENCY_PROB_ATOL
-    else:
-        report.top1_agreement = float((ref.argmax(1) == out.argmax(1)).mean())
-        agreement_ok = report.top1_agreement == 1.0
-    report.passed = all(o.passed for o in report.outputs) and agreement_ok
+    agreement = get_task(task).parity(reference[final_name], np.asarray(outputs[final_name]), final_tol)
+    for key, value in agreement.fields.items():
+        setattr(report, key, value)
+    report.agreement_lines = agreement.lines
+    report.passed = all(o.passed for o in report.outputs) and agreement.passed
     return report
 
 

@@ -11,10 +11,12 @@ reads them with `open_artifact`, the trust boundary of an artifact:
 - backends resolve each file they load with `contained_path` (never outside the folder), and
   files added on the device later (a TensorRT engine) are checked with `verify_file` at load.
 
-numpy-free and torch-free: a board imports this with the runtime alone.
+torch-free: a board imports this with the runtime alone.
 
 To add a manifest field, add it to `_SCHEMA` (and to `loadable_files` when a backend loads the
-file it names); to accept a new manifest version, extend SUPPORTED_FORMAT_VERSIONS.
+file it names); to accept a new manifest version, extend SUPPORTED_FORMAT_VERSIONS. A task's own
+section (`pose`, `saliency`, `classification`) is its record's (lbdeploy.tasks): its schema check
+and how it is written from checkpoint metadata.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lbdeploy.errors import ArtifactError
+from lbdeploy.tasks import TASKS, get_task
 
 FORMAT_NAME = "lbdeploy-artifact"
 FORMAT_VERSION = 1
@@ -42,7 +45,7 @@ _SCHEMA = {
     "task": ((str,), True), "input": ((dict,), True), "outputs": ((list,), True), "backend": ((str,), True),
     "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
-    "pose": ((dict,), False), "saliency": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False),
+    "tvm": ((dict,), False), "tensorrt": ((dict,), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
     "quantization": ((dict,), False), "accuracy": ((dict,), False),
 }
@@ -95,6 +98,11 @@ def _check_nested(manifest: dict) -> None:
         _require(library.get("path"), (str,), "kernel_library.path")
     for index, op in enumerate(manifest.get("custom_ops", [])):
         _require(op, (dict,), f"custom_ops[{index}]")
+    if manifest["task"] not in TASKS:
+        raise ArtifactError(f"the manifest's task {manifest['task']!r} is not one this lbdeploy runs "
+                            f"({', '.join(TASKS)}); upgrade lbdeploy")
+    for task in TASKS.values():
+        task.check_section(manifest, _require)
 
 
 def validate_manifest(manifest, where) -> dict:
@@ -292,53 +300,41 @@ def final_output(manifest: dict) -> dict:
 
 def summarize(manifest: dict) -> dict:
     """The public part of a manifest: what the model is and how it is fed, without file hashes."""
-    keys = ("arch", "task", "input", "outputs", "pose", "saliency", "target", "backend", "ops", "opset", "precision",
-            "quantization", "tools")
+    keys = ("arch", "task", "input", "outputs", *(task.section for task in TASKS.values() if task.section), "target",
+            "backend", "ops", "opset", "precision", "quantization", "tools")
     summary = {key: manifest[key] for key in keys if key in manifest}
     summary["config"] = manifest.get("config", {})
     return summary
 
 
-def output_names(task: str, count: int) -> list[str]:
-    """Model output names: heatmaps_0..heatmaps_{S-1} for pose (one per stack), `saliency` for a
-    saliency network's final logit map (side maps before it: saliency_0..), logits for classification."""
-    if task == "pose":
-        return [f"heatmaps_{i}" for i in range(count)]
-    if task == "saliency":
-        return [f"saliency_{i}" for i in range(count - 1)] + ["saliency"]
-    return ["logits"]
-
-
-def io_manifest(metadata: dict, config: dict, output_names: list[str], output_shapes: list) -> dict:
-    """The task, input, outputs and pose / saliency sections of a manifest, from a checkpoint's metadata.
+def io_manifest(metadata: dict, config: dict, output_count: int, output_shapes: list | None = None) -> dict:
+    """The task, input, outputs and task section of a manifest, from a checkpoint's metadata.
 
     Args:
-        metadata: the checkpoint metadata (task, input_size, mean, std, heatmap_stride, joints,
-            flip_pairs, skeleton; output_activation for saliency); config: the build config
-            (input_size when metadata lacks it).
-        output_names: the model's outputs in order, last = final.
-        output_shapes: the shape of each output for a batch of one.
+        metadata: the checkpoint metadata (task, input_size, pixel_scale, mean, std and what the
+            task's record reads: joints, heatmap_stride, output_activation, classes, ...);
+            config: the build config (input_size when metadata lacks it).
+        output_count: how many outputs the model has (the last is final).
+        output_shapes: each output's shape for a batch of one, when measured (None: the task's
+            record derives them from the metadata).
     Returns:
-        {"task", "input", "outputs"} and, for pose models, "pose"; for saliency models, "saliency"
-        (the activation that turns the final logit map into probabilities, and the map's size).
+        {"task", "input", "outputs"} and the task's section (lbdeploy.tasks) when it has one.
     """
     height, width = (int(v) for v in metadata.get("input_size", config.get("input_size", (256, 256))))
-    task = metadata.get("task", "pose")
-    last = len(output_names) - 1
+    task = get_task(metadata.get("task"))
+    names = task.output_names(output_count)
+    shapes = output_shapes or task.output_shapes(metadata, (height, width), len(names))
     section = {
-        "task": task,
+        "task": task.name,
         "input": {"name": "image", "shape": ["N", 3, height, width], "layout": "NCHW", "dtype": "float32",
                   "color": "RGB", "pixel_scale": float(metadata.get("pixel_scale", 1.0 / 255.0)),
                   "mean": list(metadata.get("mean", (0.0, 0.0, 0.0))), "std": list(metadata.get("std", (1.0, 1.0, 1.0)))},
-        "outputs": [{"name": name, "shape": ["N", *[int(d) for d in shape[1:]]], **({"stack": i} if task == "pose" else {}),
-                     "final": i == last} for i, (name, shape) in enumerate(zip(output_names, output_shapes))],
+        "outputs": [{"name": name, "shape": ["N", *[int(d) for d in shape[1:]]], **task.output_fields(i),
+                     "final": i == len(names) - 1} for i, (name, shape) in enumerate(zip(names, shapes))],
     }
-    if task == "pose":
-        section["pose"] = {key: metadata[key] for key in ("joints", "flip_pairs", "skeleton") if key in metadata}
-        section["pose"]["heatmap_stride"] = int(metadata.get("heatmap_stride", height // output_shapes[-1][2]))
-    if task == "saliency":
-        section["saliency"] = {"output_activation": str(metadata.get("output_activation", "sigmoid")),
-                               "map_size": [int(d) for d in output_shapes[-1][2:]]}
+    task_section = task.manifest_section(metadata, (height, width), shapes)
+    if task_section is not None:
+        section[task.section] = task_section
     return section
 
 
@@ -349,11 +345,10 @@ def checkpoint_manifest(arch: str, config: dict, metadata: dict, output_shapes: 
         arch: preset name; config: the build config; metadata: the checkpoint metadata.
         output_shapes: the shape of each output for a batch of one, last = final.
     Returns:
-        A manifest dict with the sections the Predictor reads (input, outputs, pose).
+        A manifest dict with the sections the predictors read (input, outputs, the task's).
     """
-    names = output_names(metadata.get("task", "pose"), len(output_shapes))
     return {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "arch": arch, "config": config,
-        **io_manifest(metadata, config, names, output_shapes),
+        **io_manifest(metadata, config, len(output_shapes), output_shapes),
         "target": "host", "backend": "torch", "ops": "standard", "custom_ops": [], "kernel_library": None, "files": {},
     }

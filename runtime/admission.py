@@ -28,7 +28,7 @@ import numpy as np
 
 from lbdeploy.errors import LbdeployError
 from lbdeploy.transforms import load_image
-from lbdeploy.runtime.predictor import PoseResult
+from lbdeploy.runtime.tasks.pose import PoseResult
 
 
 class Overloaded(LbdeployError):

@@ -1,6 +1,6 @@
 """Open a model source for inference: an artifact folder (verified) or a model.pt, with its backend.
 
-Shared by every predictor (runtime.predictor for pose, runtime.saliency for saliency) so that
+Shared by every predictor (runtime.tasks: pose, saliency, classification) so that
 they load, verify and pick backends the same way. `model_task` tells which predictor a source
 needs without building a backend (the CLI and the server use it to choose).
 """

@@ -1,15 +1,13 @@
-"""HTTP pose server: a FastAPI app around one Predictor (served by uvicorn, or by Ray Serve).
+"""HTTP server: a FastAPI app around one predictor (served by uvicorn, or by Ray Serve).
 
 Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others):
-    POST /v1/pose       image (raw body or multipart field "file") -> keypoints JSON
-    POST /v1/pose/batch several images (multipart fields "files") -> {"model", "images": [...]}
-    POST /v1/heatmaps   same input -> final heatmaps as .npy bytes ([N, J, h, w] float32)
-    POST /v1/saliency   image -> saliency map PNG (or JSON statistics), for a saliency model
-                        (runtime.saliency_server; the pose endpoints answer 404 for one)
+    every task's own endpoints (runtime.tasks: each task's record adds them):
+      POST /v1/pose, /v1/pose/batch, /v1/heatmaps   pose (runtime/tasks/pose_routes.py)
+      POST /v1/saliency                             saliency map PNG or JSON (saliency_routes.py)
+      POST /v1/classify                             top-k classes JSON (classification_routes.py)
+    an endpoint of another task than the served model's answers WrongTask (404, naming the right one);
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
-Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...];
-without them the Predictor's detector finds the people (each gets a "box" and an "id").
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
 reading), images above `max_pixels` get 400, boxes that are not finite pixel coordinates get 400,
 more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more than `max_pending`
@@ -25,9 +23,7 @@ startup, so the same app can be pickled to Ray Serve replicas (runtime.ray_serve
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import io
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +31,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -46,33 +41,17 @@ from lbdeploy import __version__
 from lbdeploy.artifact import summarize
 from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
-from lbdeploy.runtime.admission import Admission, predict_in_batches
-from lbdeploy.runtime.limits import RequestLimits, check_work, parse_boxes_json
+from lbdeploy.runtime.admission import Admission
+from lbdeploy.runtime.limits import RequestLimits
 from lbdeploy.runtime.metrics import CONTENT_TYPE, ServerMetrics
-from lbdeploy.runtime.results import pose_to_json
-from lbdeploy.runtime.saliency_server import SALIENCY_ENDPOINT, add_saliency_routes, require_task
-from lbdeploy.runtime.schemas import BatchPoses, ImagePoses, image_request_body
+from lbdeploy.runtime.tasks import RUNTIME_TASKS, runtime_task
 
 DEFAULT_MAX_BODY_MB = 16.0
-_ENDPOINTS = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps", SALIENCY_ENDPOINT, "/v1/model", "/healthz", "/metrics",
-              "/docs", "/openapi.json")
-MAX_BATCH_IMAGES = 32
+_ENDPOINTS = (*(path for record in RUNTIME_TASKS.values() for path in record.endpoints), "/v1/model", "/healthz",
+              "/metrics", "/docs", "/openapi.json")
 _LOG = logging.getLogger(__name__)
 # Key in the ASGI scope's state under which an error response records its type for /metrics.
 _ERROR_TYPE = "lbdeploy_error_type"
-_IMAGE_BODY = {"requestBody": image_request_body({
-    "boxes": {"type": "string", "description": "JSON [[x, y, w, h], ...]"}, "flip": {"type": "boolean"}})}
-
-
-_BATCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
-            "files": {"type": "array", "items": {"type": "string", "format": "binary"},
-                      "description": f"one field per image, at most {MAX_BATCH_IMAGES}"},
-            "flip": {"type": "boolean"}}}}},
-    }
-}
 
 
 @dataclass
@@ -192,51 +171,12 @@ class _Metrics:
                     metrics.error(endpoint, scope.get("state", {}).get(_ERROR_TYPE, default))
 
 
-def _parse_flip(value) -> bool:
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "1", "0", "yes", "no", ""):
-        raise InputError(f"flip must be true or false, got {value!r}")
-    return text in ("true", "1", "yes")
-
-
-async def _read_request(request: Request) -> tuple[bytes, list | None, bool]:
-    """The image bytes, boxes and flip flag of a raw-body or multipart request."""
-    boxes, flip = request.query_params.get("boxes"), request.query_params.get("flip")
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InputError("multipart requests need the image in a file field named 'file'")
-        data = await upload.read()
-        boxes = form.get("boxes", boxes)
-        flip = form.get("flip", flip)
-    else:
-        data = await request.body()
-    return data, parse_boxes_json(boxes), _parse_flip(flip)
-
-
-async def _read_batch(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
-    """The (file name, bytes) of each image of a multipart batch request, and the flip flag."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InputError("send the images as multipart/form-data, one file field named 'files' per image")
-    form = await request.form()
-    uploads = form.getlist("files")
-    if not uploads or any(isinstance(upload, str) for upload in uploads):
-        raise InputError("a batch needs one or more image files in multipart fields named 'files'")
-    if len(uploads) > MAX_BATCH_IMAGES:
-        raise InputError(f"a batch holds at most {MAX_BATCH_IMAGES} images, got {len(uploads)}; split it")
-    images = [(upload.filename or str(i), await upload.read()) for i, upload in enumerate(uploads)]
-    return images, _parse_flip(form.get("flip", request.query_params.get("flip")))
-
-
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
-        predictor_factory: called once at startup; returns a runtime.predictor.Predictor (or a
-            runtime.saliency.SaliencyPredictor for a saliency model).
+        predictor_factory: called once at startup; returns the predictor of a task of runtime.tasks
+            (e.g. runtime.tasks.PredictorOfTask(artifact)).
         settings: limits and options (defaults: ServerSettings()).
 
     Returns:
@@ -256,8 +196,8 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
         finally:
             app.state.executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="lbdeploy pose server", version=__version__, lifespan=lifespan,
-                  description="Human pose estimation with an exported LBRN artifact.",
+    app = FastAPI(title="lbdeploy server", version=__version__, lifespan=lifespan,
+                  description="Pose estimation, saliency maps or classification with an exported LBRN artifact.",
                   docs_url=None, redoc_url=None, openapi_url=None)  # served below, behind the token
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(_InternalErrors)
@@ -287,21 +227,6 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
             raise HTTPException(401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
 
-    async def run_inference(request: Request, return_heatmaps: bool):
-        predictor = request.app.state.predictor
-        require_task(predictor, "pose", request.url.path)
-        data, boxes, flip = await _read_request(request)
-        check_work(len(boxes) if boxes else predictor.max_people, flip, predictor.input_size, settings.limits)
-        with request.app.state.admission.slot():
-            return await _predict(request, data, boxes, flip, return_heatmaps)
-
-    async def _predict(request: Request, data: bytes, boxes, flip: bool, return_heatmaps: bool):
-        loop = asyncio.get_running_loop()
-        return await predict_in_batches(
-            request.app.state.predictor, data, boxes, flip, return_heatmaps,
-            run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-            batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s)
-
     protected = [Depends(require_token)]
 
     @app.get("/openapi.json", dependencies=protected, include_in_schema=False)
@@ -312,42 +237,13 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def docs():
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
 
-    @app.post("/v1/pose", dependencies=protected, openapi_extra=_IMAGE_BODY, response_model=ImagePoses,
-              response_model_exclude_unset=True, summary="Keypoints of the people in an image (COCO-style JSON)")
-    async def pose(request: Request):
-        result = await run_inference(request, return_heatmaps=False)
-        predictor = request.app.state.predictor
-        return pose_to_json(result, predictor.joint_names, predictor.skeleton)
-
-    @app.post("/v1/pose/batch", dependencies=protected, openapi_extra=_BATCH_BODY, response_model=BatchPoses,
-              response_model_exclude_unset=True, summary="Keypoints of the people in each of several images")
-    async def pose_batch(request: Request):
-        predictor = request.app.state.predictor
-        require_task(predictor, "pose", request.url.path)
-        images, flip = await _read_batch(request)
-        check_work(len(images) * predictor.max_people, flip, predictor.input_size, settings.limits)
-        with request.app.state.admission.slot():
-            results = [await _predict(request, data, None, flip, False) for _, data in images]
-        return {"model": predictor.manifest.get("arch"),
-                "images": [pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=name)
-                           for (name, _), result in zip(images, results)]}
-
-    @app.post("/v1/heatmaps", dependencies=protected, openapi_extra=_IMAGE_BODY,
-              response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")
-    async def heatmaps(request: Request):
-        result = await run_inference(request, return_heatmaps=True)
-        buffer = io.BytesIO()
-        np.save(buffer, result.heatmaps, allow_pickle=False)
-        return Response(buffer.getvalue(), media_type="application/octet-stream",
-                        headers={"Content-Disposition": 'attachment; filename="heatmaps.npy"'})
-
     @app.get("/v1/model", dependencies=protected, summary="What model is served and how it is fed")
     async def model(request: Request):
         predictor = request.app.state.predictor
-        pose = predictor.manifest.get("task", "pose") == "pose"
-        return {**summarize(predictor.manifest), **({"joint_names": predictor.joint_names} if pose else {})}
+        return {**summarize(predictor.manifest), **runtime_task(predictor.task.name).model_fields(predictor)}
 
-    add_saliency_routes(app, settings, protected)
+    for record in RUNTIME_TASKS.values():
+        record.add_routes(app, settings, protected)
 
     @app.get("/healthz", summary="Liveness: 200 once the model is loaded")
     async def healthz():

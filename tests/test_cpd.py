@@ -347,7 +347,7 @@ def test_demo_model_is_small_and_scores_as_documented():
     demo = Path(lbdeploy.__file__).parent / "data" / "cpd_demo.pt"
     assert demo.stat().st_size < 5 * 2 ** 20
     from lbdeploy.evaluation.saliency_eval import evaluate_saliency
-    from lbdeploy.runtime.saliency import SaliencyPredictor
+    from lbdeploy.runtime.tasks.saliency import SaliencyPredictor
 
     predictor = SaliencyPredictor(demo)  # the model.pt on torch
     report = evaluate_saliency(SyntheticSaliency("val", size=200), predictor.predict_batch, predictor.input_size,

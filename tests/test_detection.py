@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx", reason="building test detectors needs onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
-from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
 
 # A joint is right when it is within this fraction of the person's larger box side of the truth.
 PCK_FRACTION = 0.2

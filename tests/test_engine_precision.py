@@ -8,7 +8,8 @@ the real `ort_float32_runner` on an artifact folder.
 import numpy as np
 import pytest
 
-from lbdeploy.exporters.engine_precision import (KEYPOINT_TOLERANCE, PRECISION_IMAGES, check_engine_precision,
+from lbdeploy.tasks.pose import KEYPOINT_TOLERANCE
+from lbdeploy.exporters.engine_precision import (PRECISION_IMAGES, check_engine_precision,
                                         compare_precision, ort_float32_runner, precision_images)
 from lbdeploy.errors import ParityError
 from runtime_artifacts import pool_manifest, pool_model, write_artifact

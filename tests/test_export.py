@@ -21,6 +21,7 @@ from lbdeploy.errors import ConfigError, ExportError, KernelLibraryError, Parity
 from lbdeploy.models import build_model, get_preset, list_models
 from lbdeploy.ops.onnx_schema import make_node
 from lbdeploy.ops.vectors import load
+from lbdeploy.tasks.saliency import SALIENCY_PROB_ATOL
 
 SMALL = {"stacks": 2, "input_size": (64, 64)}
 SMALL_SALIENCY = {"width": 4, "channels": 4, "input_size": (64, 64)}  # CPD / CPD-LB presets
@@ -174,7 +175,7 @@ def test_saliency_manifest_and_parity(tmp_path):
     assert manifest["input"]["shape"] == ["N", 3, 64, 64] and manifest["custom_ops"]
     report = manifest["parity"]
     assert report["passed"] and report["saliency_agreement"] == 1.0 and report["top1_agreement"] is None
-    assert report["saliency_max_prob_error"] <= parity.SALIENCY_PROB_ATOL
+    assert report["saliency_max_prob_error"] <= SALIENCY_PROB_ATOL
 
 
 def _saliency_compare(reference, output):
@@ -199,7 +200,7 @@ def test_saliency_parity_is_per_pixel():
     shifted = big.copy()
     shifted[0, 0, 0, 0] += 0.005
     report = _saliency_compare(big, shifted)
-    assert report.outputs[0].passed and not report.passed and report.saliency_max_prob_error > parity.SALIENCY_PROB_ATOL
+    assert report.outputs[0].passed and not report.passed and report.saliency_max_prob_error > SALIENCY_PROB_ATOL
 
 
 @pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None, reason="aarch64 cross compiler not installed")

@@ -285,7 +285,7 @@ def test_int8_graph_without_kernel_library_is_refused(tmp_path, demo_int8):
 
 
 def test_gate_counts_neighbours_and_near_ties():
-    from lbdeploy.exporters.accuracy import keypoint_offsets, near_ties
+    from lbdeploy.tasks.pose import keypoint_offsets, near_ties
 
     ref = np.zeros((1, 3, 8, 8))
     ref[0, :, 4, 4] = 1.0

@@ -20,8 +20,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
 
 from lbdeploy.cli import main  # noqa: E402
 from lbdeploy.errors import ConfigError  # noqa: E402
-from lbdeploy.runtime.saliency import SaliencyPredictor  # noqa: E402
-from lbdeploy.runtime.saliency_results import draw_saliency, saliency_png, saliency_to_json, salient_box  # noqa: E402
+from lbdeploy.runtime.tasks.saliency import SaliencyPredictor  # noqa: E402
+from lbdeploy.runtime.tasks.saliency import draw_saliency, saliency_png, saliency_to_json, salient_box  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "lbdeploy" / "data" / "cpd_demo.pt"
@@ -65,7 +65,7 @@ def test_predictors_refuse_the_other_task(artifact, tmp_path):
 
 
 def test_results_png_overlay_and_json():
-    from lbdeploy.runtime.saliency import SaliencyResult
+    from lbdeploy.runtime.tasks.saliency import SaliencyResult
 
     prob = np.zeros((10, 20), dtype=np.float32)
     prob[2:5, 4:9] = 0.9
@@ -158,7 +158,7 @@ def _errors(client, endpoint, kind) -> float:
 
 
 def test_server_saliency_endpoint(artifact, image):
-    from lbdeploy.runtime.saliency import SaliencyPredictorFactory
+    from lbdeploy.runtime.tasks.saliency import SaliencyPredictorFactory
     from lbdeploy.runtime.server import ServerSettings
 
     expected = SaliencyPredictor(artifact).predict(image)

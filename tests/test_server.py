@@ -24,7 +24,7 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip i
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
-from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
 from lbdeploy.runtime.server import ServerSettings, create_app  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

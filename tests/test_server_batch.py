@@ -18,8 +18,9 @@ uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip i
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
-from lbdeploy.runtime.results import pose_to_json  # noqa: E402
-from lbdeploy.runtime.server import MAX_BATCH_IMAGES, ServerSettings, create_app  # noqa: E402
+from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
+from lbdeploy.runtime.server import ServerSettings, create_app
+from lbdeploy.runtime.tasks.pose_routes import MAX_BATCH_IMAGES  # noqa: E402
 from runtime_artifacts import pool_manifest, pool_model, write_artifact  # noqa: E402
 
 

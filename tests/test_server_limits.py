@@ -21,7 +21,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
 from lbdeploy.runtime.limits import RequestLimits  # noqa: E402
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
-from lbdeploy.runtime.results import pose_to_json  # noqa: E402
+from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
 from lbdeploy.runtime.server import ServerSettings  # noqa: E402
 
 INPUT = 64  # pool model input side

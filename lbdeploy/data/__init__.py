@@ -1,5 +1,6 @@
 """Datasets behind one spec string: pose (`mpii:PATH`, `lsp:PATH`, `synthetic[:TRAIN[,VAL]]`) and
-saliency (`saliency:PATH[,VAL_PATH]`, `synthetic-saliency[:TRAIN[,VAL]]`).
+saliency (`saliency:PATH[,VAL_PATH]`, `synthetic-saliency[:TRAIN[,VAL]]`) and classification
+(`synthetic-cifar[:TRAIN[,VAL]]`, CIFAR-shaped; lbdeploy.data.classification).
 
     from lbdeploy.data import open_dataset
     train = open_dataset("synthetic:2000,200", "train", seed=0)
@@ -65,8 +66,14 @@ def _open_synthetic_saliency(arg: str, split: str, seed: int):
     return SyntheticSaliency(split, size=sizes[split], seed=seed)
 
 
+def _open_synthetic_cifar(arg: str, split: str, seed: int):
+    from lbdeploy.data.classification import SYNTHETIC_SIZES, SyntheticCifar
+
+    return SyntheticCifar(split, size=_synthetic_sizes(arg, SYNTHETIC_SIZES, "synthetic-cifar")[split], seed=seed)
+
+
 DATASETS = {"mpii": _open_mpii, "lsp": _open_lsp, "synthetic": _open_synthetic, "saliency": _open_saliency,
-            "synthetic-saliency": _open_synthetic_saliency}
+            "synthetic-saliency": _open_synthetic_saliency, "synthetic-cifar": _open_synthetic_cifar}
 
 
 def open_dataset(spec: str, split: str, seed: int = 0):
@@ -75,7 +82,8 @@ def open_dataset(spec: str, split: str, seed: int = 0):
     Args:
         spec: "mpii:PATH", "lsp:PATH" or "synthetic[:TRAIN_SIZE[,VAL_SIZE]]" (pose, a PoseDataset);
             "saliency:PATH[,VAL_PATH]" (one folder serves both splits unless VAL_PATH is given) or
-            "synthetic-saliency[:TRAIN_SIZE[,VAL_SIZE]]" (a SaliencyDataset).
+            "synthetic-saliency[:TRAIN_SIZE[,VAL_SIZE]]" (a SaliencyDataset);
+            "synthetic-cifar[:TRAIN_SIZE[,VAL_SIZE]]" (a ClassificationDataset).
         split: "train" or "val".
         seed: seed of generated datasets (ignored by files on disk).
     Raises:
@@ -85,7 +93,7 @@ def open_dataset(spec: str, split: str, seed: int = 0):
     name, _, arg = spec.partition(":")
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r} in {spec!r}; use mpii:PATH, lsp:PATH, synthetic, "
-                          "saliency:PATH or synthetic-saliency")
+                          "saliency:PATH, synthetic-saliency or synthetic-cifar")
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     if not name.startswith("synthetic") and not arg:

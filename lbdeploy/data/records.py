@@ -50,6 +50,7 @@ class PoseDataset(ABC):
     `self.records`; they implement `load_image`.
     """
 
+    task = "pose"
     name = "dataset"
     joint_set: JointSet
     metric = "pckh"

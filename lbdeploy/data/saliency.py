@@ -31,6 +31,7 @@ MASK_THRESHOLD = 128  # mask pixels >= this are salient (masks are 0/255, edges 
 class SaliencyDataset(ABC):
     """Base class of the saliency datasets: `load(index)` gives the image and its binary mask."""
 
+    task = "saliency"
     name = "saliency"
 
     def __init__(self, split: str):
