@@ -4,8 +4,6 @@ and `lbdeploy eval --compare`, on the bundled CPD-LB demo exported for this mach
 import io
 import json
 import re
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -114,35 +112,7 @@ fastapi = pytest.importorskip("fastapi", reason="fastapi is not installed (pip i
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'lbdeploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-
-class _LiveServer:
-    """uvicorn serving `create_app(factory)` on a free 127.0.0.1 port in a background thread."""
-
-    def __init__(self, factory, settings):
-        import socket
-
-        from lbdeploy.runtime.server import create_app
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(factory, settings), host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return httpx.Client(base_url=self.url, timeout=30)
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+from live_server import LiveServer as _LiveServer  # noqa: E402
 
 
 def _png_bytes(array) -> bytes:

@@ -30,11 +30,13 @@ class Task:
 
     Attributes:
         name: the manifest's `task` value. section: the task's own manifest section (None: none).
+        section_required: a manifest of the task must have the section to be run.
         unit: what the agreement rules count ("joints", "images", "pixels").
     """
 
     name: str = ""
     section: str | None = None
+    section_required: bool = True
     unit: str = "images"
 
     def output_names(self, count: int) -> list[str]:

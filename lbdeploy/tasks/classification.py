@@ -29,6 +29,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     section = "classification"
+    section_required = False  # artifacts exported before the section existed name their classes by the output
     unit = "images"
 
     def output_names(self, count: int) -> list[str]:

@@ -43,7 +43,10 @@ class TaskPredictor:
                  max_pixels: int = DEFAULT_MAX_PIXELS, **backend_opts):
         source, self.manifest, self.backend = load_model_source(artifact_or_model_pt, backend, threads, **backend_opts)
         served = self.manifest.get("task", "pose")
-        if served != self.task.name or (self.task.section and self.task.section not in self.manifest):
+        if served == self.task.name and self.task.section_required and self.task.section not in self.manifest:
+            raise ConfigError(f"{source} is a {served} model without the manifest's {self.task.section!r} section; "
+                              "re-export it with `lbdeploy export`")
+        if served != self.task.name:
             from lbdeploy.runtime.tasks import RUNTIME_TASKS
 
             other = RUNTIME_TASKS.get(served)
