@@ -6,12 +6,12 @@ import sys
 
 import click
 
-from lbdeploy.backends import BACKENDS
+from lbdeploy.backends import backend_names
 
 
 @click.command("doctor")
 @click.argument("artifact", required=False, type=click.Path(exists=True, file_okay=False))
-@click.option("--backend", "backends", multiple=True, type=click.Choice(list(BACKENDS)),
+@click.option("--backend", "backends", multiple=True, type=click.Choice(backend_names()),
               help="Check this backend (repeatable; default: every backend, or the artifact's).")
 def doctor(artifact, backends):
     """Check this machine for what ARTIFACT (or each backend) needs: packages, our kernel library,

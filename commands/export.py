@@ -7,7 +7,7 @@ import click
 from lbdeploy.exporters.calibration import DEFAULT_DATA, DEFAULT_IMAGES, METHODS, CalibrationOptions
 from lbdeploy.exporters.export import OPSETS
 from lbdeploy.exporters.quantize import PRECISIONS
-from lbdeploy.backends import EXPORT_BACKENDS
+from lbdeploy.backends import export_backends
 from lbdeploy.targets import target_names
 
 
@@ -15,7 +15,7 @@ from lbdeploy.targets import target_names
 @click.argument("model_pt", type=click.Path(dir_okay=False))
 @click.option("--target", type=click.Choice(target_names()), default="onnx",
               help="Where the artifact runs (`lbdeploy targets` lists each with its backends).")
-@click.option("--backend", type=click.Choice(EXPORT_BACKENDS), default=None,
+@click.option("--backend", type=click.Choice(export_backends()), default=None,
               help="Inference engine (default: the target's first, see `lbdeploy targets`).")
 @click.option("--ops", type=click.Choice(["custom", "standard"]), default="custom",
               help="custom: TernaryConv op (add/sub kernels); standard: plain Conv for any runtime.")

@@ -14,7 +14,7 @@ import tempfile
 import click
 
 from lbdeploy.errors import ConfigError
-from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.runtime.backends.base import runtime_choices
 from lbdeploy.workflows.compare import parse_backends, plan_targets
 
 
@@ -76,7 +76,7 @@ def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
 
 @click.command("profile")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default="auto", help="Backend for every source.")
+@click.option("--backend", type=click.Choice(runtime_choices()), default="auto", help="Backend for every source.")
 @click.option("--compare", metavar="B1,B2,...",
               help="Compare backends on one source, interleaved; a model.pt is exported on the fly.")
 @click.option("--runs", type=click.IntRange(min=1), default=100, help="Timed runs per result.")

@@ -17,12 +17,12 @@ import click
 from lbdeploy.errors import ConfigError, InputError, LbdeployError
 from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
-from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.runtime.backends.base import runtime_choices
 from lbdeploy.runtime.detection import DEFAULT_MAX_PEOPLE, DEFAULT_NMS_IOU
 from lbdeploy.runtime.limits import check_box
 from lbdeploy.runtime.tracking import DEFAULT_DETECT_EVERY
 
-BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
+BACKEND_CHOICES = click.Choice(runtime_choices())
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:

@@ -14,7 +14,7 @@ import click
 
 from lbdeploy.commands.models import parse_size
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
-from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
+from lbdeploy.runtime.backends.base import runtime_choices
 from lbdeploy.workflows.compare import eval_columns, parse_backends
 
 DATA_HELP = ("Dataset: mpii:PATH, lsp:PATH or synthetic[:TRAIN,VAL] (pose); saliency:PATH[,VAL_PATH] or "
@@ -84,7 +84,7 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--data", "data", required=True, help=DATA_HELP)
 @click.option("--split", type=click.Choice(["val", "train"]), default="val", help="Dataset split to evaluate.")
-@click.option("--backend", type=click.Choice(RUNTIME_CHOICES), default="auto",
+@click.option("--backend", type=click.Choice(runtime_choices()), default="auto",
               help="auto: torch for model.pt, the artifact's own otherwise.")
 @click.option("--compare", help="Comma-separated backends to evaluate side by side, e.g. torch,ort (each on the sources it runs).")
 @click.option("--flip", is_flag=True, help="Flip test: average with the mirrored crop.")

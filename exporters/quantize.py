@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from lbdeploy.backends import BACKENDS
+from lbdeploy.backends import backends
 from lbdeploy.errors import CalibrationError, ConfigError, ExportError
 
 PRECISION = "int8"
@@ -328,7 +328,7 @@ class Int8Export:
 
         if precision not in PRECISIONS:
             raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        able = [name for name, spec in BACKENDS.items() if precision in spec.precisions]
+        able = [name for name, spec in backends().items() if precision in spec.precisions]
         if backend not in able:
             raise ConfigError(f"--quantize {precision} runs on the {' or '.join(able)} backend, not {backend!r}; "
                               "drop --backend or --quantize")

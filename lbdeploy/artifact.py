@@ -13,8 +13,8 @@ reads them with `open_artifact`, the trust boundary of an artifact:
 
 torch-free: a board imports this with the runtime alone.
 
-To add a manifest field, add it to `_SCHEMA` (and to `loadable_files` when a backend loads the
-file it names); to accept a new manifest version, extend SUPPORTED_FORMAT_VERSIONS. A task's own
+To add a manifest field, add it to `_SCHEMA`; a backend's own section, its schema and the files
+it loads are its record's (lbdeploy.backends); to accept a new manifest version, extend SUPPORTED_FORMAT_VERSIONS. A task's own
 section (`pose`, `saliency`, `classification`) is its record's (lbdeploy.tasks): its schema check
 and how it is written from checkpoint metadata.
 """
@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from lbdeploy.backends import backends
 from lbdeploy.errors import ArtifactError
 from lbdeploy.tasks import TASKS, get_task
 
@@ -45,7 +46,6 @@ _SCHEMA = {
     "task": ((str,), True), "input": ((dict,), True), "outputs": ((list,), True), "backend": ((str,), True),
     "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
-    "tvm": ((dict,), False), "tensorrt": ((dict,), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
     "quantization": ((dict,), False), "accuracy": ((dict,), False),
 }
@@ -103,6 +103,12 @@ def _check_nested(manifest: dict) -> None:
                             f"({', '.join(TASKS)}); upgrade lbdeploy")
     for task in TASKS.values():
         task.check_section(manifest, _require)
+    for spec in backends().values():
+        if spec.section and spec.section in manifest:
+            section = _require(manifest[spec.section], (dict,), spec.section)
+            for key, types in spec.section_schema.items():
+                if key in section:
+                    _require(section[key], types, f"{spec.section}.{key}")
 
 
 def validate_manifest(manifest, where) -> dict:
@@ -140,16 +146,17 @@ def validate_manifest(manifest, where) -> dict:
 def loadable_files(manifest: dict) -> list[str]:
     """The artifact-relative paths that some backend may load as code or model.
 
-    These must be listed in `files` (and so hash-checked) whenever the manifest names them; a
-    TensorRT engine and plugin are named before they are built on the board, and are listed by
-    `lbdeploy build-engine` when it builds them.
+    model.onnx, the kernel library and the files each backend's record names in its manifest
+    section (`BackendSpec.loadable`: a TVM module, TensorRT's ONNX file). These must be listed in
+    `files` (and so hash-checked) whenever the manifest names them; a TensorRT engine and plugin
+    are named before they are built on the board, and are listed by `lbdeploy build-engine` when
+    it builds them.
     """
     paths = [MODEL_FILE]
     if manifest.get("kernel_library"):
         paths.append(manifest["kernel_library"]["path"])
-    for section, key in (("tvm", "module"), ("tensorrt", "onnx")):
-        if isinstance(manifest.get(section), dict) and manifest[section].get(key):
-            paths.append(manifest[section][key])
+    for spec in backends().values():
+        paths += spec.loadable_files(manifest)
     return paths
 
 

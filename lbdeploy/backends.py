@@ -1,90 +1,162 @@
-"""The backend registry: one record per inference engine, naming where each of its parts lives.
+"""The backend registry: one record per inference engine, registered through the entry-point group
+`lbdeploy.backends`, so a package outside this repository adds a backend by declaring one.
 
-A backend has up to two parts, one per layer (docs/architecture.md):
-- its runtime class (`runtime/backends/<name>.py`): built from an artifact folder (or a model.pt
-  for `torch`) and its manifest; runs named float32 inputs; `op_breakdown(...)` gives the per-op
-  time `lbdeploy profile` shows;
-- its export step (`exporters/backends/<name>.py`, absent for `torch`): checks the target, adds
-  the backend's files to an artifact and says how to run the parity gate on it.
+A record (`BackendSpec`) carries everything about its backend:
 
-The core names these parts by dotted path and never imports them; `load_runtime` and
-`load_exporter` import the one asked for, so a board without torch, TVM or TensorRT imports
-lbdeploy and the runtime fine. Every CLI choice of backend comes from BACKENDS.
+- what it is: name (the `--backend` value), description, the pip extra it needs at run time;
+- what it can run: `ops` (custom TernaryConv kernels, standard ONNX ops, or both), the
+  `precisions` its artifacts may hold besides float32, whether an artifact for this machine can
+  be exported on the fly (`exports_here`, for eval/profile --compare);
+- its part of the artifact format: the manifest section it writes (`section`), that section's
+  field schema (checked by lbdeploy.artifact) and the files of the section a backend loads as
+  code or model (which must be hash-listed);
+- its parts in the upper layers, as objects: the runtime class (`runtime`), the export step
+  (`exporter`, None for backends that run model.pt files) and extra `lbdeploy doctor` checks.
 
-To add a backend: write its runtime module and its export module, then add one `BackendSpec`
-line here (docs/architecture.md, "Adding a backend").
+The core never names those layers: each record is an object in the module of the highest layer it
+uses (the built-in ones in lbdeploy.exporters.backends.<name> and, for torch,
+lbdeploy.runtime.backends.torch_backend), declared as an entry point in pyproject.toml:
+
+    [project.entry-points."lbdeploy.backends"]
+    openvino = "lbdeploy_openvino.backend:BACKEND"
+
+`backends()` loads the group once, on first use (an installed distribution's entry points, plus,
+in a source checkout, those its pyproject.toml declares). docs/architecture.md, "Adding a
+backend", lists the steps.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
 
 from lbdeploy.errors import BackendUnavailable, ConfigError
+
+GROUP = "lbdeploy.backends"
+CUSTOM, STANDARD = "custom", "standard"  # the `--ops` values
 
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """Where one backend's parts live and what it can do.
+    """One backend and all its parts (see the module docstring).
 
     Attributes:
-        name: the `--backend` value. description: the engine, in words.
-        extra: the pip extra that installs what it needs at run time.
-        runtime: "module:Class" of the runtime class.
-        exporter: "module:Class" of the export step; None: runs model.pt files, not artifacts.
-        exports_here: an artifact for this machine can be exported on the fly (eval/profile --compare).
+        name: the `--backend` value. description: the engine, in words. extra: its pip extra.
+        runtime: the runtime class, built as `runtime(artifact_dir_or_model_pt, manifest, **opts)`.
+        exporter: the export step class (an lbdeploy.exporters.backends.ExportStep); None: the
+            backend runs model.pt files and has nothing to export.
+        ops: the `--ops` values it runs: (CUSTOM,), (STANDARD,) or both; the first is its default.
         precisions: the `--quantize` precisions its artifacts can hold besides float32.
+        exports_here: an artifact for this machine can be exported on the fly (eval/profile --compare).
+        section: the manifest section it writes (None: none); section_schema: field -> accepted
+            JSON types of that section; loadable: the fields of the section naming files it loads.
+        doctor_checks: extra `lbdeploy doctor` checks, each `check(context) -> Check` (runtime.doctor).
+        serves: target name -> this backend's settings there, for targets of lbdeploy.targets whose
+            records do not list it (a backend from another package); the built-in ones are listed
+            by the target records themselves.
+        rank: where it is listed among the choices (lowest first; the built-in ones 0..3).
     """
 
     name: str
     description: str
     extra: str
-    runtime: str
-    exporter: str | None = None
-    exports_here: bool = False
+    runtime: type
+    exporter: type | None = None
+    ops: tuple[str, ...] = (CUSTOM, STANDARD)
     precisions: tuple[str, ...] = ()
+    exports_here: bool = False
+    section: str | None = None
+    section_schema: dict = field(default_factory=dict)
+    loadable: tuple[str, ...] = ()
+    doctor_checks: tuple[Callable, ...] = ()
+    serves: dict = field(default_factory=dict)
+    rank: int = 100
 
-    def load_runtime(self):
-        """Import and return the runtime class.
+    def load_runtime(self) -> type:
+        """The runtime class (kept for callers that ask for it by this name)."""
+        return self.runtime
+
+    def load_exporter(self) -> type:
+        """The export-step class.
 
         Raises:
-            BackendUnavailable: its package is not installed (the message names the extra).
-        """
-        return _load(self.runtime, f"backend {self.name!r}", self.extra)
-
-    def load_exporter(self):
-        """Import and return the export-step class.
-
-        Raises:
-            ConfigError: the backend has no export step. BackendUnavailable: a package is missing.
+            ConfigError: the backend has no export step.
         """
         if self.exporter is None:
             raise ConfigError(f"backend {self.name!r} runs model.pt checkpoints and has nothing to export")
-        return _load(self.exporter, f"the {self.name!r} exporter", self.extra)
+        return self.exporter
+
+    def choose_ops(self, asked: str | None) -> str:
+        """The ops an export for this backend uses: `asked`, else the backend's default.
+
+        Raises:
+            ConfigError: the backend does not run the ops asked for.
+        """
+        chosen = asked or self.ops[0]
+        if chosen not in self.ops:
+            raise ConfigError(f"backend {self.name!r} runs --ops {' or '.join(self.ops)}, not {chosen!r}")
+        return chosen
+
+    def loadable_files(self, manifest: dict) -> list[str]:
+        """The files its manifest section names for it to load (to be hash-listed in `files`)."""
+        section = manifest.get(self.section) if self.section else None
+        if not isinstance(section, dict):
+            return []
+        return [section[key] for key in self.loadable if isinstance(section.get(key), str) and section[key]]
 
 
-def _load(dotted: str, what: str, extra: str):
-    module_name, class_name = dotted.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise BackendUnavailable(f"{what} cannot be loaded ({err}); install it: pip install 'lbdeploy[{extra}]'") from err
-    return getattr(module, class_name)
+def _checkout_entry_points() -> list[metadata.EntryPoint]:
+    """The group's entry points declared by the pyproject.toml of a source checkout (none when installed)."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        return []
+    project = tomllib.loads(pyproject.read_text()).get("project", {})
+    if project.get("name") != "lbdeploy":
+        return []
+    declared = project.get("entry-points", {}).get(GROUP, {})
+    return [metadata.EntryPoint(name, value, GROUP) for name, value in declared.items()]
 
 
-BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
-    BackendSpec("torch", "PyTorch eager on a model.pt (the reference)", "torch",
-                "lbdeploy.runtime.backends.torch_backend:TorchBackend"),
-    BackendSpec("ort", "ONNX Runtime with our TernaryConv kernel library", "ort",
-                "lbdeploy.runtime.backends.ort:OrtBackend", "lbdeploy.exporters.backends.ort:OrtExport", exports_here=True,
-                precisions=("int8",)),
-    BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDIA GPU)", "tvm",
-                "lbdeploy.runtime.backends.tvm:TVMBackend", "lbdeploy.exporters.backends.tvm:TVMExport", exports_here=True,
-                precisions=("int8",)),
-    BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin, built on the Jetson", "tensorrt",
-                "lbdeploy.runtime.backends.tensorrt:TensorRTBackend", "lbdeploy.exporters.backends.tensorrt:TensorRTExport"),
-)}
-EXPORT_BACKENDS = [name for name, spec in BACKENDS.items() if spec.exporter]
+def _entry_points() -> list[metadata.EntryPoint]:
+    by_name = {point.name: point for point in metadata.entry_points(group=GROUP)}
+    by_name.update({point.name: point for point in _checkout_entry_points()})
+    return list(by_name.values())
+
+
+@functools.cache
+def backends() -> dict[str, BackendSpec]:
+    """Every registered backend by name, by rank (the built-in ones first) then name.
+
+    Raises:
+        ConfigError: an entry point that is not a BackendSpec or whose name differs from the record's.
+    """
+    registered = {}
+    for point in _entry_points():
+        try:
+            spec = point.load()
+        except ImportError as err:
+            raise BackendUnavailable(f"the {point.name!r} backend registered at {point.value} cannot be "
+                                     f"imported ({err})") from err
+        if not isinstance(spec, BackendSpec) or spec.name != point.name:
+            raise ConfigError(f"entry point {point.name} = {point.value} of group {GROUP} must name a "
+                              f"lbdeploy.backends.BackendSpec called {point.name!r}")
+        registered[spec.name] = spec
+    return dict(sorted(registered.items(), key=lambda item: (item[1].rank, item[0])))
+
+
+def backend_names() -> list[str]:
+    """Every `--backend` name."""
+    return list(backends())
+
+
+def export_backends() -> list[str]:
+    """The backends with an export step (`lbdeploy export --backend`)."""
+    return [name for name, spec in backends().items() if spec.exporter is not None]
 
 
 def get_backend(name: str) -> BackendSpec:
@@ -93,6 +165,6 @@ def get_backend(name: str) -> BackendSpec:
     Raises:
         ConfigError: an unknown name (the message lists the choices).
     """
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[name]
+    if name not in backends():
+        raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(backends())}")
+    return backends()[name]

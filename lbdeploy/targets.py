@@ -4,16 +4,18 @@ A target names a machine (its CPU architecture and instruction sets, its GPU and
 backend that can serve it, that backend's settings: for `ort` the architecture of our kernel
 library, for `tvm` the TVM 0.27 target dict and the (cross) compiler that links the module, for
 `tensorrt` the board's stock JetPack and TensorRT. `lbdeploy targets`, the `--target` choices and
-the target table of docs/targets.md all come from TARGETS; `target_table_markdown()` writes that
-table (a test keeps docs/targets.md equal to it).
+docs/targets.md all come from TARGETS; `target_table_markdown()` writes that file
+(`lbdeploy targets --markdown > docs/targets.md`; a test keeps the file equal to it).
 
-To add a board, append a `Target` to `_targets()`; every command, compiler and test picks it up.
+To add a board, append a `Target` to `_targets()` and regenerate docs/targets.md with
+`lbdeploy targets --markdown > docs/targets.md` (docs/architecture.md, "Adding a board").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lbdeploy.backends import backends as registered_backends
 from lbdeploy.errors import ConfigError
 
 AARCH64_CC = "aarch64-linux-gnu-gcc"
@@ -72,7 +74,8 @@ class Target:
         arch: CPU architecture ("x86_64", "aarch64"); None: the exporting machine's.
         isa: the CPU's SIMD extensions our kernels or TVM use.
         gpu: the NVIDIA GPU, for GPU targets.
-        backends: backend name -> its settings; the first backend is the default.
+        backends: backend name -> its settings; the first backend is the default. A backend
+            registered elsewhere adds the targets it serves through its record (`BackendSpec.serves`).
         aliases: other names `--target` accepts for this record.
     """
 
@@ -89,15 +92,23 @@ class Target:
         """The backend used when --backend is not given."""
         return next(iter(self.backends))
 
+    def served(self) -> dict:
+        """Backend name -> settings: the target's own backends, then the registered backends whose
+        records say they serve it (`BackendSpec.serves`)."""
+        others = {name: spec.serves[self.name] for name, spec in registered_backends().items()
+                  if self.name in spec.serves and name not in self.backends}
+        return {**self.backends, **others}
+
     def settings(self, backend: str):
         """The settings of `backend` on this target.
 
         Raises:
             ConfigError: the target does not support that backend (the message names those it does).
         """
-        if backend not in self.backends:
-            raise ConfigError(f"target {self.name} supports --backend {' or '.join(self.backends)}, not {backend!r}")
-        return self.backends[backend]
+        served = self.served()
+        if backend not in served:
+            raise ConfigError(f"target {self.name} supports --backend {' or '.join(served)}, not {backend!r}")
+        return served[backend]
 
 
 def _arm(mcpu: str | None, *mattr: str) -> dict:
@@ -192,12 +203,30 @@ def host_target() -> Target:
     raise ConfigError(f"no export target runs on this machine ({host_arch()}); export the model elsewhere")
 
 
+_TARGETS_DOC_HEAD = """# Targets
+
+Every value `lbdeploy export --target` accepts, generated from the target registry
+(`lbdeploy/targets.py`) by `lbdeploy targets --markdown > docs/targets.md`; `lbdeploy targets --json`
+prints each record with its backends' settings. `tests/test_architecture.py` keeps this file equal
+to the command's output.
+
+"""
+_TARGETS_DOC_TAIL = """
+The first backend of a row is the default. `x86` compiles TVM for this machine's CPU (detected
+through LLVM). A Jetson GPU target carries the TensorRT plugin sources (the engine is built on the
+board, docs/tensorrt.md) or a TVM module with PTX. The Jetson Nano's stock TensorRT (8.2) is older
+than lbdeploy's TensorRT path needs (8.5 for standard ops, 10.3 for our plugin); its CPU cores run
+the `ort` backend.
+"""
+
+
 def target_table_markdown() -> str:
-    """The table of docs/targets.md: every `--target` value with its machine and backends."""
+    """docs/targets.md: every `--target` value with its machine and backends (the built-in targets'
+    own backends, so the file does not depend on which backend packages are installed)."""
     rows = ["| `--target` | runs on | CPU | GPU | backends (first = default) |", "|---|---|---|---|---|"]
     for target in TARGETS.values():
         names = ", ".join(f"`{n}`" for n in (target.name, *target.aliases))
         cpu = f"{target.arch or 'this machine'}" + (f" ({', '.join(target.isa)})" if target.isa else "")
         gpu = f"{target.gpu.name}, {target.gpu.sm_arch}" if target.gpu else "-"
         rows.append(f"| {names} | {target.description} | {cpu} | {gpu} | {', '.join(target.backends)} |")
-    return "\n".join(rows) + "\n"
+    return _TARGETS_DOC_HEAD + "\n".join(rows) + "\n" + _TARGETS_DOC_TAIL

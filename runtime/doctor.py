@@ -1,9 +1,9 @@
 """`lbdeploy doctor`: does this machine have what an artifact (or a backend) needs to run?
 
 Each check is one line: what was looked at, what was found, and, when something is missing, the
-command that fixes it. The checks of a backend live here, keyed by the backend's name in the
-registry (lbdeploy/backends.py); a backend without an entry gets only the import check of its
-runtime class.
+command that fixes it. The checks of the built-in backends live here, keyed by the backend's
+name; a backend's record (lbdeploy/backends.py) may bring more (`doctor_checks`), and every
+backend gets the import check of its runtime class.
 
     report = diagnose(artifact_dir=None, backends=["ort", "tvm"])
     report.ok          # every check passed
@@ -22,7 +22,7 @@ from typing import Callable
 
 from lbdeploy import __version__
 from lbdeploy.artifact import contained_path, open_artifact
-from lbdeploy.backends import BACKENDS, get_backend
+from lbdeploy.backends import backend_names, get_backend
 from lbdeploy.errors import LbdeployError
 
 # cuda-python's major version must match the CUDA of the board's JetPack (12 for JetPack 6).
@@ -68,7 +68,7 @@ def _runtime_class(context: Context) -> Check:
         spec.load_runtime()
     except LbdeployError as err:
         return Check(f"{context.backend} runtime", False, str(err), f"pip install 'lbdeploy[{spec.extra}]'")
-    return Check(f"{context.backend} runtime", True, spec.runtime)
+    return Check(f"{context.backend} runtime", True, f"{spec.runtime.__module__}:{spec.runtime.__qualname__}")
 
 
 def _onnxruntime(context: Context) -> Check:
@@ -229,9 +229,10 @@ def diagnose(artifact_dir=None, backends: list[str] | None = None) -> Report:
         The Report. Raises: ArtifactError for an unreadable artifact; ConfigError for a bad name.
     """
     root, manifest = (None, {}) if artifact_dir is None else open_artifact(artifact_dir)
-    names = [manifest["backend"]] if manifest else (backends or list(BACKENDS))
+    names = [manifest["backend"]] if manifest else (backends or backend_names())
     checks = {}
     for name in names:
         context = Context(get_backend(name).name, root, manifest)
-        checks[name] = [_runtime_class(context), *[check(context) for check in CHECKS.get(name, [])]]
+        own = [*CHECKS.get(name, []), *get_backend(name).doctor_checks]  # a record may bring its own checks
+        checks[name] = [_runtime_class(context), *[check(context) for check in own]]
     return Report(checks)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from lbdeploy.exporters.export import export_for_this_machine
 from lbdeploy.artifact import open_artifact
-from lbdeploy.backends import BACKENDS, get_backend
+from lbdeploy.backends import backend_names, get_backend
 from lbdeploy.errors import ArtifactError, ConfigError
 from lbdeploy.runtime.backends.base import resolve_backend_name
 from lbdeploy.runtime.profiling.report import Target
@@ -31,9 +31,9 @@ def parse_backends(text: str | None) -> list[str] | None:
     if not text:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in BACKENDS]
+    unknown = [name for name in names if name not in backend_names()]
     if unknown:
-        raise ConfigError(f"unknown backend(s) {unknown} in --compare; choose from {list(BACKENDS)}")
+        raise ConfigError(f"unknown backend(s) {unknown} in --compare; choose from {backend_names()}")
     return names
 
 

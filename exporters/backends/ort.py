@@ -1,11 +1,14 @@
-"""The ONNX Runtime export step: our TernaryConv kernel library for the target's CPU, in kernels/."""
+"""The ONNX Runtime backend's record and export step: our TernaryConv kernel library for the
+target's CPU, in kernels/ (the runtime class is lbdeploy.runtime.backends.ort.OrtBackend)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+from lbdeploy.backends import BackendSpec
 from lbdeploy.exporters.backends.base import ExportStep, Progress
+from lbdeploy.runtime.backends.ort import OrtBackend
 
 KERNEL_FILE = "kernels/libternary_ort.so"
 
@@ -26,3 +29,7 @@ class OrtExport(ExportStep):
         (work / KERNEL_FILE).parent.mkdir(exist_ok=True)
         shutil.copy2(library, work / KERNEL_FILE)
         return {"kernel_library": {"path": KERNEL_FILE, "arch": arch}}
+
+
+BACKEND = BackendSpec("ort", "ONNX Runtime with our TernaryConv kernel library", "ort", OrtBackend, OrtExport,
+                      precisions=("int8",), exports_here=True, rank=1)

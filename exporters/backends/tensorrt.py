@@ -1,10 +1,13 @@
-"""The TensorRT export step: plugin sources and a build script; the engine is built on the Jetson."""
+"""The TensorRT backend's record and export step: plugin sources and a build script; the engine is
+built on the Jetson (the runtime class is lbdeploy.runtime.backends.tensorrt.TensorRTBackend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from lbdeploy.backends import BackendSpec
 from lbdeploy.exporters.backends.base import ExportStep, Progress
+from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
 
 
 class TensorRTExport(ExportStep):
@@ -27,3 +30,10 @@ class TensorRTExport(ExportStep):
         from lbdeploy.exporters.tensorrt import next_steps_text
 
         return next_steps_text(manifest)
+
+
+BACKEND = BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin, built on the Jetson", "tensorrt",
+                      TensorRTBackend, TensorRTExport, section="tensorrt",
+                      section_schema={"onnx": (str,), "engine": (str,), "board": (str,), "cuda_arch": (int,),
+                                      "plugin": (dict, type(None))},
+                      loadable=("onnx",), rank=3)

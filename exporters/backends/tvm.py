@@ -1,11 +1,14 @@
-"""The TVM export step: the model compiled for the target into tvm/model.so (exporters/tvm/)."""
+"""The TVM backend's record and export step: the model compiled for the target into tvm/model.so
+(exporters/tvm/; the runtime class is lbdeploy.runtime.backends.tvm.TVMBackend)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lbdeploy.exporters.backends.base import ExportStep, Progress
 from lbdeploy.artifact import MODEL_FILE
+from lbdeploy.backends import BackendSpec
+from lbdeploy.exporters.backends.base import ExportStep, Progress
+from lbdeploy.runtime.backends.tvm import TVMBackend
 
 
 class TVMExport(ExportStep):
@@ -25,7 +28,12 @@ class TVMExport(ExportStep):
         section = manifest["tvm"]
         if section["arch"] != host_arch() or section["gpu"]:
             return None
-        from lbdeploy.runtime.backends.tvm import TVMBackend
-
         backend = TVMBackend(work, manifest)
         return (lambda images: backend.run({backend.input_names[0]: images})), "tvm"
+
+
+BACKEND = BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDIA GPU)", "tvm", TVMBackend, TVMExport,
+                      precisions=("int8",), exports_here=True, section="tvm",
+                      section_schema={"module": (str,), "arch": (str,), "device": (str,), "gpu": (bool,),
+                                      "batch": (int,)},
+                      loadable=("module",), rank=2)

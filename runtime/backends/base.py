@@ -2,9 +2,10 @@
 
 A backend is constructed from an artifact folder (or a model.pt for "torch") and its manifest,
 and runs named float32 inputs to named outputs. "auto" picks "torch" for a model.pt and the
-manifest's own backend for an artifact folder. Which class serves a name is the core's backend
-registry (lbdeploy/backends.py); the class is imported only when asked for, so a board without
-torch, TVM or TensorRT can still import the runtime.
+manifest's own backend for an artifact folder. Which class serves a name is the backend's record
+(lbdeploy/backends.py, registered through the `lbdeploy.backends` entry points); each runtime
+class imports its engine only when built, so a board without torch, TVM or TensorRT can still
+import the runtime.
 """
 
 from __future__ import annotations
@@ -14,11 +15,15 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from lbdeploy.backends import BACKENDS, get_backend
+from lbdeploy.backends import backend_names, get_backend
 from lbdeploy.errors import ConfigError
 
 AUTO = "auto"
-RUNTIME_CHOICES = [AUTO, *BACKENDS]
+
+
+def runtime_choices() -> list[str]:
+    """Every runtime `--backend` value: "auto", then each registered backend."""
+    return [AUTO, *backend_names()]
 
 
 @runtime_checkable
@@ -46,11 +51,12 @@ def resolve_backend_name(name: str, source: Path, manifest: dict) -> str:
     """
     if name == AUTO:
         return "torch" if source.is_file() else manifest.get("backend", "ort")
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}; choose one of {RUNTIME_CHOICES}")
-    if BACKENDS[name].exporter is None and not source.is_file():
+    if name not in backend_names():
+        raise ConfigError(f"unknown backend {name!r}; choose one of {runtime_choices()}")
+    spec = get_backend(name)
+    if spec.exporter is None and not source.is_file():
         raise ConfigError(f"backend {name!r} runs a model.pt checkpoint, but {source} is an artifact folder")
-    if BACKENDS[name].exporter is not None and source.is_file():
+    if spec.exporter is not None and source.is_file():
         raise ConfigError(f"backend {name!r} runs an exported artifact folder; export {source} with `lbdeploy export`")
     return name
 
@@ -59,7 +65,7 @@ def create_backend(name: str, artifact_dir_or_model_pt, manifest: dict, **opts) 
     """Build a backend by name.
 
     Args:
-        name: "auto" or a name of lbdeploy.backends.BACKENDS.
+        name: "auto" or a registered backend name (lbdeploy.backends).
         artifact_dir_or_model_pt: the artifact folder, or a model.pt for "torch".
         manifest: the artifact's manifest (or the equivalent built from a checkpoint).
         **opts: backend options (e.g. threads=).
@@ -72,4 +78,4 @@ def create_backend(name: str, artifact_dir_or_model_pt, manifest: dict, **opts) 
     """
     source = Path(artifact_dir_or_model_pt)
     resolved = resolve_backend_name(name, source, manifest)
-    return get_backend(resolved).load_runtime()(source, manifest, **opts)
+    return get_backend(resolved).runtime(source, manifest, **opts)

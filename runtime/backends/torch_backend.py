@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.artifact import checkpoint_manifest
+from lbdeploy.backends import STANDARD, BackendSpec
 from lbdeploy.errors import BackendUnavailable, InputError
 
 
@@ -103,3 +104,7 @@ class TorchBackend:
             for handle in handles:
                 handle.remove()
         return totals, calls
+
+
+BACKEND = BackendSpec("torch", "PyTorch eager on a model.pt (the reference)", "torch", TorchBackend, ops=(STANDARD,),
+                      rank=0)

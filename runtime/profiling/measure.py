@@ -152,7 +152,7 @@ def profile(targets: list[Target], runs: int = 100, warmup: int = 10, threads: i
         # The engines share the cores: each backend says what keeps its idle workers from
         # stealing the others' cores (read when its thread pool starts, so set before loading).
         for target in targets:
-            for key, value in get_backend(target.backend).load_runtime().interleave_env.items():
+            for key, value in get_backend(target.backend).runtime.interleave_env.items():
                 os.environ.setdefault(key, value)
     loaded = [_load(target, threads, batch, max(warmup, 1)) for target in targets]
     with tqdm(total=runs * len(loaded), desc="profiling", unit="run", file=sys.stderr,
