@@ -28,12 +28,13 @@ backend", lists the steps.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from lbdeploy.errors import BackendUnavailable, ConfigError
+from lbdeploy.errors import ConfigError
 
 GROUP = "lbdeploy.backends"
 CUSTOM, STANDARD = "custom", "standard"  # the `--ops` values
@@ -132,19 +133,22 @@ def _entry_points() -> list[metadata.EntryPoint]:
 def backends() -> dict[str, BackendSpec]:
     """Every registered backend by name, by rank (the built-in ones first) then name.
 
-    Raises:
-        ConfigError: an entry point that is not a BackendSpec or whose name differs from the record's.
+    An entry point that cannot be imported, or names something else than a BackendSpec of its
+    own name, is left out with a one-line RuntimeWarning naming it: a broken package does not
+    take the other backends (or the CLI) down with it.
     """
     registered = {}
     for point in _entry_points():
         try:
             spec = point.load()
         except ImportError as err:
-            raise BackendUnavailable(f"the {point.name!r} backend registered at {point.value} cannot be "
-                                     f"imported ({err})") from err
+            warnings.warn(f"the {point.name!r} backend ({point.value}, group {GROUP}) cannot be imported and "
+                          f"is left out: {err}", RuntimeWarning, stacklevel=2)
+            continue
         if not isinstance(spec, BackendSpec) or spec.name != point.name:
-            raise ConfigError(f"entry point {point.name} = {point.value} of group {GROUP} must name a "
-                              f"lbdeploy.backends.BackendSpec called {point.name!r}")
+            warnings.warn(f"entry point {point.name} = {point.value} (group {GROUP}) is left out: it must name a "
+                          f"lbdeploy.backends.BackendSpec called {point.name!r}", RuntimeWarning, stacklevel=2)
+            continue
         registered[spec.name] = spec
     return dict(sorted(registered.items(), key=lambda item: (item[1].rank, item[0])))
 
