@@ -35,7 +35,7 @@ def _format_table(report) -> str:
               f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'img/s':>9}{'x p50':>7}" + (f"{'rss+ MB':>9}" if alone else ""))
     lines = [header]
     for result in report.results:
-        lat, label = result.latency_ms(), result.target.label
+        lat, label = result.latency_ms(), result.model.label
         growth = "-" if result.rss_growth_mb is None else f"{result.rss_growth_mb:.1f}"
         lines.append(f"{label[:13]:<14}" + (f"{result.load_s:>8.2f}" if alone else "") + f"{result.first_run_ms:>10.2f}"
                      f"{lat['min']:>9.2f}{lat['p50']:>9.2f}{lat['p90']:>9.2f}{lat['p99']:>9.2f}"
@@ -51,7 +51,7 @@ def _format_table(report) -> str:
 
 def _format_breakdown(result) -> str:
     breakdown = result.breakdown
-    lines = [f"\n{result.target.label}: {breakdown.note}"]
+    lines = [f"\n{result.model.label}: {breakdown.note}"]
     for title, rows in (("op type", breakdown.by_type), ("node", breakdown.by_node)):
         if rows:
             lines.append(f"  {title:<58}{'ms/run':>9}{'calls/run':>10}{'share':>8}")

@@ -12,7 +12,7 @@ from lbdeploy.plotting import COLORS, nice_ticks, tick_label
 from lbdeploy.pose.skeletons import joint_set
 from lbdeploy.runtime.backends.breakdown import Breakdown, native_output_silenced, summarize_times
 from lbdeploy.runtime.profiling.plot import write_plot
-from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
+from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, ProfiledModel
 
 
 @pytest.mark.parametrize("low, high, expected", [
@@ -48,7 +48,7 @@ def _measurement(label, base_ms, ops):
     rng = np.random.default_rng(1)
     breakdown = Breakdown(True, "test", 5, summarize_times(ops, {k: 5 for k in ops}, 5, 10), [])
     samples = list((base_ms + rng.gamma(2.0, base_ms / 20, 40)) / 1e3)
-    return Measurement(Target(label, Path("out"), label, {}), 1, None, 0.1, base_ms * 1.5, samples, None, breakdown)
+    return Measurement(ProfiledModel(label, Path("out"), label, {}), 1, None, 0.1, base_ms * 1.5, samples, None, breakdown)
 
 
 def test_profile_plot_has_a_panel_per_result(tmp_path):

@@ -17,7 +17,7 @@ from lbdeploy.artifact import open_artifact
 from lbdeploy.backends import backend_names, get_backend
 from lbdeploy.errors import ArtifactError, ConfigError
 from lbdeploy.runtime.backends.base import resolve_backend_name
-from lbdeploy.runtime.profiling.report import Target
+from lbdeploy.runtime.profiling.report import ProfiledModel
 
 Progress = Callable[[str], None]
 
@@ -49,7 +49,7 @@ def _open_source(source: Path) -> dict:
     raise ArtifactError(f"{source} does not exist; pass an artifact folder or a model.pt")
 
 
-def _unique_labels(targets: list[Target]) -> list[Target]:
+def _unique_labels(targets: list[ProfiledModel]) -> list[ProfiledModel]:
     counts = collections.Counter(t.label for t in targets)
     seen = collections.Counter()
     for target in targets:
@@ -60,7 +60,7 @@ def _unique_labels(targets: list[Target]) -> list[Target]:
 
 
 def plan_targets(sources, backend: str = "auto", compare: list[str] | None = None, workdir=None,
-                 progress=lambda message: None) -> list[Target]:
+                 progress=lambda message: None) -> list[ProfiledModel]:
     """What to profile: each source with `backend`, or one source with each backend of `compare`.
 
     With `compare`, a model.pt runs "torch" itself and is exported on the fly (into `workdir`, for
@@ -86,7 +86,7 @@ def plan_targets(sources, backend: str = "auto", compare: list[str] | None = Non
         for source in sources:
             manifest = _open_source(source)
             name = resolve_backend_name(backend, source, manifest)
-            targets.append(Target(name, source, name, manifest))
+            targets.append(ProfiledModel(name, source, name, manifest))
         return _unique_labels(targets)
     if len(sources) != 1:
         raise ConfigError("--compare takes one source; to compare several artifacts, pass them without --compare")
@@ -101,9 +101,9 @@ def plan_targets(sources, backend: str = "auto", compare: list[str] | None = Non
                     f"{source} is a {manifest.get('backend')!r} artifact and cannot run {name!r}; compare "
                     "artifacts by passing one folder per backend (lbdeploy profile a/ b/), or pass the model.pt"
                 )
-            targets.append(Target(name, source, name, manifest))
+            targets.append(ProfiledModel(name, source, name, manifest))
         elif get_backend(name).exporter is None:
-            targets.append(Target(name, source, name, {}))
+            targets.append(ProfiledModel(name, source, name, {}))
         elif _exports_here(name):
             targets.append(_export_for(source, name, workdir, progress))
         else:
@@ -112,13 +112,13 @@ def plan_targets(sources, backend: str = "auto", compare: list[str] | None = Non
     return _unique_labels(targets)
 
 
-def _export_for(model_pt: Path, backend: str, workdir, progress) -> Target:
+def _export_for(model_pt: Path, backend: str, workdir, progress) -> ProfiledModel:
     if workdir is None:
         raise ConfigError("exporting for --compare needs a work folder")
     out = Path(workdir) / backend
     progress(f"exporting {model_pt} for {backend} (compare)")
     manifest = export_for_this_machine(model_pt, out, backend)
-    return Target(backend, out, backend, manifest, exported=True)
+    return ProfiledModel(backend, out, backend, manifest, exported=True)
 
 
 def eval_columns(paths, backend: str, compare: list[str] | None, workdir: Path,

@@ -121,7 +121,7 @@ class OrtBackend:
     def op_breakdown(self, feeds: dict, runs: int, top: int):
         """ONNX Runtime's profiler on a second session of the artifact with the same threads
         (kernel time per node); the first run (allocations) is left out of the totals."""
-        from lbdeploy.runtime.profiling.breakdown import ort_trace_breakdown
+        from lbdeploy.runtime.backends.breakdown import ort_trace_breakdown
 
         with tempfile.TemporaryDirectory(prefix="lbdeploy-ort-profile-") as tmp:
             profiled = OrtBackend(self.artifact_dir, self.manifest, threads=self.threads,

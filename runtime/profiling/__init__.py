@@ -1,6 +1,6 @@
 """Profiling on this machine or a board (the library behind `lbdeploy profile`), split by concern:
 
-- report.py: what was measured (Target, Measurement, ProfileReport) and its JSON form;
+- report.py: what was measured (ProfiledModel, Measurement, ProfileReport) and its JSON form;
 - measure.py: loading backends, interleaved timing, memory, the per-op pass (`profile`);
 - rpc.py: the same measurement of a TVM module on a board through TVM's RPC;
 - plot.py: the PNG of a report.
@@ -14,6 +14,6 @@ never the other way round; pyproject.toml forbids it).
 
 from lbdeploy.runtime.backends.breakdown import Breakdown
 from lbdeploy.runtime.profiling.measure import profile
-from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
+from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, ProfiledModel
 
-__all__ = ["Breakdown", "Measurement", "ProfileReport", "Target", "profile"]
+__all__ = ["Breakdown", "Measurement", "ProfileReport", "ProfiledModel", "profile"]

@@ -25,7 +25,7 @@ from lbdeploy.backends import get_backend
 from lbdeploy.errors import ConfigError
 from lbdeploy.runtime.backends import create_backend
 from lbdeploy.runtime.backends.breakdown import Breakdown
-from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, Target
+from lbdeploy.runtime.profiling.report import Measurement, ProfileReport, ProfiledModel
 
 _MB = 1024.0 * 1024.0
 
@@ -51,7 +51,7 @@ def peak_rss_mb() -> float | None:
 
 @dataclass
 class _Loaded:
-    target: Target
+    model: ProfiledModel
     backend: object
     manifest: dict
     feeds: dict
@@ -85,7 +85,7 @@ def make_feeds(manifest: dict, batch: int, seed: int = 0) -> dict[str, np.ndarra
     return {spec["name"]: rng.standard_normal((batch, int(channels), int(height), int(width))).astype(np.float32)}
 
 
-def _load(target: Target, threads: int | None, batch: int, warmup: int) -> _Loaded:
+def _load(target: ProfiledModel, threads: int | None, batch: int, warmup: int) -> _Loaded:
     check_batch(target.manifest, batch, target.source)
     before = current_rss_mb()
     started = time.perf_counter()
@@ -128,7 +128,7 @@ def time_interleaved(runners: list, runs: int, bar=None) -> tuple[list[list[floa
     return wall, cpu
 
 
-def profile(targets: list[Target], runs: int = 100, warmup: int = 10, threads: int | None = None,
+def profile(targets: list[ProfiledModel], runs: int = 100, warmup: int = 10, threads: int | None = None,
             batch: int = 1, op_runs: int = 5, top: int = 10, show_progress: bool | None = None) -> ProfileReport:
     """Load every target, time them interleaved, then run each backend's per-op breakdown.
 
@@ -162,7 +162,7 @@ def profile(targets: list[Target], runs: int = 100, warmup: int = 10, threads: i
     results = []
     for item, times in zip(loaded, samples):
         breakdown = run_breakdown(item, op_runs, top)
-        results.append(Measurement(item.target, batch, threads, item.load_s, item.first_run_ms, times,
+        results.append(Measurement(item.model, batch, threads, item.load_s, item.first_run_ms, times,
                                    item.rss_growth_mb, breakdown))
     return ProfileReport(results, runs, max(warmup, 1), peak)
 
@@ -173,7 +173,7 @@ def run_breakdown(item: _Loaded, runs: int, top: int) -> Breakdown:
         return Breakdown(False, "per-op pass skipped (--op-runs 0)")
     method = getattr(item.backend, "op_breakdown", None)
     if method is None:
-        return Breakdown(False, f"no per-op breakdown for the {item.target.backend} backend; latency only")
+        return Breakdown(False, f"no per-op breakdown for the {item.model.backend} backend; latency only")
     return method(item.feeds, runs, top)
 
 

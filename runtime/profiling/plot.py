@@ -43,7 +43,7 @@ def _draw_histogram(canvas: Canvas, report: ProfileReport) -> None:
             if value:
                 x0 = edges[b] + index * slot
                 axes.bar(x0, x0 + slot * 0.9, 0, value, color)
-    axes.legend([(f"{r.target.label}: median {r.latency_ms()['p50']:.2f} ms", COLORS[i % len(COLORS)])
+    axes.legend([(f"{r.model.label}: median {r.latency_ms()['p50']:.2f} ms", COLORS[i % len(COLORS)])
                  for i, r in enumerate(report.results)])
 
 
@@ -58,14 +58,14 @@ def _ops_height(result) -> int:
 def _draw_ops(canvas: Canvas, result, color, top: int) -> None:
     rows = result.breakdown.by_type
     if not rows:
-        canvas.text((MARGIN, top + 20), f"{result.target.label}: {result.breakdown.note or 'no per-op breakdown'}"[:140],
+        canvas.text((MARGIN, top + 20), f"{result.model.label}: {result.breakdown.note or 'no per-op breakdown'}"[:140],
                     title=True)
         return
     longest = max(row["per_run_ms"] for row in rows) or 1.0
     bottom = top + 40 + BAR_ROW * len(rows)
     # the x range leaves room right of the longest bar for its value label
     axes = Axes(canvas, (OPS_LEFT, top + 40, WIDTH - MARGIN, bottom), (0, longest * 1.3), (0, len(rows)),
-                title=f"{result.target.label}: largest op types ({_runs(result.breakdown.runs)} profiled)",
+                title=f"{result.model.label}: largest op types ({_runs(result.breakdown.runs)} profiled)",
                 x_label="time per run (ms)", y_ticks=False)
     for index, row in enumerate(rows):
         middle = len(rows) - index - 0.5  # the largest on top

@@ -15,7 +15,7 @@ SCHEMA = "lbdeploy-profile/1"
 
 
 @dataclass
-class Target:
+class ProfiledModel:
     """One thing to profile: a source (artifact folder or model.pt) run by one backend.
 
     Attributes:
@@ -35,17 +35,17 @@ class Target:
 
 @dataclass
 class Measurement:
-    """What was measured for one target.
+    """What was measured for one model.
 
     Attributes:
-        target: the Target (or, for a remote board, a Target whose label names the board).
+        model: the ProfiledModel (or, for a remote board, one whose label names the board).
         batch / threads: the settings used. load_s: backend construction time. first_run_ms: the
         first (warm-up) run. samples_s: every timed run in seconds. rss_growth_mb: resident memory
         gained over load + warm-up (None when unknown). breakdown: the per-op pass.
         remote: {"address", "key"} for a run on an RPC board.
     """
 
-    target: Target
+    model: ProfiledModel
     batch: int
     threads: int | None
     load_s: float
@@ -71,8 +71,8 @@ class Measurement:
     def to_dict(self) -> dict:
         """The JSON form of one result (docs/profile.md)."""
         return {
-            "label": self.target.label, "source": str(self.target.source), "backend": self.target.backend,
-            "exported_on_the_fly": self.target.exported, "remote": self.remote,
+            "label": self.model.label, "source": str(self.model.source), "backend": self.model.backend,
+            "exported_on_the_fly": self.model.exported, "remote": self.remote,
             "batch": self.batch, "threads": self.threads, "runs": len(self.samples_s),
             "load_s": self.load_s, "first_run_ms": self.first_run_ms,
             "latency_ms": self.latency_ms(), "throughput": self.throughput(),
@@ -98,7 +98,7 @@ class ProfileReport:
         ratios = {}
         for result in self.results:
             latency = result.latency_ms()
-            ratios[result.target.label] = {
+            ratios[result.model.label] = {
                 "p50": latency["p50"] / base_latency["p50"], "mean": latency["mean"] / base_latency["mean"],
                 "throughput": result.throughput()["p50_images_per_s"] / base_throughput,
             }
@@ -111,7 +111,7 @@ class ProfileReport:
             "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
             "settings": {"runs": self.runs, "warmup": self.warmup},
             "memory": {"peak_rss_mb": self.peak_rss_mb},
-            "baseline": self.results[0].target.label,
+            "baseline": self.results[0].model.label,
             "results": [result.to_dict() for result in self.results],
             "ratios": self.ratios(),
         }

@@ -22,7 +22,7 @@ from pathlib import Path
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError
 from lbdeploy.runtime.backends.breakdown import Breakdown
 from lbdeploy.runtime.profiling.measure import check_batch, make_feeds
-from lbdeploy.runtime.profiling.report import Measurement, Target
+from lbdeploy.runtime.profiling.report import Measurement, ProfiledModel
 
 DEFAULT_TIMEOUT_S = 10.0
 # Repeats per time_evaluator call: it discards one warm-up call each time, and the bar advances per chunk.
@@ -154,7 +154,7 @@ def profile_remote(session, artifact_dir, manifest: dict, runs: int = 100, warmu
         samples += [float(seconds) for seconds in timer("main").results]
         if bar is not None:
             bar.update(count)
-    target = Target(f"tvm@{address}", Path(artifact_dir), "tvm", manifest)
+    target = ProfiledModel(f"tvm@{address}", Path(artifact_dir), "tvm", manifest)
     note = "no per-op breakdown over RPC (the VM instrument runs in this process only); profile on the board"
     return Measurement(target, batch, None, load_s, first_run_ms, samples, None, Breakdown(False, note),
                        remote={"address": address, "key": key})
