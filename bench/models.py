@@ -171,6 +171,7 @@ def tvm_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):
         BackendUnavailable: apache-tvm is not installed.
     """
     from lbdeploy.exporters.tvm.compile import compile_artifact
+    from lbdeploy.targets import get_target
     from lbdeploy.runtime.backends.tvm import TVMBackend
 
     work.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,6 @@ def tvm_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):
     if target != onnx_path:
         target.write_bytes(onnx_path.read_bytes())
     progress(f"compiling {onnx_path.name} with TVM (x86)")
-    backend = TVMBackend(work, compile_artifact(target, "x86", work), threads=threads)
+    backend = TVMBackend(work, compile_artifact(target, get_target("x86"), work), threads=threads)
     feed = {backend.input_names[0]: x}
     return lambda: backend.run(feed)

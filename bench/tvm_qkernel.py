@@ -28,10 +28,11 @@ def tvm_uint8_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):
     import tvm
 
     from lbdeploy.exporters.tvm.compile import compile_artifact
+    from lbdeploy.targets import get_target
     from lbdeploy.runtime.backends.tvm import TVMBackend
 
     progress(f"compiling {onnx_path.name} with TVM (x86)")
-    backend = TVMBackend(work, compile_artifact(onnx_path, "x86", work), threads=threads)
+    backend = TVMBackend(work, compile_artifact(onnx_path, get_target("x86"), work), threads=threads)
     tensor = tvm.runtime.tensor(x, backend.device)
     main = backend.vm["main"]
     return lambda: main(tensor).numpy()

@@ -13,8 +13,9 @@ exporter therefore writes tensorrt/model.onnx: the same graph with each TernaryC
 (every packed row padded with zero codes to a multiple of 4 bytes and read little-endian), which the
 plugin decodes with the same 2-bit layout. model.onnx itself stays as the op spec says (ORT parity).
 
-Boards are records of the target registry (lbdeploy/targets.py) with TensorRT settings; `jetson_target`
-views one as a `JetsonTarget`.
+Boards are records of the target registry (lbdeploy/targets.py) with TensorRT settings; the
+resolved record travels here as it is and `jetson_board` views it, with its TensorRT settings, as
+a `JetsonBoard` (the GPU and its SM stay the record's).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import lbdeploy.kernels
 from lbdeploy.artifact import MODEL_FILE
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, pack_ternary
-from lbdeploy.targets import ALIASES, TARGETS
+from lbdeploy.targets import TARGETS, Target
 
 KERNELS_DIR = Path(lbdeploy.kernels.__file__).resolve().parent  # package data: cuda/ and tensorrt/ sources
 SOURCE_DIRS = ("cuda", "tensorrt")  # copied to ARTIFACT/tensorrt/src/<name>, keeping their relative includes
@@ -45,39 +46,47 @@ HEADERS_CHECKED = "10.14"  # the TensorRT headers the plugin is compile-checked 
 
 
 @dataclass(frozen=True)
-class JetsonTarget:
-    """One Jetson board family: its GPU architecture and the software its newest JetPack ships."""
+class JetsonBoard:
+    """A Jetson target record with its TensorRT settings: the software its newest JetPack ships."""
 
-    name: str
-    sm: int
+    target: Target
     jetpack: str
     stock_tensorrt: str
 
     @property
+    def name(self) -> str:
+        """The target's `--target` name."""
+        return self.target.name
+
+    @property
+    def sm(self) -> int:
+        """The GPU's compute capability (the record's)."""
+        return self.target.gpu.sm
+
+    @property
     def sm_arch(self) -> str:
-        """The arch as nvcc spells it, e.g. "sm_87"."""
-        return f"sm_{self.sm}"
+        """The arch as nvcc spells it, e.g. "sm_87" (the record's)."""
+        return self.target.gpu.sm_arch
 
 
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("."))
 
 
-def jetson_target(target: str) -> JetsonTarget:
-    """The Jetson board of a target name or alias, from the target registry.
+def jetson_board(target: Target) -> JetsonBoard:
+    """The Jetson board of a resolved target record.
 
     Raises:
-        ExportError: the name is not a target with TensorRT settings.
+        ExportError: the target has no TensorRT settings.
     """
-    record = TARGETS.get(ALIASES.get(target, target))
-    if record is None or "tensorrt" not in record.backends:
+    if "tensorrt" not in target.backends or target.gpu is None:
         boards = [name for name, t in TARGETS.items() if "tensorrt" in t.backends]
-        raise ExportError(f"unknown Jetson target {target!r}; choose one of {', '.join(boards)}")
-    settings = record.backends["tensorrt"]
-    return JetsonTarget(record.name, record.gpu.sm, settings.jetpack, settings.stock_tensorrt)
+        raise ExportError(f"target {target.name!r} is not a Jetson with TensorRT; choose one of {', '.join(boards)}")
+    settings = target.backends["tensorrt"]
+    return JetsonBoard(target, settings.jetpack, settings.stock_tensorrt)
 
 
-def _build_script(board: JetsonTarget) -> str:
+def _build_script(board: JetsonBoard) -> str:
     """The artifact's tensorrt/build.sh: builds the plugin for the board's SM into tensorrt/."""
     return f"""#!/usr/bin/env bash
 # Build the TernaryConv TensorRT plugin for {board.name} ({board.sm_arch}) on the board itself.
@@ -159,18 +168,18 @@ def write_tensorrt_onnx(model_path: Path, dest: Path) -> int:
     return len(nodes)
 
 
-def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
+def check_tensorrt_target(target: Target, custom_ops: bool = True) -> JetsonBoard:
     """Check, before any export work, that lbdeploy's TensorRT path can serve `target`.
 
     Args:
-        target: a target with TensorRT settings.
+        target: the resolved target record (one with TensorRT settings).
         custom_ops: whether the export uses the TernaryConv custom op (needs the IPluginV3 plugin).
     Returns:
-        The board's JetsonTarget.
+        The board's JetsonBoard.
     Raises:
-        ExportError: unknown target, or a board whose stock TensorRT is too old for this export.
+        ExportError: a target without TensorRT, or a board whose stock TensorRT is too old for this export.
     """
-    board = jetson_target(target)
+    board = jetson_board(target)
     needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
     if _version(board.stock_tensorrt) < _version(needed):
         standard_ok = _version(board.stock_tensorrt) >= _version(MIN_TENSORRT_STANDARD_OPS)
@@ -185,12 +194,12 @@ def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
     return board
 
 
-def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = True) -> dict:
+def add_tensorrt_files(artifact_dir: Path, target: Target, *, custom_ops: bool = True) -> dict:
     """Write ARTIFACT/tensorrt/ (plugin sources + build.sh) and return the manifest fragment.
 
     Args:
         artifact_dir: the artifact folder being written; its model.onnx must already be there.
-        target: a target with TensorRT settings ("jetson", "jetson-orin", "jetson-xavier", "jetson-nano").
+        target: the resolved target record (jetson-orin, jetson-xavier or jetson-nano of lbdeploy.targets).
         custom_ops: whether model.onnx uses ai.lbdeploy::TernaryConv (else plain Conv, no plugin).
     Returns:
         {"tensorrt": {...}}: board, SM arch, TensorRT range, plugin identity and file names, the

@@ -41,7 +41,7 @@ from lbdeploy.ops.onnx_schema import make_node
 from lbdeploy.ops.ternary_conv import (ACTIVATIONS, KERNEL_TOLERANCE, TernaryConvAttrs, pack_ternary, packed_row_bytes,
                                        ternary_conv_reference, unpack_ternary)
 from lbdeploy.ops.vectors import load
-from lbdeploy.targets import TARGETS
+from lbdeploy.targets import TARGETS, get_target
 from runtime_artifacts import pool_manifest, pool_model, write_artifact
 
 REPO = Path(__file__).resolve().parent.parent
@@ -258,7 +258,7 @@ def test_plugin_sources_compile_against_tensorrt_headers(trt_include, source):
 def test_artifact_sources_build_plugin_that_registers_with_tensorrt_interfaces(trt_include, tmp_path):
     """Export the Orin folder, build it with its own build.sh/CMakeLists, then drive the plugin on the host."""
     _write_ternary_model(tmp_path)
-    add_tensorrt_files(tmp_path, "jetson-orin")
+    add_tensorrt_files(tmp_path, get_target("jetson-orin"))
     env = {**os.environ, "TENSORRT_ROOT": str(trt_include), "CUDACXX": str(NVCC)}
     _run(["bash", tmp_path / "tensorrt" / "build.sh"], env=env, timeout=600)
     library = tmp_path / "tensorrt" / "libternary_trt.so"
@@ -450,7 +450,7 @@ def test_tensorrt_onnx_carries_the_same_ternary_weights_as_int32_words(tmp_path)
     from onnx import numpy_helper
 
     weights = _write_ternary_model(tmp_path)
-    fragment = add_tensorrt_files(tmp_path, "jetson")["tensorrt"]
+    fragment = add_tensorrt_files(tmp_path, get_target("jetson"))["tensorrt"]
     assert fragment["onnx"] == "tensorrt/model.onnx"
     model = onnx.load(str(tmp_path / fragment["onnx"]))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -471,7 +471,7 @@ def test_tensorrt_onnx_carries_the_same_ternary_weights_as_int32_words(tmp_path)
 @pytest.mark.parametrize("target, sm", [("jetson", 87), ("jetson-orin", 87)])
 def test_add_tensorrt_files_writes_complete_folder(tmp_path, target, sm):
     _write_ternary_model(tmp_path)
-    fragment = add_tensorrt_files(tmp_path, target)["tensorrt"]
+    fragment = add_tensorrt_files(tmp_path, get_target(target))["tensorrt"]
     folder = tmp_path / "tensorrt"
     assert fragment["sm_arch"] == f"sm_{sm}" and fragment["cuda_arch"] == sm
     assert fragment["tensorrt_range"] == ">=10.3"
@@ -497,26 +497,26 @@ def test_add_tensorrt_files_writes_complete_folder(tmp_path, target, sm):
 def test_old_jetpack_boards_refuse_custom_ops(tmp_path, target):
     _write_ternary_model(tmp_path)
     with pytest.raises(ExportError, match="TensorRT >= 10.3 for the TernaryConv IPluginV3 plugin"):
-        add_tensorrt_files(tmp_path, target)
+        add_tensorrt_files(tmp_path, get_target(target))
     assert not (tmp_path / "tensorrt").exists()
 
 
 def test_xavier_takes_standard_ops_and_nano_is_refused(tmp_path):
     _write_ternary_model(tmp_path)
-    fragment = add_tensorrt_files(tmp_path, "jetson-xavier", custom_ops=False)["tensorrt"]
+    fragment = add_tensorrt_files(tmp_path, get_target("jetson-xavier"), custom_ops=False)["tensorrt"]
     assert fragment["plugin"] is None and fragment["sources"] == [] and fragment["onnx"] == "model.onnx"
     assert fragment["sm_arch"] == f"sm_{TARGETS['jetson-xavier'].gpu.sm}" == "sm_72"
     assert fragment["tensorrt_range"] == ">=8.5" and fragment["build_script"] is None
     with pytest.raises(ExportError, match="TensorRT >= 8.5"):
-        add_tensorrt_files(tmp_path, "jetson-nano", custom_ops=False)
-    assert check_tensorrt_target("jetson").sm == 87  # the exporter's early check, before any work
+        add_tensorrt_files(tmp_path, get_target("jetson-nano"), custom_ops=False)
+    assert check_tensorrt_target(get_target("jetson")).sm == 87  # the exporter's early check, before any work
 
 
 def test_unknown_jetson_target_or_missing_model(tmp_path):
-    with pytest.raises(ExportError, match="jetson-orin"):
-        add_tensorrt_files(tmp_path, "jetson-tx2")
+    with pytest.raises(ExportError, match="rpi4' is not a Jetson with TensorRT; choose one of jetson-orin"):
+        add_tensorrt_files(tmp_path, get_target("rpi4"))
     with pytest.raises(ExportError, match="model.onnx must be written"):
-        add_tensorrt_files(tmp_path, "jetson")
+        add_tensorrt_files(tmp_path, get_target("jetson"))
 
 
 # ----------------------------------------------------------------------- engine builder + backend
@@ -526,7 +526,7 @@ def _trt_artifact(folder: Path) -> Path:
     """A verified Jetson artifact: a small ONNX model, the TensorRT folder and a manifest hashing every file."""
     staging = folder / "staging"
     _write_ternary_model(staging)
-    fragment = add_tensorrt_files(staging, "jetson-orin")
+    fragment = add_tensorrt_files(staging, get_target("jetson-orin"))
     files = [*fragment["tensorrt"]["sources"], fragment["tensorrt"]["onnx"]]
     manifest = {**pool_manifest(), "target": "jetson", "backend": "tensorrt", **fragment}
     return write_artifact(folder / "artifact", pool_model(), manifest,

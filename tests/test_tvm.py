@@ -18,7 +18,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from lbdeploy.exporters.tvm.compile import build, compile_artifact  # noqa: E402
 from lbdeploy.exporters.tvm.importer import import_onnx  # noqa: E402
-from lbdeploy.exporters.tvm.targets import get_target, list_targets  # noqa: E402
+from lbdeploy.exporters.tvm.targets import list_targets, tvm_preset  # noqa: E402
+from lbdeploy.targets import get_target as registry_target  # noqa: E402
 from lbdeploy.exporters.tvm.ternary_kernel import (  # noqa: E402
     BLOCK, PATTERNS, TernaryGeometry, chunk_count, cpu_kernel, cpu_tile, encode_weights, pattern_digits,
     row_alignment_padding,
@@ -29,6 +30,12 @@ from lbdeploy.ops.onnx_schema import make_node  # noqa: E402
 from lbdeploy.ops.ternary_conv import DOMAIN, KERNEL_TOLERANCE, OP_VERSION, TernaryConvAttrs  # noqa: E402
 from lbdeploy.ops.vectors import load  # noqa: E402
 from lbdeploy.runtime.backends.tvm import TVMBackend  # noqa: E402
+
+
+def preset_of(name: str):
+    """The TVM preset of a target name, resolved through the registry once."""
+    return tvm_preset(registry_target(name))
+
 
 pytestmark = pytest.mark.tvm
 
@@ -62,13 +69,13 @@ def _run(executable, x):
 def test_vector_matches_reference_on_x86(path):
     case, arrays = load(path)
     model = _ternary_model(arrays, case.attrs())
-    executable = build(model, get_target("x86"), batch=case.n)
+    executable = build(model, preset_of("x86"), batch=case.n)
     np.testing.assert_allclose(_run(executable, arrays["x"]), arrays["y"], **KERNEL_TOLERANCE)
 
 
 def test_unpacked_int8_weights_give_the_same_result():
     case, arrays = load(Path(__file__).parent / "vectors" / "groups_4.npz")
-    executable = build(_ternary_model(arrays, case.attrs(), weights="w"), get_target("x86"))
+    executable = build(_ternary_model(arrays, case.attrs(), weights="w"), preset_of("x86"))
     np.testing.assert_allclose(_run(executable, arrays["x"]), arrays["y"], **KERNEL_TOLERANCE)
 
 
@@ -82,7 +89,7 @@ def test_channel_chunks_with_groups_match_the_reference():
     x = rng.standard_normal((1, 256, 16, 64)).astype(np.float32)
     w = (rng.integers(-1, 2, (22, 128, 3, 3)) * (rng.random((22, 128, 3, 3)) < 0.5)).astype(np.int8)
     scale, bias = rng.uniform(0.5, 1.5, 22).astype(np.float32), rng.standard_normal(22).astype(np.float32)
-    preset = get_target("x86")
+    preset = preset_of("x86")
     geom = TernaryGeometry.of(x.shape, 22, attrs)
     assert chunk_count(geom, preset.vector_floats, preset.vector_registers) > 1
     assert row_alignment_padding(geom, preset.vector_floats) > 0
@@ -113,7 +120,7 @@ def test_pattern_tables_are_compact_and_decode_back():
 
 def test_ternary_kernel_code_adds_and_subtracts_only():
     """The kernel's LLVM IR turns no weight into a float and multiplies only in the epilogue."""
-    preset = get_target("x86")
+    preset = preset_of("x86")
     geom = TernaryGeometry.of((1, 64, 16, 32), 32, TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), activation="relu"))
     rows, _ = cpu_tile(geom, preset.vector_floats, preset.vector_registers)
     func = cpu_kernel(geom, activation="relu", vector_floats=preset.vector_floats,
@@ -156,16 +163,17 @@ def test_importer_refuses_invalid_weight_codes(path):
 def test_target_presets():
     assert list_targets()[0] == "x86"
     assert {"arm64", "rpi4", "rpi5", "jetson-orin-cpu", "jetson-orin", "jetson-xavier"} <= set(list_targets())
-    assert get_target("rpi4").target["mcpu"] == "cortex-a72"
-    assert "+dotprod" in get_target("rpi5").target["mattr"]
-    orin = get_target("jetson-orin")
+    assert preset_of("rpi4").target["mcpu"] == "cortex-a72"
+    assert "+dotprod" in preset_of("rpi5").target["mattr"]
+    orin = preset_of("jetson-orin")
     assert orin.gpu and orin.target["kind"] == "nvptx" and orin.target["mcpu"] == "sm_87"
     assert orin.target["host"]["mtriple"] == "aarch64-linux-gnu"
-    assert get_target("jetson-xavier").target["mcpu"] == "sm_72"
+    assert preset_of("jetson-xavier").target["mcpu"] == "sm_72"
+    assert orin.board is registry_target("jetson") and orin.name == "jetson-orin" and orin.arch == "aarch64"
     for name in list_targets():
-        get_target(name).tvm_target()  # every preset is a valid TVM 0.27 target
+        preset_of(name).tvm_target()  # every preset is a valid TVM 0.27 target
     with pytest.raises(ConfigError, match="rpi4"):
-        get_target("rpi3")
+        preset_of("rpi3")
 
 
 def test_targets_command_lists_presets():
@@ -189,7 +197,7 @@ def small_onnx(tmp_path_factory):
 
 def test_backend_runs_any_batch_and_checks_the_input_size(small_onnx, tmp_path):
     path, x, reference = small_onnx
-    fragment = compile_artifact(path, "x86", tmp_path)
+    fragment = compile_artifact(path, registry_target("x86"), tmp_path)
     assert fragment["tvm"]["batch"] == 1 and elf_arch(tmp_path / fragment["tvm"]["module"]) == "x86_64"
     backend = TVMBackend(tmp_path, fragment)
     batch = np.concatenate([x, x[:1]])  # 3 samples through a batch-1 module
@@ -201,7 +209,7 @@ def test_backend_runs_any_batch_and_checks_the_input_size(small_onnx, tmp_path):
 
 @needs_aarch64_cc
 def test_aarch64_cross_compile_produces_an_aarch64_library(small_onnx, tmp_path):
-    fragment = compile_artifact(small_onnx[0], "rpi4", tmp_path)
+    fragment = compile_artifact(small_onnx[0], registry_target("rpi4"), tmp_path)
     assert fragment["tvm"]["arch"] == "aarch64"
     assert elf_arch(tmp_path / fragment["tvm"]["module"]) == "aarch64"
 
@@ -223,7 +231,7 @@ def _ptxas() -> str:
 
 
 @needs_aarch64_cc
-@pytest.mark.parametrize("preset", [name for name in list_targets() if name != "x86" and get_target(name).gpu])
+@pytest.mark.parametrize("preset", [name for name in list_targets() if name != "x86" and preset_of(name).gpu])
 def test_gpu_module_ptx_assembles_into_launchable_kernels(small_onnx, tmp_path, preset):
     """ptxas compiles the module's PTX for the board's SM and reports a kernel entry per TVM kernel."""
     import subprocess
@@ -231,7 +239,7 @@ def test_gpu_module_ptx_assembles_into_launchable_kernels(small_onnx, tmp_path, 
     from lbdeploy.exporters.tvm.kernel_entries import embedded_ptx
 
     try:
-        fragment = compile_artifact(small_onnx[0], preset, tmp_path)
+        fragment = compile_artifact(small_onnx[0], registry_target(preset), tmp_path)
     except ExportError as err:
         if "libdevice" in str(err):
             pytest.skip(str(err))
@@ -239,7 +247,7 @@ def test_gpu_module_ptx_assembles_into_launchable_kernels(small_onnx, tmp_path, 
     module = tmp_path / fragment["tvm"]["module"]
     assert fragment["tvm"]["device"] == "cuda" and elf_arch(module) == "aarch64"
     (ptx,) = embedded_ptx(module)
-    sm = get_target(preset).target["mcpu"]
+    sm = preset_of(preset).target["mcpu"]
     assert f".target {sm}" in ptx
     # JetPack 5's driver (CUDA 11.4) JIT-compiles PTX up to ISA 7.4, so the module runs on JetPack 5 and 6.
     version = tuple(int(v) for v in re.search(r"^\.version (\d+)\.(\d+)", ptx, flags=re.M).groups())
@@ -274,7 +282,7 @@ def test_aarch64_module_runs_under_qemu(small_onnx, tmp_path, arm_python):
     from lbdeploy.runtime.testing.arm_lane import run_arm_python
 
     path, x, reference = small_onnx
-    fragment = compile_artifact(path, "arm64", tmp_path)
+    fragment = compile_artifact(path, registry_target("arm64"), tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps(fragment))
     np.save(tmp_path / "x.npy", x)
     run_arm_python(
@@ -361,4 +369,4 @@ def test_depthwise_1x1_conv_with_bias_matches_numpy():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     x = rng.standard_normal((1, c, 16, 32)).astype(np.float32)
     expected = np.maximum(x * w.reshape(1, c, 1, 1) + b.reshape(1, c, 1, 1), 0)
-    np.testing.assert_allclose(_run(build(model, get_target("x86")), x), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_run(build(model, preset_of("x86")), x), expected, rtol=1e-6, atol=1e-6)

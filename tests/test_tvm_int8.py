@@ -16,13 +16,20 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from lbdeploy.exporters.tvm.compile import build, compile_artifact  # noqa: E402
 from lbdeploy.exporters.tvm.importer import import_onnx  # noqa: E402
 from lbdeploy.exporters.tvm.qternary_kernel import qcpu_kernel  # noqa: E402
-from lbdeploy.exporters.tvm.targets import get_target  # noqa: E402
+from lbdeploy.exporters.tvm.targets import tvm_preset  # noqa: E402
+from lbdeploy.targets import get_target as registry_target  # noqa: E402
 from lbdeploy.exporters.tvm.ternary_kernel import BLOCK, TernaryGeometry, cpu_tile  # noqa: E402
 from lbdeploy.errors import ExportError  # noqa: E402
 from lbdeploy.ops.qonnx_schema import make_node  # noqa: E402
 from lbdeploy.ops.qternary_conv import INPUTS, OP_VERSION, QKERNEL_TOLERANCE, qternary_conv_reference  # noqa: E402
 from lbdeploy.ops.qvectors import load_case, stored_paths, vector_model  # noqa: E402
 from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs, pack_ternary  # noqa: E402
+
+
+def preset_of(name: str):
+    """The TVM preset of a target name, resolved through the registry once."""
+    return tvm_preset(registry_target(name))
+
 
 pytestmark = pytest.mark.tvm
 
@@ -51,7 +58,7 @@ def test_all_vectors_are_present():
 @pytest.mark.parametrize("path", QVECTORS, ids=[p.stem for p in QVECTORS])
 def test_qvector_matches_reference_on_x86(path):
     case, arrays = load_case(path)
-    executable = build(vector_model(case, arrays), get_target("x86"), batch=case.n)
+    executable = build(vector_model(case, arrays), preset_of("x86"), batch=case.n)
     _assert_within_tolerance(_run(executable, arrays["x"]), arrays["y"])
 
 
@@ -59,7 +66,7 @@ def test_qkernel_inner_loop_is_integer_only():
     """The kernel's LLVM IR: integer adds/subs for the sums, the float multiply only in the
     requantizing epilogue (one per channel and tile row), and no float add or subtract feeding
     the sums (those would make them inexact)."""
-    preset = get_target("x86")
+    preset = preset_of("x86")
     geom = TernaryGeometry.of((1, 64, 16, 32), 32, TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), activation="relu"))
     rows, columns = cpu_tile(geom, preset.vector_floats, preset.vector_registers)
     func = qcpu_kernel(geom, "relu", 3, preset.vector_floats, preset.vector_registers)
@@ -104,7 +111,7 @@ def test_wide_rows_and_a_partial_channel_block_match_the_reference():
     rng = np.random.default_rng(5)
     attrs = TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), activation="relu")
     x, w, quant = _random_layer(rng, 32, 22, 8, 64)
-    executable = build(_qnode_model(x, w, attrs, quant), get_target("x86"))
+    executable = build(_qnode_model(x, w, attrs, quant), preset_of("x86"))
     expected = qternary_conv_reference(x, np.float32(quant["x_scale"]), np.uint8(quant["x_zero_point"]), w,
                                        quant["scale"], quant["bias"], np.float32(quant["y_scale"]),
                                        np.uint8(quant["y_zero_point"]), attrs)
@@ -188,7 +195,7 @@ def test_int8_graph_matches_onnx_runtime_with_our_kernels(int8_graph, library):
     options.register_custom_ops_library(library)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x})[0]
-    y = _run(build(model, get_target("x86")), x)
+    y = _run(build(model, preset_of("x86")), x)
     step = 0.08
     diff = np.abs(y - expected) / step
     assert np.median(diff) == 0 and np.mean(diff <= 1) >= 0.99 and diff.max() <= 4, (diff.max(), np.mean(diff <= 1))
@@ -266,7 +273,7 @@ def test_ties_round_half_to_even():
     quant = {"x_scale": 1.0, "x_zero_point": 0, "scale": np.ones(1, np.float32), "bias": np.zeros(1, np.float32),
              "y_scale": 2.0, "y_zero_point": 3}
     model = _qnode_model(x, np.ones((1, 1, 1, 1), np.int8), TernaryConvAttrs((1, 1)), quant)
-    y = _run(build(model, get_target("x86")), x)
+    y = _run(build(model, preset_of("x86")), x)
     np.testing.assert_array_equal(y, np.rint(x / 2).astype(np.uint8) + 3)
 
 

@@ -17,13 +17,13 @@ class TensorRTExport(ExportStep):
         """Refuse a board whose stock TensorRT cannot run this export (ExportError with working advice)."""
         from lbdeploy.exporters.tensorrt import check_tensorrt_target
 
-        check_tensorrt_target(self.target.name, custom_ops=self.custom_ops)
+        check_tensorrt_target(self.target, custom_ops=self.custom_ops)
 
     def add_files(self, work: Path, progress: Progress) -> dict:
         """Write the plugin sources, build script and TensorRT's ONNX file."""
         from lbdeploy.exporters.tensorrt import add_tensorrt_files
 
-        return add_tensorrt_files(work, self.target.name, custom_ops=self.custom_ops)
+        return add_tensorrt_files(work, self.target, custom_ops=self.custom_ops)
 
     def next_steps(self, manifest: dict) -> str:
         """What to run on the board: build the plugin, build the engine, infer."""

@@ -19,7 +19,7 @@ class TVMExport(ExportStep):
         from lbdeploy.exporters.tvm.compile import compile_artifact
 
         progress(f"compiling with TVM for {self.target.name}")
-        return compile_artifact(work / MODEL_FILE, self.target.name, work)
+        return compile_artifact(work / MODEL_FILE, self.target, work)
 
     def parity_runner(self, work: Path, manifest: dict):
         """The compiled module run by the TVM runtime, when it runs on this machine's CPU."""

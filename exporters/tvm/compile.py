@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from lbdeploy.errors import ExportError
+from lbdeploy.targets import Target
 
 MODULE_PATH = "tvm/model.so"
 # TVM's own lowering after scheduling (as its CPU pipeline; listed because 0.27's dispatcher
@@ -136,7 +137,7 @@ def build(model, preset, batch: int = 1):
 
     Args:
         model: the onnx.ModelProto.
-        preset: an exporters.tvm.targets.TargetPreset.
+        preset: an exporters.tvm.targets.TVMPreset.
         batch: the batch size compiled in (a symbolic batch dimension is fixed to it).
     Raises:
         ExportError: unsupported ops, or a build the target cannot take.
@@ -185,12 +186,12 @@ def io_names(model) -> tuple[list[str], list[str]]:
     return inputs, [o.name for o in model.graph.output]
 
 
-def compile_artifact(onnx_path, target_name: str, out_dir, batch: int = 1) -> dict:
-    """Compile `onnx_path` for the preset `target_name` into `out_dir`/tvm/model.so.
+def compile_artifact(onnx_path, board: Target, out_dir, batch: int = 1) -> dict:
+    """Compile `onnx_path` for the target record `board` into `out_dir`/tvm/model.so.
 
     Args:
         onnx_path: the exported model.onnx (TernaryConv nodes allowed).
-        target_name: a target of lbdeploy.targets that TVM compiles for (`lbdeploy targets`).
+        board: the resolved target record (lbdeploy.targets), one TVM compiles for (`lbdeploy targets`).
         out_dir: the artifact folder being written.
         batch: the batch size compiled in (the runtime splits larger batches).
     Returns:
@@ -202,9 +203,9 @@ def compile_artifact(onnx_path, target_name: str, out_dir, batch: int = 1) -> di
     import onnx
     import tvm
 
-    from lbdeploy.exporters.tvm.targets import get_target
+    from lbdeploy.exporters.tvm.targets import tvm_preset
 
-    preset = get_target(target_name)
+    preset = tvm_preset(board)
     model = onnx.load(str(onnx_path))
     started = time.perf_counter()
     executable = build(model, preset, batch)

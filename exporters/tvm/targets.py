@@ -1,9 +1,10 @@
-"""TVM compile presets, made from the target registry's TVM settings (lbdeploy/targets.py).
+"""TVM compile presets: a target record of lbdeploy/targets.py seen by the TVM compiler.
 
-A preset holds the TVM 0.27 target in its dict form, the host target for GPU presets, the C
-cross-compiler that links the module's .so, the machine architecture of that .so, and the vector
-width the TernaryConv kernel tiles for. The boards themselves are records of lbdeploy/targets.py;
-this module only turns a record into a preset, detecting this machine's CPU for `x86`.
+A `TVMPreset` keeps the resolved record (`board`) and adds what compiling needs beyond it: the
+TVM 0.27 target in its dict form (the host target included for GPU presets), the C cross-compiler
+that links the module's .so and the vector width the TernaryConv kernel tiles for, all from the
+record's TVM settings, detecting this machine's CPU for `x86`. Name, architecture and GPU are
+the record's own (never re-declared here).
 """
 
 from __future__ import annotations
@@ -12,33 +13,48 @@ import platform
 from dataclasses import dataclass
 
 from lbdeploy.errors import ConfigError
-from lbdeploy.targets import HOST, TARGETS
-from lbdeploy.targets import get_target as registry_target
+from lbdeploy.targets import HOST, TARGETS, Target
 
 
 @dataclass(frozen=True)
-class TargetPreset:
-    """One compile target.
+class TVMPreset:
+    """How TVM compiles for one target record.
 
     Attributes:
-        name: the preset name used on the command line (`--target`).
-        description: the board, in words.
+        board: the target record (lbdeploy.targets.Target) it was made from.
         target: TVM target dict (for GPU presets it carries its `host`).
-        arch: machine architecture of the produced .so ("x86_64" or "aarch64").
         cross_compiler: C compiler that links the .so; None means the host's default compiler.
         vector_floats: float32 lanes of one SIMD register (tiles the CPU kernels).
         vector_registers: SIMD registers of the CPU (tiles the TernaryConv kernel).
-        gpu: True when the model's kernels run on an NVIDIA GPU.
+        detected: the CPU in words, when it was detected on this machine (`description` is the record's otherwise).
     """
 
-    name: str
-    description: str
+    board: Target
     target: dict
-    arch: str
     cross_compiler: str | None = None
     vector_floats: int = 4
     vector_registers: int = 32
-    gpu: bool = False
+    detected: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The target's `--target` name."""
+        return self.board.name
+
+    @property
+    def description(self) -> str:
+        """The machine, in words."""
+        return self.detected or self.board.description
+
+    @property
+    def arch(self) -> str:
+        """Machine architecture of the produced .so ("x86_64" or "aarch64")."""
+        return self.board.arch
+
+    @property
+    def gpu(self) -> bool:
+        """True when the model's kernels run on the target's NVIDIA GPU."""
+        return self.board.gpu is not None
 
     def tvm_target(self):
         """The `tvm.target.Target` of this preset (imports TVM)."""
@@ -70,13 +86,13 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _host_preset(name: str) -> TargetPreset:
+def _host_preset(board: Target, settings) -> TVMPreset:
     """The preset for this machine's x86-64 CPU (detected through LLVM)."""
     if platform.machine() not in ("x86_64", "AMD64"):
-        raise ConfigError(f"target {name} compiles for this machine's CPU, but this machine is not x86-64")
+        raise ConfigError(f"target {board.name} compiles for this machine's CPU, but this machine is not x86-64")
     target, lanes, registers = _host_x86()
-    return TargetPreset(name, f"this x86-64 machine's CPU ({target['mcpu']})", target, "x86_64", None, lanes,
-                        registers)
+    return TVMPreset(board, target, settings.cross_compiler, lanes, registers,
+                     detected=f"this x86-64 machine's CPU ({target['mcpu']})")
 
 
 def list_targets() -> list[str]:
@@ -84,17 +100,15 @@ def list_targets() -> list[str]:
     return [name for name, target in TARGETS.items() if "tvm" in target.backends]
 
 
-def get_target(name: str) -> TargetPreset:
-    """The TVM preset of target `name` (a registry name or alias).
+def tvm_preset(board: Target) -> TVMPreset:
+    """The TVM preset of a resolved target record.
 
     Raises:
-        ConfigError: no such target, or one TVM does not compile for (the message lists the choices).
+        ConfigError: a target TVM does not compile for (the message lists the choices).
     """
-    record = registry_target(name)
-    if "tvm" not in record.backends:
-        raise ConfigError(f"TVM does not compile for target {name!r}; choose one of {', '.join(list_targets())}")
-    settings = record.backends["tvm"]
+    if "tvm" not in board.backends:
+        raise ConfigError(f"TVM does not compile for target {board.name!r}; choose one of {', '.join(list_targets())}")
+    settings = board.backends["tvm"]
     if settings.target == HOST:
-        return _host_preset(record.name)
-    return TargetPreset(record.name, record.description, settings.target, record.arch, settings.cross_compiler,
-                        settings.vector_floats, settings.vector_registers, gpu=record.gpu is not None)
+        return _host_preset(board, settings)
+    return TVMPreset(board, settings.target, settings.cross_compiler, settings.vector_floats, settings.vector_registers)

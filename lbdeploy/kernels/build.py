@@ -6,8 +6,8 @@
 Sources: lbdeploy/kernels/core/*.cc (runtime-independent math; one tile-kernel file per
 instruction set) and lbdeploy/kernels/ort/*.cc (the ONNX Runtime wrapper). Builds are cached under
 $LBDEPLOY_CACHE/kernels (default ~/.cache/lbdeploy/kernels), keyed by architecture and a hash of
-sources, headers, compiler and flags. To support another architecture, add a `_Target` to
-`TARGETS` listing its compiler and tile-kernel files.
+sources, headers, compiler and flags. To support another architecture, add a `_Toolchain` to
+`TOOLCHAINS` listing its compiler and tile-kernel files.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ _COMPILER_PACKAGES = {"g++": "g++", "aarch64-linux-gnu-g++": "g++-aarch64-linux-
 
 
 @dataclass(frozen=True)
-class _Target:
+class _Toolchain:
     """How to build for one architecture: tile-kernel sources with their extra flags."""
 
     arch: str
@@ -53,12 +53,12 @@ class _Target:
     tile_sources: dict = field(default_factory=dict)  # path relative to kernels/ -> extra flags
 
 
-TARGETS = {
-    "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {
+TOOLCHAINS = {
+    "x86_64": _Toolchain("x86_64", "x86_64-linux-gnu-g++", {
         "core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",),
         "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2",),
     }),
-    "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
+    "aarch64": _Toolchain("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
 }
 
 
@@ -74,11 +74,11 @@ def compiler_for(arch: str) -> str:
     Raises:
         KernelLibraryError: the compiler is not installed (the message names the apt package).
     """
-    target = _target(arch)
+    toolchain = _toolchain(arch)
     if arch == host_arch():
         compiler = os.environ.get("CXX") or "g++"
     else:
-        compiler = target.cross_compiler
+        compiler = toolchain.cross_compiler
     if shutil.which(compiler) is None:
         package = _COMPILER_PACKAGES.get(compiler, compiler)
         raise KernelLibraryError(
@@ -87,14 +87,14 @@ def compiler_for(arch: str) -> str:
     return compiler
 
 
-def _target(arch: str) -> _Target:
-    if arch not in TARGETS:
-        raise KernelLibraryError(f"cannot build the kernel library for {arch!r}; supported: {', '.join(TARGETS)}")
-    return TARGETS[arch]
+def _toolchain(arch: str) -> _Toolchain:
+    if arch not in TOOLCHAINS:
+        raise KernelLibraryError(f"cannot build the kernel library for {arch!r}; supported: {', '.join(TOOLCHAINS)}")
+    return TOOLCHAINS[arch]
 
 
-def _units(target: _Target) -> list[tuple[str, tuple[str, ...]]]:
-    return [(source, ()) for source in COMMON_SOURCES] + list(target.tile_sources.items())
+def _units(toolchain: _Toolchain) -> list[tuple[str, tuple[str, ...]]]:
+    return [(source, ()) for source in COMMON_SOURCES] + list(toolchain.tile_sources.items())
 
 
 def _build_key(arch: str, compiler: str, include: Path, units) -> str:
@@ -151,10 +151,10 @@ def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None
         KernelLibraryError: unknown architecture, missing compiler or headers, or a compile error.
     """
     arch = arch or host_arch()
-    target = _target(arch)
+    toolchain = _toolchain(arch)
     compiler = compiler_for(arch)
     include = find_ort_headers(ort_include)
-    units = _units(target)
+    units = _units(toolchain)
     cached = build_cache_dir() / f"{arch}-{_build_key(arch, compiler, include, units)}" / LIBRARY_NAME
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Build libternary_ort.so (ONNX Runtime custom op ai.lbdeploy::TernaryConv).",
         epilog="Example: python -m lbdeploy.kernels.build --arch aarch64 -o out/",
     )
-    parser.add_argument("--arch", choices=sorted(TARGETS), default=None, help="target architecture (default: this machine)")
+    parser.add_argument("--arch", choices=sorted(TOOLCHAINS), default=None, help="target architecture (default: this machine)")
     parser.add_argument("-o", "--out-dir", default=None, help="copy the library here (default: print the cached path)")
     parser.add_argument("--ort-include", default=None, help="ONNX Runtime include folder (default: ORT_INCLUDE_DIR, ORT_HOME, the bundled headers)")
     args = parser.parse_args(argv)
