@@ -1,6 +1,6 @@
 """Response shapes of the pose endpoints, for the OpenAPI docs (/docs, /openapi.json).
 
-They describe what runtime.results.pose_to_json returns (the same JSON as `lbdeploy infer`); the
+They describe what runtime.tasks.pose.pose_to_json returns (the same JSON as `lbdeploy infer`); the
 server validates its answers against them. Optional fields appear only when they apply (`box`
 when the person came from a box, `box_score` when a detector found it). To add a field, add it to
 pose_to_json and here.

@@ -3,7 +3,7 @@
     from lbdeploy.runtime.stream import run_stream
     stats = run_stream(source, tracker, json_lines=open("poses.jsonl", "w"), draw_path="out.mp4")
 
-Each processed frame gives one JSON line: the per-image JSON of runtime.results.pose_to_json
+Each processed frame gives one JSON line: the per-image JSON of runtime.tasks.pose.pose_to_json
 (people with "id" = track id, "box", "keypoints", ...) plus "frame" (index among the decoded
 frames) and "time" (seconds). Progress with frames/s goes to stderr through tqdm; Ctrl-C
 ends the run cleanly (the files written so far are complete). The loop is library code so the
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lbdeploy.runtime.results import draw_pose, pose_to_json
+from lbdeploy.runtime.tasks.pose import draw_pose, pose_to_json
 
 
 @dataclass

@@ -102,3 +102,30 @@ def test_aliases_and_backend_choice_resolve_through_the_registry():
         resolve("rpi5", "tensorrt")
     with pytest.raises(ConfigError, match="lbdeploy targets"):
         get_target("rpi3")
+
+
+def test_every_task_has_a_core_and_a_runtime_record():
+    """docs/architecture.md, "Adding a task": each task is a record in both registries, and the
+    server, `infer` and `eval` reach it through them."""
+    from lbdeploy.runtime.tasks import RUNTIME_TASKS
+    from lbdeploy.tasks import TASKS
+
+    assert list(TASKS) == list(RUNTIME_TASKS) == ["pose", "saliency", "classification"]
+    for name, record in RUNTIME_TASKS.items():
+        assert record.task is TASKS[name] and record.predictor_class.task is TASKS[name]
+        assert record.endpoints and record.metric, name
+
+
+def test_backend_records_live_above_the_core():
+    """The core names no module of an upper layer: each built-in record is an object of its own
+    layer's module, found through the entry points of pyproject.toml."""
+    import tomllib
+
+    points = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["lbdeploy.backends"]
+    assert set(points) == set(backends())
+    for name, value in points.items():
+        module = value.split(":")[0]
+        assert module.startswith(("lbdeploy.runtime.", "lbdeploy.exporters.")), (name, value)
+        assert backends()[name].runtime.__module__.startswith("lbdeploy.runtime.backends."), name
+    assert "lbdeploy.runtime" not in (REPO / "lbdeploy" / "backends.py").read_text().replace(
+        "lbdeploy.runtime.backends.torch_backend", "")  # the docstring's example of where a record lives

@@ -5,7 +5,7 @@ batch of RGB images [N, H, W, 3] uint8 (all resized to the model input) to proba
 [N, h, w] in [0, 1]; each map is resized (bilinear) to its image's original size and compared with
 the mask there, as saliency benchmarks do. `torch_predictor(model, ...)` is that function for an
 in-memory torch model (used by the trainer's validation); `lbdeploy eval` passes
-runtime.saliency.SaliencyPredictor.predict_batch, which runs a model.pt or an exported artifact on
+runtime.tasks.saliency.SaliencyPredictor.predict_batch, which runs a model.pt or an exported artifact on
 any backend the same way.
 """
 

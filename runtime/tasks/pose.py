@@ -209,7 +209,6 @@ class PredictorFactory(PredictorRecipe):
     """
 
     predictor_class = Predictor
-    metric = "PCK"
 
 
 def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
@@ -287,6 +286,7 @@ class PoseRuntime(RuntimeTask):
 
     task = get_task("pose")
     predictor_class = Predictor
+    metric = "PCK"
     endpoints = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps")
     options = ("detector", "detector_options", "box_padding")
     infer_options = ("box", "flip", "camera", "video")

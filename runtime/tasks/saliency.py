@@ -113,7 +113,6 @@ class SaliencyPredictorFactory(PredictorRecipe):
     """
 
     predictor_class = SaliencyPredictor
-    metric = "MAE and max-F"
 
 
 def saliency_map_image(result) -> Image.Image:
@@ -175,6 +174,7 @@ class SaliencyRuntime(RuntimeTask):
     statistics, POST /v1/saliency, MAE and max-F evaluation."""
 
     task = get_task("saliency")
+    metric = "MAE and max-F"
     predictor_class = SaliencyPredictor
     endpoints = ("/v1/saliency",)
 
