@@ -3,7 +3,8 @@
 
 A record (`BackendSpec`) carries everything about its backend:
 
-- what it is: name (the `--backend` value), description, the pip extra it needs at run time;
+- what it is: name (the `--backend` value), description, the pip extra it needs at run time and
+  the modules that extra provides;
 - what it can run: `ops` (custom TernaryConv kernels, standard ONNX ops, or both), the
   `precisions` its artifacts may hold besides float32, whether an artifact for this machine can
   be exported on the fly (`exports_here`, for eval/profile --compare);
@@ -58,6 +59,8 @@ class BackendSpec:
         serves: target name -> this backend's settings there, for targets of lbdeploy.targets whose
             records do not list it (a backend from another package); the built-in ones are listed
             by the target records themselves.
+        imports: the top-level modules its engine needs: a command that misses one is told to
+            install `extra` (lbdeploy.extras).
         rank: where it is listed among the choices (lowest first; the built-in ones 0..3).
     """
 
@@ -74,6 +77,7 @@ class BackendSpec:
     loadable: tuple[str, ...] = ()
     doctor_checks: tuple[Callable, ...] = ()
     serves: dict = field(default_factory=dict)
+    imports: tuple[str, ...] = ()
     rank: int = 100
 
     def load_runtime(self) -> type:

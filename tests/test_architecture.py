@@ -129,3 +129,15 @@ def test_backend_records_live_above_the_core():
         assert backends()[name].runtime.__module__.startswith("lbdeploy.runtime.backends."), name
     assert "lbdeploy.runtime" not in (REPO / "lbdeploy" / "backends.py").read_text().replace(
         "lbdeploy.runtime.backends.torch_backend", "")  # the docstring's example of where a record lives
+
+
+def test_a_missing_engine_names_the_extra_of_its_backend_record():
+    from lbdeploy.extras import missing_extra_error
+
+    for module, extra in (("onnxruntime", "ort"), ("tvm", "tvm"), ("cuda", "tensorrt"), ("fastapi", "serve")):
+        err = ModuleNotFoundError(f"No module named {module!r}")
+        err.name = f"{module}.sub"
+        assert f"pip install 'lbdeploy[{extra}]'" in str(missing_extra_error(err)), module
+    unknown = ModuleNotFoundError("No module named 'nothing_of_ours'")
+    unknown.name = "nothing_of_ours"
+    assert missing_extra_error(unknown) is None

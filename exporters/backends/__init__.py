@@ -1,4 +1,5 @@
-"""Export steps, one module per backend (registered in lbdeploy/backends.py).
+"""Export steps, one module per backend, each beside its backend's record (`BACKEND`, a
+lbdeploy.backends.BackendSpec registered through the `lbdeploy.backends` entry points).
 
 An export step is a class built from the target record, the backend's settings on it and whether
 the model uses our custom ops, with three methods the exporter calls in order:

@@ -32,4 +32,4 @@ class OrtExport(ExportStep):
 
 
 BACKEND = BackendSpec("ort", "ONNX Runtime with our TernaryConv kernel library", "ort", OrtBackend, OrtExport,
-                      precisions=("int8",), exports_here=True, rank=1)
+                      precisions=("int8",), exports_here=True, imports=("onnxruntime",), rank=1)

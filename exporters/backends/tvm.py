@@ -36,4 +36,4 @@ BACKEND = BackendSpec("tvm", "a TVM module compiled for the target (CPU or NVIDI
                       precisions=("int8",), exports_here=True, section="tvm",
                       section_schema={"module": (str,), "arch": (str,), "device": (str,), "gpu": (bool,),
                                       "batch": (int,)},
-                      loadable=("module",), rank=2)
+                      loadable=("module",), imports=("tvm",), rank=2)

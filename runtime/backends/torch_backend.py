@@ -107,4 +107,4 @@ class TorchBackend:
 
 
 BACKEND = BackendSpec("torch", "PyTorch eager on a model.pt (the reference)", "torch", TorchBackend, ops=(STANDARD,),
-                      rank=0)
+                      imports=("torch",), rank=0)
