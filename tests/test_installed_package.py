@@ -50,6 +50,10 @@ def test_wheel_installs_one_top_level_name(installed):
     _, _, purelib = installed
     (dist_info,) = purelib.glob("lbdeploy-*.dist-info")
     assert (dist_info / "top_level.txt").read_text().split() == ["lbdeploy"]
+    # the backend registry of an installed lbdeploy is its entry points (no pyproject.toml beside the package)
+    points = (dist_info / "entry_points.txt").read_text()
+    assert "[lbdeploy.backends]" in points and "ort = lbdeploy.exporters.backends.ort:BACKEND" in points
+    assert not (purelib / "pyproject.toml").exists()
     installed_names = {p.name for p in purelib.iterdir()} - {dist_info.name, "dev-deps.pth", "bin", "__pycache__"}
     assert installed_names == {"lbdeploy"}
     for sub in ("runtime", "exporters", "workflows", "commands"):

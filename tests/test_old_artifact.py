@@ -3,7 +3,8 @@
 tests/data/artifact-v1-pose/ is a 1-stack LBRN-S (16 features, 64x64 input) exported for x86 with
 `--backend ort` by lbdeploy before the task and backend registries (format_version 1); its
 manifest and model.onnx are kept as written. tests/data/artifact-v1-pose.infer.json is what
-`lbdeploy infer ARTIFACT lbdeploy/data/sample.jpg --detector none` printed then. The kernel
+`lbdeploy infer ARTIFACT lbdeploy/data/sample.jpg --detector none` printed then, and
+tests/data/artifact-v1-pose.model.pt the model.pt it was exported from. The kernel
 library it names is compiled code for one machine, so it is not kept: the test builds this
 machine's and records it the way files added on the device are recorded (`record_files`).
 """
@@ -67,3 +68,21 @@ def test_old_artifact_serves_its_model_summary(old_artifact):
         assert summary["task"] == "pose" and len(summary["joint_names"]) == 16
         answer = client.post("/v1/pose", content=SAMPLE.read_bytes())
         assert answer.status_code == 200 and len(answer.json()["people"]) == 1
+
+
+def test_exporting_the_same_model_writes_the_same_manifest(tmp_path, library):
+    """The manifest format did not change: a fresh export of the kept model.pt has the kept
+    manifest's sections in the same order with the same values (but file hashes, tool versions and
+    the parity gate's measured errors)."""
+    pytest.importorskip("torch", reason="exporting needs torch (pip install lbdeploy[torch])")
+    from lbdeploy.exporters.export import export_model
+
+    fresh = export_model(DATA / "artifact-v1-pose.model.pt", tmp_path / "fresh", target="x86", backend="ort")
+    kept = json.loads((OLD / "manifest.json").read_text())
+    assert list(fresh) == list(kept)
+    for key in kept:
+        if key == "parity":
+            assert list(fresh[key]) == list(kept[key]) and fresh[key]["passed"] and fresh[key]["inputs"] == kept[key]["inputs"]
+        elif key not in ("files", "tools"):
+            assert fresh[key] == kept[key], key
+    assert set(fresh["files"]) == set(kept["files"])
