@@ -87,7 +87,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
 lib=$(bash "$here/src/tensorrt/build.sh" "${{CUDA_ARCH:-{board.sm}}}" "$here")
 echo "built $lib"
-echo "next: lbdeploy build-engine $(dirname "$here") --fp16"
+echo "next: lbdeploy build-engine $(dirname "$here") --fp16 --trust-plugin"
 """
 
 
@@ -216,7 +216,7 @@ def add_tensorrt_files(artifact_dir: Path, target: str, *, custom_ops: bool = Tr
     steps = [
         f"copy this folder to the {board.name} (JetPack {board.jetpack}, TensorRT >= {needed})",
         *([f"bash {TENSORRT_DIR}/build.sh"] if custom_ops else []),
-        "lbdeploy build-engine . --fp16",
+        "lbdeploy build-engine . --fp16" + (" --trust-plugin" if custom_ops else ""),
         "lbdeploy infer . image.jpg",
     ]
     fragment = {

@@ -134,6 +134,25 @@ def _checked_precision(artifact_dir: Path, manifest: dict, section: dict, engine
     return report.to_dict()
 
 
+def _verified_plugin(artifact_dir: Path, manifest: dict, section: dict, trust_plugin: bool) -> dict:
+    """The manifest once the plugin library is listed: listed already, or built here and `trust_plugin` given.
+
+    Raises:
+        ArtifactError: the library exists but is not listed and `trust_plugin` is False.
+    """
+    library = (section.get("plugin") or {}).get("library")
+    if not library or library in manifest["files"]:
+        return manifest
+    if not contained_path(artifact_dir, library, "TensorRT plugin library").is_file():
+        return manifest  # load_plugin_library says how to build it
+    if not trust_plugin:
+        raise ArtifactError(
+            f"the TensorRT plugin library {library} is not listed in the manifest, so it cannot be verified and was "
+            "not loaded; if you built it here with `bash tensorrt/build.sh`, run build-engine with --trust-plugin "
+            "to record it")
+    return record_files(artifact_dir, [library])
+
+
 def build_engine(
     artifact_dir: Path,
     fp16: bool = False,
@@ -141,6 +160,7 @@ def build_engine(
     min_batch: int = 1,
     opt_batch: int = 1,
     max_batch: int = 1,
+    trust_plugin: bool = False,
 ) -> Path:
     """Build ARTIFACT/tensorrt/model.engine from ARTIFACT/model.onnx on this device.
 
@@ -151,11 +171,14 @@ def build_engine(
             (exporters/engine_precision.py).
         workspace_mb: TensorRT's workspace memory-pool limit in MiB.
         min_batch, opt_batch, max_batch: the batch sizes the engine accepts; tuned for opt_batch.
+        trust_plugin: list the plugin library that `tensorrt/build.sh` built here in the manifest
+            (its sha256) before loading it; without it an unlisted library is refused, never loaded.
     Returns:
         The path of the written engine.
     Raises:
         ConfigError: invalid batch profile or workspace, or a profile the model's input cannot take.
-        ArtifactError: no manifest, not a TensorRT artifact, or model.onnx missing.
+        ArtifactError: no manifest, not a TensorRT artifact, model.onnx missing, or a plugin library
+            that is not listed (without `trust_plugin`) or does not match its sha256.
         BackendUnavailable: TensorRT is not installed.
         KernelLibraryError: the plugin library is missing, unloadable, or not found by the parser.
         ExportError: the ONNX parser or the builder failed.
@@ -175,9 +198,10 @@ def build_engine(
     import onnx
 
     check_ternary_initializers(onnx.load(onnx_path))  # the CUDA kernel would read code 3 as 0: refuse it here
+    manifest = _verified_plugin(artifact_dir, manifest, section, trust_plugin)
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
-    load_plugin_library(trt, artifact_dir, section)
+    load_plugin_library(trt, artifact_dir, section, manifest["files"])
 
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))

@@ -33,8 +33,21 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
+# The signature of the whole folder (docs/signing.md). It covers manifest.json, so the manifest
+# cannot list it; `list_files` leaves it out.
+SIGNATURE_NAME = "signature.sig"
+# Written into an export's temporary folder (its content: the folder's own name) so that only
+# folders that are provably an interrupted export's are ever cleaned up; removed before the swap.
+PARTIAL_MARKER = ".lbdeploy-partial"
+_UNLISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME, PARTIAL_MARKER})
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Bounds checked before anything is allocated from a manifest's numbers (item: absurd shapes).
+MAX_FILES = 10_000
+MAX_PATH_CHARS = 1024
+MAX_SIDE = 8192
+MAX_PIXELS = 8192 * 8192
+MAX_CHANNELS = 4096
 
 # field -> (accepted JSON types, required). Nested shapes are checked by `_check_nested`.
 _SCHEMA = {
@@ -71,30 +84,89 @@ def _require(value, expected: tuple, field: str):
     return value
 
 
+def _bounded_int(value, field: str, low: int, high: int) -> int:
+    _require(value, (int,), field)
+    if not low <= value <= high:
+        raise ArtifactError(f"manifest field {field!r} is {value}, outside {low}..{high}; re-export the model")
+    return value
+
+
+def _check_shape(shape: list, field: str) -> None:
+    """Dimensions after the batch: positive integers within MAX_CHANNELS / MAX_SIDE, at most MAX_PIXELS per map."""
+    if not 2 <= len(shape) <= 4:
+        raise ArtifactError(f"manifest field {field!r} must have 2 to 4 entries, not {len(shape)}")
+    dims = [_bounded_int(d, f"{field}[{i + 1}]", 1, MAX_CHANNELS if i == 0 else MAX_SIDE)
+            for i, d in enumerate(shape[1:])]
+    if len(dims) == 3 and dims[1] * dims[2] > MAX_PIXELS:
+        raise ArtifactError(f"manifest field {field!r} has {dims[1]}x{dims[2]} maps, above {MAX_PIXELS} pixels")
+
+
+def _check_numbers(values, field: str, count: int, positive: bool = False) -> None:
+    _require(values, (list,), field)
+    if len(values) != count:
+        raise ArtifactError(f"manifest field {field!r} must have {count} entries (one per input channel), "
+                            f"not {len(values)}")
+    for index, value in enumerate(values):
+        _require(value, (int, float), f"{field}[{index}]")
+        if value != value or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+            raise ArtifactError(f"manifest field '{field}[{index}]' is {value}; it must be a finite "
+                                f"{'positive ' if positive else ''}number")
+
+
+def _check_file_key(relative) -> None:
+    """A `files` key is a printable, encodable relative path of bounded length."""
+    if (not relative or len(relative) > MAX_PATH_CHARS
+            or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in relative)):
+        raise ArtifactError(f"manifest field 'files' has the key {ascii(relative)[:80]}, which is not a file path "
+                            "of an artifact (empty, too long, or with control or unpaired surrogate characters)")
+
+
 def _check_nested(manifest: dict) -> None:
     spec = manifest["input"]
     _require(spec.get("name"), (str,), "input.name")
     shape = _require(spec.get("shape"), (list,), "input.shape")
     if len(shape) != 4:
         raise ArtifactError(f"manifest field 'input.shape' must have 4 entries (N, C, H, W), not {len(shape)}")
+    _check_shape(shape, "input.shape")
     for key in ("mean", "std"):
         if key in spec:
-            _require(spec[key], (list,), f"input.{key}")
+            _check_numbers(spec[key], f"input.{key}", shape[1], positive=key == "std")
+    if "pixel_scale" in spec:
+        _check_numbers([spec["pixel_scale"]], "input.pixel_scale", 1, positive=True)
     if not manifest["outputs"]:
         raise ArtifactError("manifest field 'outputs' is empty; re-export the model")
     for index, output in enumerate(manifest["outputs"]):
         _require(output, (dict,), f"outputs[{index}]")
         _require(output.get("name"), (str,), f"outputs[{index}].name")
-        _require(output.get("shape"), (list,), f"outputs[{index}].shape")
+        _check_shape(_require(output.get("shape"), (list,), f"outputs[{index}].shape"), f"outputs[{index}].shape")
         _require(output.get("final", False), (bool,), f"outputs[{index}].final")
+    if len(manifest["files"]) > MAX_FILES:
+        raise ArtifactError(f"manifest field 'files' lists {len(manifest['files'])} files, above {MAX_FILES}")
     for relative, digest in manifest["files"].items():
+        _check_file_key(relative)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ArtifactError(f"manifest field 'files[{relative!r}]' must be a sha256 hex digest; re-export the model")
+    _check_pose(manifest)
     library = manifest.get("kernel_library")
     if library is not None:
         _require(library.get("path"), (str,), "kernel_library.path")
     for index, op in enumerate(manifest.get("custom_ops", [])):
         _require(op, (dict,), f"custom_ops[{index}]")
+
+
+def _check_pose(manifest: dict) -> None:
+    """Joint names, when given, name every channel of the final heatmaps (no mislabeled output)."""
+    pose = manifest.get("pose")
+    if manifest["task"] != "pose" or not isinstance(pose, dict) or "joints" not in pose:
+        return
+    joints = _require(pose["joints"], (list,), "pose.joints")
+    for index, name in enumerate(joints):
+        _require(name, (str,), f"pose.joints[{index}]")
+    final = [out for out in manifest["outputs"] if out.get("final")]
+    channels = final[-1]["shape"][1] if final else None
+    if channels is not None and len(joints) != channels:
+        raise ArtifactError(f"manifest field 'pose.joints' names {len(joints)} joints but the model's final output "
+                            f"has {channels} heatmaps; re-export the model")
 
 
 def validate_manifest(manifest, where) -> dict:
@@ -132,9 +204,10 @@ def validate_manifest(manifest, where) -> dict:
 def loadable_files(manifest: dict) -> list[str]:
     """The artifact-relative paths that some backend may load as code or model.
 
-    These must be listed in `files` (and so hash-checked) whenever the manifest names them; a
-    TensorRT engine and plugin are named before they are built on the board, and are listed by
-    `lbdeploy build-engine` when it builds them.
+    These must be listed in `files` (and so hash-checked) whenever the manifest names them, with
+    one exception: the TensorRT engine and plugin library are named before they are built on the
+    board (`device_built_files`); they must then lie inside the folder, and are loaded only once
+    `lbdeploy build-engine` has listed them.
     """
     paths = [MODEL_FILE]
     if manifest.get("kernel_library"):
@@ -142,7 +215,17 @@ def loadable_files(manifest: dict) -> list[str]:
     for section, key in (("tvm", "module"), ("tensorrt", "onnx")):
         if isinstance(manifest.get(section), dict) and manifest[section].get(key):
             paths.append(manifest[section][key])
-    return paths
+    return paths + device_built_files(manifest)
+
+
+def device_built_files(manifest: dict) -> list:
+    """The loadable files built on the board: the TensorRT engine and plugin library, when named."""
+    section = manifest.get("tensorrt")
+    if not isinstance(section, dict):
+        return []
+    plugin = section.get("plugin")
+    named = [section.get("engine"), plugin.get("library") if isinstance(plugin, dict) else None]
+    return [path for path in named if path is not None]
 
 
 class Artifact(NamedTuple):
@@ -175,10 +258,35 @@ def contained_path(root, relative, what: str = "file") -> Path:
 
 
 def list_files(folder) -> dict:
-    """Every file under `folder` but the manifest, as {relative path: sha256}."""
+    """Every file under `folder` but the manifest, the signature and an export's marker, as {relative path: sha256}."""
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): file_sha256(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() not in _UNLISTED}
+
+
+def stray_entries(folder) -> list[str] | None:
+    """What in `folder` an lbdeploy artifact does not account for, or None when it is no artifact at all.
+
+    An artifact is a folder whose manifest.json passes `validate_manifest` and whose every entry is
+    the manifest, the signature, a file listed in `files` or a folder on the way to one. A symlink,
+    an unlisted file or an empty folder is a stray: `export --force` refuses to delete such a folder.
+    """
+    folder = Path(folder)
+    try:
+        listed = set(validate_manifest(json.loads((folder / MANIFEST_NAME).read_text()), folder / MANIFEST_NAME)["files"])
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, ArtifactError):
+        return None
+    parents = {parent.as_posix() for relative in listed for parent in Path(relative).parents}
+    strays = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            strays.append(relative)
+        elif path.is_dir() and relative not in parents:
+            strays.append(relative + "/")
+        elif path.is_file() and relative not in listed and relative not in (MANIFEST_NAME, SIGNATURE_NAME):
+            strays.append(relative)
+    return strays
 
 
 def verify_file(root: Path, relative: str, files: dict, what: str = "file") -> Path:
@@ -212,8 +320,11 @@ def verify_files(artifact_dir: Path, manifest: dict) -> None:
     files = manifest["files"]
     for relative in files:
         verify_file(artifact_dir, relative, files)
+    built_later = device_built_files(manifest)
     for relative in loadable_files(manifest):
-        if relative not in files:
+        if relative in built_later:
+            contained_path(artifact_dir, relative, "file built on the device")
+        elif relative not in files:
             raise ArtifactError(f"the manifest names {relative!r} without listing it in 'files'; refusing an "
                                 "artifact whose model or kernels cannot be verified (re-export the model)")
 

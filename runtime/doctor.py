@@ -24,6 +24,7 @@ from lbdeploy import __version__
 from lbdeploy.artifact import contained_path, open_artifact
 from lbdeploy.backends import BACKENDS, get_backend
 from lbdeploy.errors import LbdeployError
+from lbdeploy.runtime.verified import private_copies
 
 # cuda-python's major version must match the CUDA of the board's JetPack (12 for JetPack 6).
 CUDA_PYTHON_MAJOR = 12
@@ -83,9 +84,9 @@ def _kernel_library(context: Context) -> Check:
     try:
         from lbdeploy.runtime.backends.ort import check_kernel_library, session_options
 
-        path = contained_path(context.root, library, "kernel library")
-        check_kernel_library(path)
-        session_options(library=path)
+        with private_copies(context.root, context.manifest["files"], [library], "kernel library") as copies:
+            check_kernel_library(copies[library])
+            session_options(library=copies[library])
     except (LbdeployError, ImportError, RuntimeError, OSError) as err:
         return Check("ORT kernel library", False, str(err).splitlines()[0],
                      "re-export the model for this machine's target (`lbdeploy targets`)")
@@ -170,8 +171,12 @@ def _tensorrt_plugin(context: Context) -> Check:
     if not path.is_file():
         return Check("TensorRT plugin library", False, f"{plugin} not built",
                      f"bash {context.root}/tensorrt/build.sh (on the board)")
+    if plugin not in context.manifest["files"]:  # never load code the manifest does not vouch for
+        return Check("TensorRT plugin library", False, f"{plugin} is built but not listed in the manifest (not loaded)",
+                     f"lbdeploy build-engine {context.root} --trust-plugin, if you built it here")
     try:
-        ctypes.CDLL(str(path))
+        with private_copies(context.root, context.manifest["files"], [plugin], "TensorRT plugin library") as copies:
+            ctypes.CDLL(str(copies[plugin]))
     except OSError as err:
         return Check("TensorRT plugin library", False, f"{plugin} does not load ({err})",
                      f"rebuild it on this board: bash {context.root}/tensorrt/build.sh")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.artifact import contained_path, verify_file
+from lbdeploy.runtime.verified import private_copies
 from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError, KernelLibraryError
 
 PLUGIN_NOT_FOUND_HINT = "run `bash tensorrt/build.sh` in the artifact on this device first"
@@ -53,15 +54,19 @@ def tensorrt_section(manifest: dict) -> dict:
     return section
 
 
-def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
+def load_plugin_library(trt, artifact_dir: Path, section: dict, files: dict) -> None:
     """Register the artifact's TernaryConv plugin with TensorRT's plugin registry (once per process).
+
+    TensorRT loads a private copy of the library's verified bytes (runtime/verified.py): the
+    library must be listed in `files` (`lbdeploy build-engine` lists it) with a matching sha256.
 
     Args:
         trt: the imported tensorrt module.
         artifact_dir: the artifact folder.
-        section: the manifest's "tensorrt" section.
+        section: the manifest's "tensorrt" section; files: the manifest's "files".
     Raises:
         KernelLibraryError: the library is not built, cannot be loaded, or does not provide the plugin.
+        ArtifactError: the library is not listed in `files` or does not match its sha256.
     """
     plugin = section.get("plugin")
     if plugin is None:
@@ -72,7 +77,9 @@ def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
     library = contained_path(artifact_dir, plugin["library"], "TensorRT plugin library")
     if not library.is_file():
         raise KernelLibraryError(f"TensorRT plugin library {library} not found; {PLUGIN_NOT_FOUND_HINT}")
-    if registry.load_library(str(library)) is None:
+    with private_copies(artifact_dir, files, [plugin["library"]], "TensorRT plugin library") as copies:
+        loaded = registry.load_library(str(copies[plugin["library"]]))
+    if loaded is None:
         raise KernelLibraryError(
             f"TensorRT could not load {library} (see the TensorRT log above); rebuild it on this device with "
             "`bash tensorrt/build.sh` against the installed TensorRT (>= 10.3)"
@@ -145,9 +152,7 @@ class TensorRTBackend:
                 f"{artifact_dir}` here first"
             )
         verify_file(artifact_dir, section["engine"], manifest.get("files", {}), "TensorRT engine")
-        if (section.get("plugin") or {}).get("library"):
-            verify_file(artifact_dir, section["plugin"]["library"], manifest.get("files", {}), "TensorRT plugin library")
-        load_plugin_library(trt, artifact_dir, section)
+        load_plugin_library(trt, artifact_dir, section, manifest.get("files", {}))
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
