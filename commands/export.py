@@ -30,8 +30,10 @@ from lbdeploy.targets import target_names
 @click.option("--calibration-images", type=int, default=DEFAULT_IMAGES, help="Number of int8 calibration images.")
 @click.option("--calibration-method", type=click.Choice(METHODS), default=METHODS[0],
               help="How activation ranges are chosen from the calibration images.")
+@click.option("--sign-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Sign the artifact with this PEM elliptic-curve private key (docs/signing.md).")
 def export(model_pt, target, backend, ops, out_dir, opset, verify, force, quantize, calibration_data,
-           calibration_images, calibration_method):
+           calibration_images, calibration_method, sign_key):
     """Export a model.pt to an artifact folder (ONNX + kernels + manifest), checked against PyTorch.
 
     \b
@@ -47,7 +49,7 @@ def export(model_pt, target, backend, ops, out_dir, opset, verify, force, quanti
     calibration = CalibrationOptions(calibration_data, calibration_images, calibration_method) if quantize else None
     manifest = export_model(model_pt, out_dir, target=target, backend=backend, ops=ops, verify=verify, opset=opset,
                             force=force, quantize=quantize, calibration=calibration,
-                            progress=lambda message: click.echo(message, err=True))
+                            progress=lambda message: click.echo(message, err=True), sign_key=sign_key)
     gate = "accuracy" if quantize else "parity"
     status = "passed" if manifest[gate]["passed"] else "FAILED (kept: --no-verify)"
     click.echo(f"Wrote {out_dir} (target {target}, backend {manifest['backend']}, {manifest['precision']}, "

@@ -15,7 +15,8 @@ from typing import Callable
 
 from lbdeploy.exporters.atomic import atomic_folder
 from lbdeploy import __version__
-from lbdeploy.artifact import MODEL_FILE, io_manifest, list_files, write_manifest
+from lbdeploy.artifact import (MODEL_FILE, REFERENCE_INPUTS, REFERENCE_OUTPUTS, io_manifest, list_files,
+                               write_manifest)
 from lbdeploy.backends import get_backend
 from lbdeploy.errors import AccuracyError, ConfigError, ParityError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, OP_VERSION
@@ -67,9 +68,28 @@ def _ort_runner(work: Path, manifest: dict):
     return (lambda images: backend.run({backend.input_names[0]: images})), "ort (this machine)"
 
 
+def write_reference(work: Path, kept: dict) -> dict:
+    """Write the parity gate's first case as reference/inputs.npz and reference/outputs.npz (for `lbdeploy verify`).
+
+    inputs.npz holds the model input under its name "image"; outputs.npz each output's float64
+    PyTorch reference under its name and its elementwise tolerance under "NAME.tolerance".
+
+    Returns:
+        The manifest's "reference" section.
+    """
+    import numpy as np
+
+    (work / REFERENCE_INPUTS).parent.mkdir(parents=True, exist_ok=True)
+    np.savez(work / REFERENCE_INPUTS, image=np.asarray(kept["inputs"], np.float32))
+    np.savez(work / REFERENCE_OUTPUTS, **kept["reference"],
+             **{f"{name}.tolerance": value for name, value in kept["tolerance"].items()})
+    return {"inputs": REFERENCE_INPUTS, "outputs": REFERENCE_OUTPUTS, "rule": "|output - reference| <= tolerance"}
+
+
 def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = None, ops: str = "custom",
                  verify: bool = True, opset: int = 18, force: bool = False, quantize: str | None = None,
-                 calibration=None, progress: Callable[[str], None] = lambda message: None) -> dict:
+                 calibration=None, progress: Callable[[str], None] = lambda message: None,
+                 sign_key=None) -> dict:
     """Export `model_pt` to the artifact folder `out_dir`.
 
     Args:
@@ -84,6 +104,8 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         quantize: None (float) or "int8" (exporters.quantize; the accuracy gate replaces the parity gate).
         calibration: exporters.calibration.CalibrationOptions for int8 (None: the defaults).
         progress: called with a short message before each step.
+        sign_key: a PEM elliptic-curve private key: sign the folder (signature.sig, docs/signing.md)
+            before it takes out_dir's place.
     Returns:
         The manifest written to out_dir/manifest.json.
     Raises:
@@ -127,9 +149,12 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
         run, parity_backend = step.parity_runner(work, manifest) or _ort_runner(work, manifest)
         gate = "accuracy" if quantize else "parity"
         progress(f"{gate} gate: {parity_backend} vs PyTorch eager")
+        kept: dict = {}
         report = (int8.gate(model, run, names, task, parity_backend) if quantize else
                   check_parity(model, run, names, task, input_size, ckpt.metadata["mean"], ckpt.metadata["std"],
-                               parity_backend))
+                               parity_backend, keep=kept))
+        if kept:
+            manifest["reference"] = write_reference(work, kept)
         manifest[gate] = report.to_dict()
         progress(report.summary())
         if verify and not report.passed:
@@ -138,6 +163,11 @@ def export_model(model_pt, out_dir, target: str = "onnx", backend: str | None = 
                 + report.summary() + "\nnothing was written; pass --no-verify to keep it anyway")
         manifest["tools"] = _tool_versions()
         manifest = write_manifest(work, manifest)
+        if sign_key is not None:
+            from lbdeploy.signing import sign_artifact
+
+            progress(f"signing with {sign_key}")
+            sign_artifact(work, sign_key)
     steps = step.next_steps(manifest)
     if steps:
         progress(steps)

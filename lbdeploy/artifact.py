@@ -57,8 +57,11 @@ _SCHEMA = {
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
     "pose": ((dict,), False), "saliency": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
-    "quantization": ((dict,), False), "accuracy": ((dict,), False),
+    "quantization": ((dict,), False), "accuracy": ((dict,), False), "reference": ((dict,), False),
 }
+# The stored reference of `lbdeploy verify` (runtime/verify.py): one input and the outputs it must give.
+REFERENCE_INPUTS = "reference/inputs.npz"
+REFERENCE_OUTPUTS = "reference/outputs.npz"
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
 
@@ -152,6 +155,9 @@ def _check_nested(manifest: dict) -> None:
         _require(library.get("path"), (str,), "kernel_library.path")
     for index, op in enumerate(manifest.get("custom_ops", [])):
         _require(op, (dict,), f"custom_ops[{index}]")
+    for key in ("inputs", "outputs"):
+        if "reference" in manifest:
+            _require(manifest["reference"].get(key), (str,), f"reference.{key}")
 
 
 def _check_pose(manifest: dict) -> None:
@@ -212,7 +218,7 @@ def loadable_files(manifest: dict) -> list[str]:
     paths = [MODEL_FILE]
     if manifest.get("kernel_library"):
         paths.append(manifest["kernel_library"]["path"])
-    for section, key in (("tvm", "module"), ("tensorrt", "onnx")):
+    for section, key in (("tvm", "module"), ("tensorrt", "onnx"), ("reference", "inputs"), ("reference", "outputs")):
         if isinstance(manifest.get(section), dict) and manifest[section].get(key):
             paths.append(manifest[section][key])
     return paths + device_built_files(manifest)
@@ -329,20 +335,30 @@ def verify_files(artifact_dir: Path, manifest: dict) -> None:
                                 "artifact whose model or kernels cannot be verified (re-export the model)")
 
 
-def open_artifact(artifact_dir) -> Artifact:
+def open_artifact(artifact_dir, trusted_key=None) -> Artifact:
     """Read, validate and verify an artifact folder.
+
+    With a trusted public key (`trusted_key`, else $LBDEPLOY_TRUSTED_KEY; lbdeploy/signing.py) the
+    folder's signature is checked first, before the manifest is read.
 
     Args:
         artifact_dir: the folder `lbdeploy export` wrote.
+        trusted_key: a PEM public key file, or None for the environment's.
     Returns:
         The Artifact (resolved folder and manifest).
     Raises:
-        ArtifactError: no manifest, an unreadable or malformed manifest, or files that do not match it.
+        ArtifactError: no manifest, an unreadable or malformed manifest, files that do not match
+            it, or (with a trusted key) a missing or wrong signature.
     """
+    from lbdeploy.signing import trusted_key as configured_key, verify_signature
+
     root = Path(artifact_dir)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{root} has no {MANIFEST_NAME}; pass the folder written by `lbdeploy export`")
+    key = configured_key(trusted_key)
+    if key is not None:
+        verify_signature(root, key)
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:

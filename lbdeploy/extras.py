@@ -14,7 +14,7 @@ from lbdeploy.errors import LbdeployError
 EXTRA_OF_MODULE = {
     "torch": "torch", "torchvision": "torch", "onnx": "torch", "onnxscript": "torch", "scipy": "torch",
     "onnxruntime": "ort", "tvm": "tvm", "fastapi": "serve", "uvicorn": "serve", "multipart": "serve",
-    "ray": "ray", "tensorrt": "tensorrt", "cuda": "tensorrt",
+    "ray": "ray", "tensorrt": "tensorrt", "cuda": "tensorrt", "model_signing": "signing",
 }
 
 
