@@ -75,3 +75,10 @@ def test_a_modified_file_is_refused_in_one_line(exported, tmp_path):
     result = CliRunner().invoke(main, ["verify", str(copy)])
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert result.exit_code == 2 and len(errors) == 1 and "was modified" in errors[0], result.output
+
+
+def test_model_onnx_names_no_path_of_the_build_host(exported):
+    """Issue 24, 14: the dynamo exporter's stack traces named the checkout and the venv."""
+    raw = (exported / "model.onnx").read_bytes()
+    for path in {str(REPO), sys.prefix, sys.base_prefix, str(Path.home())}:
+        assert os.fsencode(path) not in raw, path
