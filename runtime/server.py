@@ -239,6 +239,12 @@ async def _read_batch(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
     return images, _parse_flip(form.get("flip", request.query_params.get("flip")))
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -347,9 +353,9 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
               response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")
     async def heatmaps(request: Request):
         result = await run_inference(request, return_heatmaps=True)
-        buffer = io.BytesIO()
-        np.save(buffer, result.heatmaps, allow_pickle=False)
-        return Response(buffer.getvalue(), media_type="application/octet-stream",
+        # up to max_boxes x J x h x w floats: serialized on the pool, not on the event loop
+        body = await asyncio.get_running_loop().run_in_executor(request.app.state.executor, _npy_bytes, result.heatmaps)
+        return Response(body, media_type="application/octet-stream",
                         headers={"Content-Disposition": 'attachment; filename="heatmaps.npy"'})
 
     @app.get("/v1/model", dependencies=protected, summary="What model is served and how it is fed")
