@@ -226,20 +226,22 @@ def run_saliency(args, library: str, work: Path) -> tuple[list, list]:
     """
     from models import export_network
 
-    size = args.saliency_size
+    size, width = args.saliency_size, args.saliency_width
+    shape = f"{size}x{size}" if width is None else f"{size}x{size}, width {width}"
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = {}
     for backbone in SALIENCY_BACKBONES:
         for arch in ("cpd", "cpd-lb"):
             name = f"{arch}-{backbone}"
-            progress(f"saliency: exporting {arch} ({backbone}, {size}x{size})")
+            progress(f"saliency: exporting {arch} ({backbone}, {shape})")
             path = export_network(arch, work / f"{name}.onnx", ops="custom" if arch == "cpd-lb" else "standard",
-                                  size=size, task="saliency", backbone=backbone)
+                                  size=size, task="saliency", backbone=backbone,
+                                  **({} if width is None else {"width": width}))
             session = ort_session(path, args.threads, library if arch == "cpd-lb" else None)
             runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     progress(f"saliency: timing {len(runners)} models, {args.repeats_for('saliency')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("saliency"), warmup=1)
-    return [compare("saliency", f"CPD-LB vs CPD ({backbone}, {size}x{size}) ORT", times,
+    return [compare("saliency", f"CPD-LB vs CPD ({backbone}, {shape}) ORT", times,
                     f"cpd-lb-{backbone}", f"cpd-{backbone}", density=0.5) for backbone in SALIENCY_BACKBONES], []
 
 
@@ -270,6 +272,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
     parser.add_argument("--saliency-size", type=int, default=SALIENCY_SIZE,
                         help="input side of the saliency models (a multiple of 32)")
+    parser.add_argument("--saliency-width", type=int, default=None,
+                        help="backbone width of the saliency models (default: the paper's; smaller for smoke tests)")
     parser.add_argument("--calibration-images", type=int, default=4,
                         help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")

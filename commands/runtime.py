@@ -219,13 +219,17 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
 @click.option("--max-body-mb", type=click.FloatRange(min=0.001), default=16.0, help="Largest request body.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Largest image (w*h).")
 @click.option("--timeout-s", type=click.FloatRange(min=0.01), default=30.0, help="Per-request inference limit.")
+@click.option("--body-timeout-s", type=click.FloatRange(min=0.01), default=30.0,
+              help="Time a request has to send its whole body (408 past it).")
+@click.option("--header-timeout-s", type=click.FloatRange(min=0.01), default=10.0,
+              help="Time a connection has to send its request line and headers (closed past it).")
 @click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Inference backend.")
 @click.option("--engine", type=click.Choice(["uvicorn", "ray"]), default="uvicorn",
               help="uvicorn: one process; ray: Ray Serve replicas on a local Ray instance.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, help="Ray Serve replicas (--engine ray).")
 @detection_options
-def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, backend, engine, replicas,
-          detector, score_threshold, nms_iou, max_people, box_padding):
+def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels, timeout_s, body_timeout_s,
+          header_timeout_s, backend, engine, replicas, detector, score_threshold, nms_iou, max_people, box_padding):
     """Serve pose estimation (or saliency maps) over HTTP (OpenAPI docs at /docs).
 
     POST /v1/pose (image bytes or multipart 'file', optional boxes=[[x,y,w,h],...]) returns
@@ -246,7 +250,8 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
     from lbdeploy.runtime.server import ServerSettings
 
     settings = ServerSettings(token=token, max_body_bytes=int(max_body_mb * 1024 * 1024), max_pixels=max_pixels,
-                              timeout_s=timeout_s, workers=workers)
+                              timeout_s=timeout_s, body_timeout_s=body_timeout_s, header_timeout_s=header_timeout_s,
+                              workers=workers)
     kwargs = _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, nms_iou, max_people,
                                box_padding)
     predictor_class, factory_class = (Predictor, PredictorFactory)
@@ -262,8 +267,8 @@ def serve(artifact, host, port, workers, threads, token, max_body_mb, max_pixels
     else:
         from lbdeploy.runtime.server import serve as serve_uvicorn
 
-        click.echo(f"Serving {artifact} on http://{host}:{port} (docs at /docs)", err=True)
-        serve_uvicorn(lambda: predictor, host, port, settings)
+        serve_uvicorn(lambda: predictor, host, port, settings,
+                      announce=lambda url: click.echo(f"Serving {artifact} on {url} (docs at /docs)", err=True))
 
 
 COMMANDS = [infer, serve]

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from lbdeploy.artifact import final_output
 from lbdeploy.errors import ConfigError, InputError
@@ -26,6 +27,7 @@ from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale
                                   invert_affine)
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
+from lbdeploy.runtime.deadline import check_deadline
 from lbdeploy.runtime.detection import create_detector
 from lbdeploy.runtime.loading import PredictorRecipe, load_model_source
 
@@ -137,6 +139,15 @@ class Predictor:
             raise InputError("no person to estimate: boxes / center_scale is empty")
         return people
 
+    def _crops(self, pixels: np.ndarray, matrices: list) -> list[np.ndarray]:
+        """The model-input crop of each matrix; a server request past its deadline stops between crops."""
+        source = Image.fromarray(pixels)  # converted once, not once per person
+        crops = []
+        for matrix in matrices:
+            check_deadline()
+            crops.append(crop(source, matrix, self.input_size))
+        return crops
+
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         step = self.max_batch or len(batch)
         chunks = [self.backend.run({self.input_name: batch[i:i + step]})[self.output_name]
@@ -170,7 +181,7 @@ class Predictor:
                 return self.nobody(pixels)
         people = self._people(pixels, boxes, center_scale)
         matrices = [crop_matrix(center, scale, self.input_size) for center, scale in people]
-        batch = normalize(np.stack([crop(pixels, m, self.input_size) for m in matrices]), self.manifest["input"])
+        batch = normalize(np.stack(self._crops(pixels, matrices)), self.manifest["input"])
         if flip:
             heatmaps = self._infer(np.concatenate([batch, batch[..., ::-1]]))
             heatmaps = average_flip(heatmaps[:len(people)], heatmaps[len(people):], self.flip_pairs, self.heatmap_stride)

@@ -6,24 +6,27 @@
 raw body or the multipart field `file` (as /v1/pose); `format=png` (default) answers the saliency
 map as an 8-bit grayscale PNG at the image's size, `format=json` the statistics of
 runtime.saliency_results.saliency_to_json. The server's limits apply unchanged (body size,
-pixels, admission 503, deadline 504, JSON errors counted in /metrics).
+pixels, admission 503, deadline 504, JSON errors counted in /metrics); the answer is encoded on the
+inference pool, within the deadline, so a large map does not stall the event loop (/healthz).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from lbdeploy.errors import InputError
-from lbdeploy.runtime.admission import predict_whole_image
+from lbdeploy.runtime.admission import predict_whole_image, read_within
 from lbdeploy.runtime.limits import check_work
 from lbdeploy.runtime.saliency_results import saliency_png, saliency_to_json
 from lbdeploy.runtime.schemas import image_request_body
 
 SALIENCY_ENDPOINT = "/v1/saliency"
 FORMATS = ("png", "json")
+_PRESENT = {"png": saliency_png, "json": saliency_to_json}
 _ENDPOINT_OF_TASK = {"pose": "/v1/pose", "saliency": SALIENCY_ENDPOINT}
 _SALIENCY_BODY = {
     "requestBody": image_request_body({"format": {"type": "string", "enum": list(FORMATS)}}),
@@ -81,13 +84,15 @@ def add_saliency_routes(app: FastAPI, settings, dependencies: list) -> None:
     async def saliency(request: Request):
         predictor = request.app.state.predictor
         require_task(predictor, "saliency", SALIENCY_ENDPOINT)
-        data, answer = await _read_saliency_request(request)
-        check_work(1, False, predictor.input_size, settings.limits)
         loop = asyncio.get_running_loop()
         with request.app.state.admission.slot():
-            result = await predict_whole_image(
+            data, answer = await read_within(_read_saliency_request(request), settings.body_timeout_s)
+            deadline = time.monotonic() + settings.timeout_s
+            check_work(1, False, predictor.input_size, settings.limits)
+            # encoding the answer (a PNG of up to max_pixels) is a pool job too: the event loop stays free
+            body = await predict_whole_image(
                 predictor, data, run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-                timeout_s=settings.timeout_s)
+                timeout_s=settings.timeout_s, deadline=deadline, present=_PRESENT[answer])
         if answer == "json":
-            return JSONResponse(saliency_to_json(result))
-        return Response(saliency_png(result), media_type="image/png")
+            return JSONResponse(body)
+        return Response(body, media_type="image/png")

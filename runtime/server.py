@@ -11,10 +11,12 @@ Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others)
 Person boxes come as JSON in the `boxes` query parameter (or form field): [[x, y, w, h], ...];
 without them the Predictor's detector finds the people (each gets a "box" and an "id").
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
-reading), images above `max_pixels` get 400, boxes that are not finite pixel coordinates get 400,
-more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more than `max_pending`
-requests at once get 503, and a request still running after `timeout_s` is stopped between two
-batches and gets 504 (runtime.admission). With a token every endpoint but /healthz needs
+reading), images above `max_pixels` or thinner than 1:100 get 400, boxes that are not finite pixel
+coordinates get 400, more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more
+than `max_pending` requests at once get 503. A body is read only once its request is admitted, and
+must arrive within `body_timeout_s` (408); a request still running `timeout_s` after its body
+arrived gets 504 and its work stops at the next deadline check (runtime.admission, runtime.deadline). A
+connection must send its request head within `header_timeout_s` (runtime.connections). With a token every endpoint but /healthz needs
 `Authorization: Bearer <token>` (401 otherwise). Errors are JSON: {"error": {"type": ...,
 "message": ...}}, each counted once by type in /metrics. Inference runs on a thread pool of
 `workers` threads, so the event loop keeps answering while models run.
@@ -46,7 +48,8 @@ from lbdeploy import __version__
 from lbdeploy.artifact import summarize
 from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
-from lbdeploy.runtime.admission import Admission, predict_in_batches
+from lbdeploy.runtime.admission import Admission, predict_in_batches, read_within
+from lbdeploy.runtime.connections import uvicorn_server
 from lbdeploy.runtime.limits import RequestLimits, check_work, parse_boxes_json
 from lbdeploy.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from lbdeploy.runtime.results import pose_to_json
@@ -83,11 +86,14 @@ class ServerSettings:
         token: bearer token required on every endpoint but /healthz (None: open).
         max_body_bytes: largest accepted request body.
         max_pixels: largest accepted image (width * height).
-        timeout_s: per-request time limit (decoding and inference); the request stops past it.
+        timeout_s: per-request time limit (decoding and inference, from the body's arrival); the
+            request stops past it.
         workers: inference threads.
         limits: per-request caps (boxes, crop pixels) and the batch size requests run in.
-        max_pending: requests decoding or inferring at once (running or waiting for a thread);
-            more get 503.
+        max_pending: requests receiving their body, decoding or inferring at once (running or
+            waiting for a thread); more get 503.
+        body_timeout_s: seconds an admitted request has to send its whole body (408 past it).
+        header_timeout_s: seconds a connection has to send its request line and headers (`serve`).
     """
 
     token: str | None = None
@@ -97,6 +103,8 @@ class ServerSettings:
     workers: int = 1
     limits: RequestLimits = field(default_factory=RequestLimits)
     max_pending: int = 8
+    body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
 
 
 def _error(scope, status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -231,6 +239,12 @@ async def _read_batch(request: Request) -> tuple[list[tuple[str, bytes]], bool]:
     return images, _parse_flip(form.get("flip", request.query_params.get("flip")))
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
 def create_app(predictor_factory: Callable, settings: ServerSettings | None = None) -> FastAPI:
     """Build the FastAPI app.
 
@@ -290,17 +304,18 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def run_inference(request: Request, return_heatmaps: bool):
         predictor = request.app.state.predictor
         require_task(predictor, "pose", request.url.path)
-        data, boxes, flip = await _read_request(request)
-        check_work(len(boxes) if boxes else predictor.max_people, flip, predictor.input_size, settings.limits)
         with request.app.state.admission.slot():
-            return await _predict(request, data, boxes, flip, return_heatmaps)
+            data, boxes, flip = await read_within(_read_request(request), settings.body_timeout_s)
+            deadline = time.monotonic() + settings.timeout_s
+            check_work(len(boxes) if boxes else predictor.max_people, flip, predictor.input_size, settings.limits)
+            return await _predict(request, data, boxes, flip, return_heatmaps, deadline)
 
-    async def _predict(request: Request, data: bytes, boxes, flip: bool, return_heatmaps: bool):
+    async def _predict(request: Request, data: bytes, boxes, flip: bool, return_heatmaps: bool, deadline: float):
         loop = asyncio.get_running_loop()
         return await predict_in_batches(
             request.app.state.predictor, data, boxes, flip, return_heatmaps,
             run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-            batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s)
+            batch_crops=settings.limits.batch_crops, timeout_s=settings.timeout_s, deadline=deadline)
 
     protected = [Depends(require_token)]
 
@@ -324,10 +339,12 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     async def pose_batch(request: Request):
         predictor = request.app.state.predictor
         require_task(predictor, "pose", request.url.path)
-        images, flip = await _read_batch(request)
-        check_work(len(images) * predictor.max_people, flip, predictor.input_size, settings.limits)
         with request.app.state.admission.slot():
-            results = [await _predict(request, data, None, flip, False) for _, data in images]
+            images, flip = await read_within(_read_batch(request), settings.body_timeout_s)
+            deadline = time.monotonic() + settings.timeout_s
+            # the images run one after the other, so the caps hold per image (the detector's people)
+            check_work(predictor.max_people, flip, predictor.input_size, settings.limits)
+            results = [await _predict(request, data, None, flip, False, deadline) for _, data in images]
         return {"model": predictor.manifest.get("arch"),
                 "images": [pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=name)
                            for (name, _), result in zip(images, results)]}
@@ -336,9 +353,9 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
               response_class=Response, summary="Final heatmaps as a .npy float32 [N, J, h, w] array")
     async def heatmaps(request: Request):
         result = await run_inference(request, return_heatmaps=True)
-        buffer = io.BytesIO()
-        np.save(buffer, result.heatmaps, allow_pickle=False)
-        return Response(buffer.getvalue(), media_type="application/octet-stream",
+        # up to max_boxes x J x h x w floats: serialized on the pool, not on the event loop
+        body = await asyncio.get_running_loop().run_in_executor(request.app.state.executor, _npy_bytes, result.heatmaps)
+        return Response(body, media_type="application/octet-stream",
                         headers={"Content-Disposition": 'attachment; filename="heatmaps.npy"'})
 
     @app.get("/v1/model", dependencies=protected, summary="What model is served and how it is fed")
@@ -361,8 +378,18 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     return app
 
 
-def serve(predictor_factory: Callable, host: str, port: int, settings: ServerSettings, log_level: str = "info") -> None:
-    """Run the app with uvicorn in this process until interrupted."""
-    import uvicorn
+def serve(predictor_factory: Callable, host: str, port: int, settings: ServerSettings, log_level: str = "info",
+          announce: Callable[[str], None] | None = None) -> None:
+    """Run the app with uvicorn in this process until interrupted.
 
-    uvicorn.run(create_app(predictor_factory, settings), host=host, port=port, log_level=log_level)
+    `announce(url)` is called once the port is bound (e.g. to print where the server listens).
+
+    Raises:
+        runtime.connections.AddressUnavailable: the port is in use or the host is not local
+            (before anything is served).
+    """
+    server, sockets = uvicorn_server(create_app(predictor_factory, settings), host, port, settings.header_timeout_s,
+                                     log_level)
+    if announce is not None:
+        announce(f"http://{host}:{sockets[0].getsockname()[1]}")
+    server.run(sockets=sockets)
