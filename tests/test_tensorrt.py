@@ -267,7 +267,7 @@ def test_artifact_sources_build_plugin_that_registers_with_tensorrt_interfaces(t
     checker = tmp_path / "plugin_host_check"
     _run(["g++", "-std=c++17", "-Wall", "-isystem", trt_include, "-isystem", _cuda_include(), HOST_CHECK, "-ldl",
           "-o", checker])
-    result = _run([checker, library])
+    result = _run([checker, library, "1" if _cuda_runtime() is not None else "0"])
     assert "plugin host check passed" in result.stdout
 
 
