@@ -85,7 +85,7 @@ __device__ __forceinline__ float activate(float v, int activation)
         return v < 0.0f ? 0.0f : v;  // relu(NaN) = NaN (docs/ops/TernaryConv.md); fmaxf would give 0
     }
     if (activation == LBD_ACT_SIGMOID) {
-        return 1.0f / (1.0f + expf(-v));
+        return __frcp_rn(1.0f + __expf(-v));  // NaN stays NaN; -inf -> 0, +inf -> 1
     }
     return v;
 }
@@ -142,6 +142,7 @@ template <>
 struct Lane<float> {
     using Sum = float[PIXELS];
     static constexpr int kQuadStride = 128 * sizeof(float);  // bytes between the lane's two quads
+    static constexpr int kRuns = 2;                           // runs of consecutive positions per lane
 
     __device__ static int position(int lane, int k) { return 4 * lane + (k >> 2) * 128 + (k & 3); }
     __device__ static void begin(Sum& s, const float (&acc)[PIXELS])
@@ -169,7 +170,6 @@ struct Lane<float> {
             acc[k] = s[k];
         }
     }
-    __device__ static float load(const float* p) { return *p; }
     __device__ static void store(float* p, float v) { *p = v; }
 };
 
@@ -177,6 +177,7 @@ struct Lane<float> {
 template <>
 struct Lane<__half> {
     using Sum = __half2[PIXELS / 2];
+    static constexpr int kRuns = 1;
 
     __device__ static int position(int lane, int k) { return 8 * lane + k; }
     __device__ static void begin(Sum& s, const float (&)[PIXELS])
@@ -206,7 +207,6 @@ struct Lane<__half> {
             acc[2 * k + 1] += __high2float(s[k]);
         }
     }
-    __device__ static float load(const __half* p) { return __half2float(*p); }
     __device__ static void store(__half* p, float v) { *p = __float2half_rn(v); }
 };
 
@@ -219,6 +219,8 @@ __device__ __forceinline__ void walk(typename Lane<T>::Sum& s, const int32_t* __
     const char* base)
 {
     const int4* block = reinterpret_cast<const int4*>(list);
+    // Not unrolled further: one pass of 16 taps already amortizes the loop, and the code stays small.
+#pragma unroll 1
     for (int m = n >> 4; m > 0; --m, block += 4) {
         int4 q[4];
 #pragma unroll
@@ -233,6 +235,7 @@ __device__ __forceinline__ void walk(typename Lane<T>::Sum& s, const int32_t* __
             Lane<T>::template tap<kAdd>(s, base + q[u].w);
         }
     }
+#pragma unroll 1
     for (int rest = n & 15; rest > 0; rest -= 4, ++block) {
         const int4 q = __ldg(block);
         Lane<T>::template tap<kAdd>(s, base + q.x);
@@ -280,9 +283,12 @@ __global__ void __launch_bounds__(THREADS, 2) ternary_conv_kernel(LbdTernaryConv
         row_s[r] = make_int2(iy >= 0 && iy < g.h ? iy * g.w : -1, ox0 * g.stride_w - g.pad_left + j * g.dilation_w);
     }
 
-    // This thread stages column stage_x of every stage_step-th plane row (THREADS is a multiple of tw).
+    // This thread stages column stage_x of every stage_step-th plane row (THREADS is a multiple of tw),
+    // in every channel of the chunk: per element one (predicated) global load and one shared store.
     const int stage_x = tid & (plan.tw - 1);
     const int stage_step = THREADS >> plan.tw_shift;
+    const int channel_elements = g.h * g.w;  // < 2^31: checked by make_plan
+    const int plane_elements = plan.pr * plan.tw;
     const char* base = shared + Lane<T>::position(lane, 0) * static_cast<int>(sizeof(T));
 
     float acc[OC_WARP][PIXELS] = {};
@@ -290,55 +296,60 @@ __global__ void __launch_bounds__(THREADS, 2) ternary_conv_kernel(LbdTernaryConv
         const int c0 = k * plan.chunk;
         const int chunk = min(plan.chunk, cin_g - c0);
         __syncthreads();  // the previous chunk is fully consumed (and row_s written)
-        const int elements = chunk * plan.pr * plan.tw;
-        const T* x_chunk = x_group + static_cast<size_t>(c0) * g.h * g.w;
-        int c = 0;
-        int plane_row = tid >> plan.tw_shift;
-        for (int e = tid; e < elements; e += THREADS) {
-            while (plane_row >= plan.pr) {
-                plane_row -= plan.pr;
-                ++c;
-            }
+        const T* x_chunk = x_group + static_cast<size_t>(c0) * channel_elements;
+        for (int plane_row = tid >> plan.tw_shift; plane_row < plan.pr; plane_row += stage_step) {
             const int2 row = row_s[plane_row];
             const int ix = row.y + stage_x * g.stride_w;
             const bool inside = row.x >= 0 && ix >= 0 && ix < g.w;
-            tile_s[e] = inside ? x_chunk[static_cast<size_t>(c) * g.h * g.w + row.x + ix] : T(0.0f);
-            plane_row += stage_step;
+            const T* from = x_chunk + (inside ? row.x + ix : 0);
+            T* to = tile_s + plane_row * plan.tw + stage_x;
+            for (int c = 0; c < chunk; ++c, from += channel_elements, to += plane_elements) {
+                *to = inside ? __ldg(from) : T(0.0f);
+            }
         }
         __syncthreads();
 
+        // This warp's lists of chunk k: one pointer walked channel by channel (no per-channel index math).
+        const size_t first_item = static_cast<size_t>(k) * g.cout + oc0 + warp * OC_WARP;
+        const int32_t* list = lists + plan.count_words + first_item * plan.capacity;
+        const int2* count = reinterpret_cast<const int2*>(lists) + first_item;
 #pragma unroll
-        for (int o = 0; o < OC_WARP; ++o) {
-            const int channel = warp * OC_WARP + o;
-            if (channel < oc_count) {  // the same for the whole warp
-                const size_t item = static_cast<size_t>(k) * g.cout + oc0 + channel;
-                const int32_t* list = lists + plan.count_words + item * plan.capacity;
-                const int2 count = __ldg(reinterpret_cast<const int2*>(lists) + item);
+        for (int o = 0; o < OC_WARP; ++o, list += plan.capacity) {
+            if (warp * OC_WARP + o < oc_count) {  // the same for the whole warp
+                const int2 n = __ldg(count + o);
                 typename Lane<T>::Sum s;
                 Lane<T>::begin(s, acc[o]);
-                walk<T, true>(s, list, count.x, base);
-                walk<T, false>(s, list + round4(count.x), count.y, base);
+                walk<T, true>(s, list, n.x, base);
+                walk<T, false>(s, list + round4(n.x), n.y, base);
                 Lane<T>::end(acc[o], s);
             }
         }
     }
 
+    // Epilogue: a lane's positions come in runs of 4 (float32) or 8 (float16) inside one tile row.
+    constexpr int RUN = PIXELS / Lane<T>::kRuns;
 #pragma unroll
-    for (int o = 0; o < OC_WARP; ++o) {
-        const int channel = warp * OC_WARP + o;
-        if (channel < oc_count) {
-            const int oc = oc0 + channel;
-            const float sc = scale[oc];
-            const float bi = bias[oc];
-            T* y_plane = y + (static_cast<size_t>(blockIdx.z) * g.cout + oc) * g.oh * g.ow;
+    for (int r = 0; r < Lane<T>::kRuns; ++r) {
+        const int p = Lane<T>::position(lane, r * RUN);
+        const int oy = oy0 + (p >> plan.tw_shift);
+        const int ox = ox0 + (p & (plan.tw - 1));
+        if (oy >= g.oh) {
+            continue;
+        }
+        const int columns = min(RUN, g.ow - ox);
 #pragma unroll
-            for (int k = 0; k < PIXELS; ++k) {
-                const int p = Lane<T>::position(lane, k);
-                const int oy = oy0 + (p >> plan.tw_shift);
-                const int ox = ox0 + (p & (plan.tw - 1));
-                if (oy < g.oh && ox < g.ow) {
-                    Lane<T>::store(y_plane + static_cast<size_t>(oy) * g.ow + ox,
-                        activate(fmaf(sc, acc[o][k], bi), g.activation));
+        for (int o = 0; o < OC_WARP; ++o) {
+            const int channel = warp * OC_WARP + o;
+            if (channel < oc_count) {
+                const int oc = oc0 + channel;
+                const float sc = __ldg(scale + oc);
+                const float bi = __ldg(bias + oc);
+                T* out = y + ((static_cast<size_t>(blockIdx.z) * g.cout + oc) * g.oh + oy) * g.ow + ox;
+#pragma unroll
+                for (int k = 0; k < RUN; ++k) {
+                    if (k < columns) {
+                        Lane<T>::store(out + k, activate(fmaf(sc, acc[o][r * RUN + k], bi), g.activation));
+                    }
                 }
             }
         }
@@ -399,7 +410,8 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
     plan->count_words = static_cast<int>((counts + 3) / 4 * 4);
     const long long tiles = static_cast<long long>((g->oh + plan->rows - 1) / plan->rows) * plan->tiles_x;
     const long long oc_blocks = static_cast<long long>(g->group) * ((g->cout / g->group + OC_BLOCK - 1) / OC_BLOCK);
-    if (tiles > 2147483647LL || oc_blocks > 65535 || g->n > 65535 || counts > (1LL << 28)) {
+    if (tiles > 2147483647LL || oc_blocks > 65535 || g->n > 65535 || counts > (1LL << 28)
+        || static_cast<long long>(g->h) * g->w > 2147483647LL) {
         return "output too large for one launch (tiles, output-channel blocks or batch beyond the CUDA grid)";
     }
     plan->grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(oc_blocks), static_cast<unsigned>(g->n));
