@@ -21,13 +21,13 @@ namespace {
 tile::QTileKernel choose_qtile_kernel(const std::string& wanted) {
 #if defined(__x86_64__) || defined(__i386__)
   const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  const bool has_avx2 = __builtin_cpu_supports("avx2");
+  const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (wanted == "avx512" || (wanted == "optimized" && has_avx512)) {
     if (!has_avx512) throw KernelError("LBDEPLOY_KERNEL=avx512 but this CPU has no AVX-512BW; unset it");
     return tile::avx512bw_qkernel();
   }
   if (wanted == "avx2" || (wanted == "optimized" && has_avx2)) {
-    if (!has_avx2) throw KernelError("LBDEPLOY_KERNEL=avx2 but this CPU has no AVX2; unset it");
+    if (!has_avx2) throw KernelError("LBDEPLOY_KERNEL=avx2 but this CPU has no AVX2 with FMA; unset it");
     return tile::avx2_qkernel();
   }
 #elif defined(__aarch64__)

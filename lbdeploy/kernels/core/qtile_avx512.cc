@@ -25,7 +25,7 @@ struct QVecAvx512 {
   static Reg add(Reg a, Reg b) { return _mm512_add_epi16(a, b); }
   static Reg sub(Reg a, Reg b) { return _mm512_sub_epi16(a, b); }
   static void finish(int32_t* p, Reg total, bool accumulate) {
-    __m512i low = _mm512_maskz_cvtepi16_epi32(kAll, _mm512_castsi512_si256(total));
+    __m512i low = _mm512_maskz_cvtepi16_epi32(kAll, _mm512_maskz_extracti64x4_epi64(0xFF, total, 0));
     __m512i high = _mm512_maskz_cvtepi16_epi32(kAll, _mm512_maskz_extracti64x4_epi64(0xFF, total, 1));
     if (accumulate) {
       low = _mm512_add_epi32(low, _mm512_loadu_si512(p));

@@ -13,6 +13,7 @@ struct QVecScalar {
   using In = int16_t;
   using Out = int32_t;
   static constexpr bool kWidening = true;
+  static constexpr bool kPlain = true;  // a struct, not a vector register (no Pin)
   static constexpr int kWidth = 4;
   static Reg zero() { return Reg{{0, 0, 0, 0}}; }
   static Reg load(const int16_t* p) { return Reg{{p[0], p[1], p[2], p[3]}}; }

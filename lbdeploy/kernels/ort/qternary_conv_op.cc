@@ -4,8 +4,9 @@
 // Inputs (docs/ops/QTernaryConv.md): X uint8 [N,C,H,W], x_scale float, x_zero_point uint8, W packed
 // uint8 [Cout, ceil(K/4)], scale float [Cout], bias float [Cout], y_scale float, y_zero_point uint8;
 // output Y uint8. Attribute layout "NCHW" (default) or "NHWC": the memory order of X and Y (the
-// channels-last form that ONNX Runtime's channels-last int8 convs feed). When W is a constant initializer it is checked once per kernel instance (code 3
-// fails the session creation); otherwise on every run.
+// channels-last form that ONNX Runtime's channels-last int8 convs feed). When W is a constant
+// initializer it is checked once per kernel instance (code 3 fails every run with INVALID_ARGUMENT);
+// otherwise on every run.
 #include <memory>
 #include <string>
 
@@ -41,19 +42,28 @@ T scalar_input(const Ort::ConstValue& value, const char* name) {
   return value.GetTensorData<T>()[0];
 }
 
+// A node whose attributes or constant weights the kernels refuse keeps the reason and fails every
+// run with INVALID_ARGUMENT: ONNX Runtime turns any error of a custom kernel's creation into
+// RUNTIME_EXCEPTION ("Exception during initialization"), which would hide the documented code.
 struct QTernaryConvKernel {
-  QTernaryConvKernel(const OrtApi& api, const OrtKernelInfo* info)
-      : api_(api), params_(lbdeploy::ort::read_params(api, info)), channels_last_(read_channels_last(api, info)) {
-    int is_constant = 0;
-    Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(kWeightInput, &is_constant);
-    if (is_constant) {
-      constant_ = std::make_unique<lbdeploy::QTernaryConv>(make_conv(params_, channels_last_, w));
-    } else if (params_.activation == lbdeploy::Activation::kSigmoid) {
-      throw lbdeploy::KernelError("QTernaryConv activation must be none or relu");
+  QTernaryConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api) {
+    try {
+      params_ = lbdeploy::ort::read_params(api, info);
+      channels_last_ = read_channels_last(api, info);
+      int is_constant = 0;
+      Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(kWeightInput, &is_constant);
+      if (is_constant) {
+        constant_ = std::make_unique<lbdeploy::QTernaryConv>(make_conv(params_, channels_last_, w));
+      } else if (params_.activation == lbdeploy::Activation::kSigmoid) {
+        throw lbdeploy::KernelError("QTernaryConv activation must be none or relu");
+      }
+    } catch (const lbdeploy::KernelError& e) {
+      refused_ = e.what();
     }
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
+    if (!refused_.empty()) return api_.CreateStatus(ORT_INVALID_ARGUMENT, refused_.c_str());
     try {
       Ort::KernelContext context(raw_context);
       const auto x = context.GetInput(0);
@@ -95,8 +105,9 @@ struct QTernaryConvKernel {
  private:
   const OrtApi& api_;
   lbdeploy::ConvParams params_;
-  bool channels_last_;
+  bool channels_last_ = false;
   std::unique_ptr<lbdeploy::QTernaryConv> constant_;
+  std::string refused_;  // why the kernels refuse this node (empty: they run it)
 };
 
 struct QTernaryConvOp : Ort::CustomOpBase<QTernaryConvOp, QTernaryConvKernel, true> {
