@@ -36,6 +36,7 @@ from budget import OpShares, format_budget, make_budget, profile_interleaved
 from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
+from qkernel import TARGETS as QKERNEL_TARGETS, qsessions
 
 GROUPS = ("kernel", "block", "e2e", "int8", "saliency")
 KERNEL_DENSITIES = (0.1, 0.5)
@@ -46,7 +47,7 @@ BLOCK_TARGET = 0.60  # LBB / dense bottleneck at density 0.5
 E2E_TARGETS = {0.5: 0.65, 0.1: 0.50}  # LBRN-S / SHN fp32
 PLAIN_SPEEDUP = 1.5  # LBRN-S at least this much faster than LBRN-S as plain Conv
 E2E_STACKS, E2E_SIZE = 8, 256
-INT8_KERNEL_TARGETS = {0.5: 0.60, 0.1: 0.25}  # QTernaryConv / QLinearConv
+INT8_KERNEL_TARGETS = QKERNEL_TARGETS  # QTernaryConv / QLinearConv, both channels-last (bench/qkernel.py)
 INT8_E2E_TARGETS = {0.5: (0.80, 0.40), 0.1: (0.60, 0.30)}  # LBRN-S int8 / (SHN int8, SHN fp32)
 SALIENCY_SIZE = 352  # CPD's input (Wu et al.; the paper's Table 10)
 SALIENCY_BACKBONES = ("vgg16", "resnet50")
@@ -164,20 +165,19 @@ def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
 def run_int8(args, library: str, work: Path) -> tuple[list, list]:
     """QTernaryConv vs QLinearConv, and LBRN-S int8 vs SHN int8 / fp32, all in ORT; one calibration set."""
     from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
-    from models import export_network, int8_conv_models, quantize_network
+    from models import export_network, quantize_network
 
     results, models = [], {}
     runners = {}
     for density in INT8_KERNEL_TARGETS:
-        ternary, dense, x = int8_conv_models(density, work)
-        for name, path, lib in ((f"qternary-{density:g}", ternary, library), (f"qlinearconv-{density:g}", dense, None)):
-            session = ort_session(path, args.threads, lib)
-            runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+        ternary, dense, x = qsessions(128, 128, 64, density, args.threads, library)
+        runners[f"qternary-{density:g}"] = session_runner(ternary, {"X": x})
+        runners[f"qlinearconv-{density:g}"] = session_runner(dense, {"X": x})
     rounds = 5 * args.repeats_for("int8")
     progress(f"int8: timing the uint8 convs, {rounds} interleaved rounds")
     times = interleaved_times(runners, rounds)
     for density, target in INT8_KERNEL_TARGETS.items():
-        results.append(compare("int8", f"QTernaryConv d={density:g} vs QLinearConv 128 3x3 64x64", times,
+        results.append(compare("int8", f"QTernaryConv NHWC d={density:g} vs QLinearConv NHWC 128 3x3 64x64", times,
                                f"qternary-{density:g}", f"qlinearconv-{density:g}",
                                target, density=density))
     stacks = args.stacks

@@ -16,7 +16,11 @@ QuantizeLinear is inside the graph), in five graph steps:
 5. `fuse_ternary`: each DequantizeLinear -> Conv(ternary weights) -> QuantizeLinear becomes one
    `ai.lbdeploy::QTernaryConv` on the uint8 tensors, with the packed ternary weights and the float
    scale/bias of the TernaryConv and the calibrated input/output scales, so 1x1 -> ternary -> 1x1
-   stays uint8 (ONNX Runtime fuses the DQ -> 1x1 Conv -> Q around it into QLinearConv).
+   stays uint8 (ONNX Runtime fuses the DQ -> 1x1 Conv -> Q around it into QLinearConv). For ONNX
+   Runtime the op is written channels-last (layout NHWC) between two explicit Transposes: ONNX
+   Runtime runs its uint8 convs and MaxPool channels-last and its transpose optimizer cancels
+   these Transposes against its own, so the ternary layers read and write NHWC tensors directly.
+   TVM graphs keep the NCHW form (LAYOUTS below).
 
 Dense networks (SHN) go through steps 1-4 only: plain QDQ for comparison. To quantize another op
 type, add it to QUANTIZED_OPS; to fuse another float pattern into an integer op, add a pass like
@@ -46,6 +50,10 @@ QUANTIZED_OPS = ["Conv", "Add", "MaxPool", "Resize", "Relu", "Concat"]
 FORMAT = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel (symmetric)"}
 DENSE_WEIGHT_SUFFIX = ".dense_weight"  # exporters.folding.TernaryConvOp's float weights (ops="standard")
 QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantized initializer
+# QTernaryConv's memory order per backend (lbdeploy.ops.qternary_conv.LAYOUTS): channels-last where
+# the runtime runs its int8 convs channels-last; TVM's kernel is NCHW.
+LAYOUTS = {"ort": "NHWC", "tvm": "NCHW"}
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 
 
 @contextlib.contextmanager
@@ -159,13 +167,15 @@ def _consumers(graph) -> dict:
     return found
 
 
-def fuse_ternary(model, ternary: dict) -> int:
+def fuse_ternary(model, ternary: dict, layout: str = "NCHW") -> int:
     """Rewrite DQ -> Conv(ternary) [-> Relu] -> Q into one QTernaryConv on the uint8 tensors, in place.
 
     Args:
         model: the QDQ model from `quantize_qdq`.
         ternary: from `ternary_ops`: float weight name -> TernaryConvOp (packed weights, scale, bias,
             geometry and activation).
+        layout: "NCHW", or "NHWC": the op channels-last between Transpose(NCHW -> NHWC) and
+            Transpose(NHWC -> NCHW), which ONNX Runtime cancels against its channels-last neighbours.
     Returns:
         The number of convs fused. A ternary conv with an activation the quantized op lacks (sigmoid)
         stays a QDQ Conv.
@@ -203,16 +213,24 @@ def fuse_ternary(model, ternary: dict) -> int:
         graph.initializer.extend([numpy_helper.from_array(op.packed.numpy(), packed),
                                   numpy_helper.from_array(op.scale.numpy().astype(np.float32), scale),
                                   numpy_helper.from_array(op.bias.numpy().astype(np.float32), bias)])
-        added.append((conv, make_node(
-            [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
-            [y_q.output[0]], op.attrs, name=f"{prefix}/{OP_TYPE}")))
+        x, y = x_dq.input[0], y_q.output[0]
+        fused_nodes = []
+        if layout == "NHWC":
+            x, y = f"{prefix}.x_nhwc", f"{prefix}.y_nhwc"
+            fused_nodes.append(helper.make_node("Transpose", [x_dq.input[0]], [x], name=f"{prefix}/ToNHWC", perm=TO_NHWC))
+        fused_nodes.append(make_node([x, x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
+                                     [y], op.attrs, name=f"{prefix}/{OP_TYPE}", layout=layout))
+        if layout == "NHWC":
+            fused_nodes.append(helper.make_node("Transpose", [y], [y_q.output[0]], name=f"{prefix}/ToNCHW", perm=TO_NCHW))
+        added.append((conv, fused_nodes))
         bias_dq = producer.get(conv.input[2]) if len(conv.input) > 2 else None
         removed.update(id(node) for node in [*chain, y_q, weight_dq, bias_dq] if node is not None)
         if all(id(user) in removed for user in consumers.get(x_dq.output[0], [])):
             removed.add(id(x_dq))
         fused += 1
-    replacement = {id(conv): node for conv, node in added}
-    nodes = [replacement.get(id(node), node) for node in graph.node if id(node) not in removed or id(node) in replacement]
+    replacement = {id(conv): fused_nodes for conv, fused_nodes in added}
+    nodes = [new for node in graph.node if id(node) not in removed or id(node) in replacement
+             for new in replacement.get(id(node), [node])]
     del graph.node[:]
     graph.node.extend(nodes)
     if fused:  # our domain at QTernaryConv's version, whatever an earlier pass wrote for it
@@ -255,7 +273,8 @@ def check_int8_onnx(model) -> None:
 
 
 def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, images: np.ndarray, method: str,
-                  opset: int, progress: Callable[[str], None] = lambda message: None) -> tuple[list[str], dict]:
+                  opset: int, progress: Callable[[str], None] = lambda message: None,
+                  layout: str = LAYOUTS["ort"]) -> tuple[list[str], dict]:
     """Write the int8 model.onnx of `model` to `path`.
 
     Args:
@@ -264,6 +283,7 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
         method: "minmax", "entropy" or "percentile".
         opset: ONNX opset of the default domain.
         progress: called with a short message before each step.
+        layout: QTernaryConv's memory order (LAYOUTS: NHWC for ONNX Runtime, NCHW for TVM).
     Returns:
         (output names, the manifest's "quantization" section without the calibration record).
     Raises:
@@ -286,12 +306,13 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
         quantized = onnx.load(str(work / "qdq.onnx"))
     check_ranges(quantized)
     float_outputs(quantized)
-    fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")))
+    fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")), layout)
     _drop_unused_initializers(quantized)
     quantized.producer_name = "lbdeploy"
     check_int8_onnx(quantized)
     onnx.save(quantized, str(path))
-    return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
+    return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms,
+                   "ternary_layout": layout}
 
 
 def _custom_ops(custom: bool) -> list[dict]:
@@ -314,6 +335,7 @@ class Int8Export:
 
     options: object  # exporters.calibration.CalibrationOptions
     images: object  # exporters.calibration.CalibrationSet
+    layout: str = LAYOUTS["ort"]  # QTernaryConv's memory order for the backend
     quantization: dict = field(default_factory=dict)
 
     @classmethod
@@ -338,13 +360,13 @@ class Int8Export:
         meta = ckpt.metadata
         spec = {"pixel_scale": meta.get("pixel_scale", 1.0 / 255.0), "mean": meta.get("mean", (0.0, 0.0, 0.0)),
                 "std": meta.get("std", (1.0, 1.0, 1.0))}
-        return cls(options, load_calibration(options, input_size, spec))
+        return cls(options, load_calibration(options, input_size, spec), LAYOUTS.get(backend, "NCHW"))
 
     def write(self, model, path: Path, task: str, opset: int, progress) -> tuple[list[str], bool]:
         """Write the int8 model.onnx; returns (output names, whether it holds our custom op)."""
         input_size = tuple(self.images.calibration.shape[2:])
         names, self.quantization = quantize_onnx(model, path, input_size, task, self.images.calibration,
-                                                 self.options.method, opset, progress)
+                                                 self.options.method, opset, progress, self.layout)
         return names, self.quantization["ternary_convs"] > 0
 
     def manifest(self) -> dict:

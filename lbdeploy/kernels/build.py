@@ -56,7 +56,7 @@ class _Target:
 TARGETS = {
     "x86_64": _Target("x86_64", "x86_64-linux-gnu-g++", {
         "core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",),
-        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2",),
+        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2", "-mfma"),
     }),
     "aarch64": _Target("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
 }
