@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "lbdeploy.commands.tensorrt",
     "lbdeploy.commands.profile",
     "lbdeploy.commands.doctor",
+    "lbdeploy.commands.bundle",
 )
 
 

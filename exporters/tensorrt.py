@@ -82,7 +82,7 @@ def _build_script(board: JetsonTarget) -> str:
     return f"""#!/usr/bin/env bash
 # Build the TernaryConv TensorRT plugin for {board.name} ({board.sm_arch}) on the board itself.
 # Needs JetPack {board.jetpack} (TensorRT >= {MIN_TENSORRT}), cmake and nvcc.
-# Override the GPU arch with CUDA_ARCH=native (or another SM number) if needed.
+# Override the GPU arch with CUDA_ARCH=<SM number> or CUDA_ARCH=native (the board's own GPU).
 set -euo pipefail
 here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
 lib=$(bash "$here/src/tensorrt/build.sh" "${{CUDA_ARCH:-{board.sm}}}" "$here")

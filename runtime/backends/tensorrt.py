@@ -53,15 +53,19 @@ def tensorrt_section(manifest: dict) -> dict:
     return section
 
 
-def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
+def load_plugin_library(trt, artifact_dir: Path, section: dict, files: dict | None = None) -> None:
     """Register the artifact's TernaryConv plugin with TensorRT's plugin registry (once per process).
 
     Args:
         trt: the imported tensorrt module.
         artifact_dir: the artifact folder.
         section: the manifest's "tensorrt" section.
+        files: the manifest's `files`: the library is verified against it before it is loaded. None:
+            load it unverified (build-engine, right after the board built it; it records its hash).
+            A plugin this process has already registered is not loaded again, so not verified again.
     Raises:
         KernelLibraryError: the library is not built, cannot be loaded, or does not provide the plugin.
+        ArtifactError: `files` does not list the library, or it was modified.
     """
     plugin = section.get("plugin")
     if plugin is None:
@@ -72,6 +76,8 @@ def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
     library = contained_path(artifact_dir, plugin["library"], "TensorRT plugin library")
     if not library.is_file():
         raise KernelLibraryError(f"TensorRT plugin library {library} not found; {PLUGIN_NOT_FOUND_HINT}")
+    if files is not None:
+        verify_file(artifact_dir, plugin["library"], files, "TensorRT plugin library")
     if registry.load_library(str(library)) is None:
         raise KernelLibraryError(
             f"TensorRT could not load {library} (see the TensorRT log above); rebuild it on this device with "
@@ -103,6 +109,22 @@ def import_cudart():
     return cudart
 
 
+def numpy_dtype(trt, dtype) -> np.dtype:
+    """The numpy dtype of a TensorRT DataType, from our own table (TensorRT 8.x's helper uses `np.bool`,
+    which numpy >= 1.24 removed).
+
+    Raises:
+        ArtifactError: a tensor type the backend cannot hand to numpy.
+    """
+    table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+             "BOOL": np.bool_, "UINT8": np.uint8}
+    for name, numpy_type in table.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return np.dtype(numpy_type)
+    raise ArtifactError(f"the engine has a tensor of type {dtype}, which the TensorRT backend cannot read; "
+                        "rebuild it from a float32 model.onnx")
+
+
 def _checked(cudart, result, what: str):
     """Unpack a cuda-python (err, *values) result, raising on a CUDA error."""
     err, *values = result
@@ -125,7 +147,9 @@ class TensorRTBackend:
         Args:
             artifact_dir: the artifact folder.
             manifest: its parsed manifest.json.
-            **opts: `log_level` ("error", "warning", "info"; default "warning").
+            **opts: `log_level` ("error", "warning", "info"; default "warning"); `serialized_engine`:
+                an engine built in this process (build-engine's precision gate), run instead of the
+                engine file, so no unlisted file is read.
         Raises:
             BackendUnavailable: tensorrt or cuda-python missing, or no usable GPU.
             ArtifactError: not a TensorRT artifact, engine not built, or built for another GPU/TensorRT.
@@ -139,17 +163,18 @@ class TensorRTBackend:
         levels = {"error": trt.Logger.ERROR, "warning": trt.Logger.WARNING, "info": trt.Logger.INFO}
         self._logger = trt.Logger(levels[opts.get("log_level", "warning")])
         engine_path = contained_path(artifact_dir, section["engine"], "TensorRT engine")
-        if not engine_path.is_file():
-            raise ArtifactError(
-                f"{engine_path} not found: engines are built on the device; run `lbdeploy build-engine "
-                f"{artifact_dir}` here first"
-            )
-        verify_file(artifact_dir, section["engine"], manifest.get("files", {}), "TensorRT engine")
-        if (section.get("plugin") or {}).get("library"):
-            verify_file(artifact_dir, section["plugin"]["library"], manifest.get("files", {}), "TensorRT plugin library")
-        load_plugin_library(trt, artifact_dir, section)
+        serialized = opts.get("serialized_engine")
+        if serialized is None:
+            if not engine_path.is_file():
+                raise ArtifactError(
+                    f"{engine_path} not found: engines are built on the device; run `lbdeploy build-engine "
+                    f"{artifact_dir}` here first"
+                )
+            verify_file(artifact_dir, section["engine"], manifest.get("files", {}), "TensorRT engine")
+            serialized = engine_path.read_bytes()
+        load_plugin_library(trt, artifact_dir, section, manifest.get("files", {}))
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(serialized)
         if self._engine is None:
             raise ArtifactError(
                 f"TensorRT {trt.__version__} cannot load {engine_path} (built for another GPU or TensorRT "
@@ -191,7 +216,7 @@ class TensorRTBackend:
         for name in self.input_names:
             if name not in inputs:
                 raise InputError(f"missing input {name!r}; the engine takes {self.input_names}")
-            dtype = trt.nptype(self._engine.get_tensor_dtype(name))
+            dtype = numpy_dtype(trt, self._engine.get_tensor_dtype(name))
             array = np.ascontiguousarray(inputs[name], dtype=dtype)
             if not self._context.set_input_shape(name, array.shape):
                 raise InputError(
@@ -205,7 +230,7 @@ class TensorRTBackend:
         outputs = {}
         for name in self.output_names:
             shape = tuple(self._context.get_tensor_shape(name))
-            array = np.empty(shape, dtype=trt.nptype(self._engine.get_tensor_dtype(name)))
+            array = np.empty(shape, dtype=numpy_dtype(trt, self._engine.get_tensor_dtype(name)))
             self._context.set_tensor_address(name, self._device_buffer(name, array.nbytes))
             outputs[name] = array
         if not self._context.execute_async_v3(int(stream)):
