@@ -123,7 +123,10 @@ def _tvm_module_arch(context: Context) -> Check | None:
     path = contained_path(context.root, module, "TVM module")
     if not path.is_file():
         return Check("TVM module", False, f"{module} is missing", "re-export the model")
-    built, here = elf_arch(path), host_arch()
+    try:
+        built, here = elf_arch(path), host_arch()
+    except LbdeployError as err:
+        return Check("TVM module", False, str(err), "re-export the model")
     target = context.manifest.get("target", "its target")
     if built != here:
         return Check("TVM module", False, f"{module} is {built} code (for {target}), this machine is {here}",

@@ -170,3 +170,11 @@ def test_arm64_bundle_installs_offline_and_infers(arm64_demo, demo_artifact, tmp
     keypoints = np.array([person["keypoints"] for person in people], dtype=np.float64).reshape(len(people), -1, 3)[..., :2]
     assert keypoints.shape == x86.keypoints.shape
     assert np.abs(keypoints - x86.keypoints).max() <= 1.0  # pixels; the same network with our aarch64 kernels
+
+
+def test_docs_carry_the_board_os_table():
+    from lbdeploy.board_os import board_os_table_markdown
+
+    assert board_os_table_markdown() in (REPO / "docs" / "tensorrt.md").read_text(), (
+        "docs/tensorrt.md is out of date: paste `python -c \"from lbdeploy.board_os import board_os_table_markdown as t; "
+        "print(t())\"` under 'Which JetPack'")
