@@ -139,8 +139,9 @@ def _targets() -> list[Target]:
         Target("jetson-orin", "Jetson Orin GPU (Ampere sm_87), aarch64 host", "aarch64", ("neon", "dotprod", "fullfp16"),
                {"tensorrt": TensorRTSettings("6.1+", "10.3"), "tvm": _jetson_tvm(ORIN, "cortex-a78ae")},
                gpu=ORIN, aliases=("jetson",), board_os="jetpack6.1"),
-        Target("jetson-xavier", "Jetson Xavier GPU (Volta sm_72), aarch64 host", "aarch64", ("neon",),
-               {"tensorrt": TensorRTSettings("5.1", "8.5"), "tvm": _jetson_tvm(XAVIER, "carmel"), "ort": ort},
+        Target("jetson-xavier", "Jetson Xavier (Volta sm_72; JetPack 5 is unsupported: ort on its CPU cores, in a "
+               "Python 3.11 container)", "aarch64", ("neon",),
+               {"ort": ort, "tvm": _jetson_tvm(XAVIER, "carmel"), "tensorrt": TensorRTSettings("5.1", "8.5")},
                gpu=XAVIER, board_os="jetpack5.1"),
         Target("jetson-nano", "Jetson Nano (Maxwell sm_53, TensorRT 8.2: too old for lbdeploy; ort runs on its Cortex-A57 CPU)", "aarch64", ("neon",),
                {"ort": ort, "tensorrt": TensorRTSettings("4.6", "8.2")}, gpu=NANO, board_os="jetpack4.6"),
