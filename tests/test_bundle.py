@@ -178,3 +178,31 @@ def test_docs_carry_the_board_os_table():
     assert board_os_table_markdown() in (REPO / "docs" / "tensorrt.md").read_text(), (
         "docs/tensorrt.md is out of date: paste `python -c \"from lbdeploy.board_os import board_os_table_markdown as t; "
         "print(t())\"` under 'Which JetPack'")
+
+
+def test_install_script_refuses_another_python_before_touching_anything(tmp_path):
+    import sys
+
+    from lbdeploy.workflows.bundle_install import BundleSettings, install_script
+
+    settings = BundleSettings("board", "jetson-orin", "jetpack6.1", "JetPack 6.1", "3.10", "aarch64", "tensorrt", "pose",
+                              True, True, True, True, "lbdeploy-0.1.0-py3-none-any.whl", "pip-0-py3-none-any.whl")
+    script = tmp_path / "board" / "install.sh"
+    script.parent.mkdir()
+    script.write_text(install_script(settings))
+    env = {**os.environ, "PYTHON": sys.executable}
+    done = subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "wheels for Python 3.10 (jetpack6.1)" in done.stderr, done.stderr
+    assert "PYTHON=python3.10" in done.stderr
+    assert [p.name for p in script.parent.iterdir()] == ["install.sh"]  # no venv made
+
+
+def test_the_tensorrt_extra_can_build_an_engine():
+    """A board install of lbdeploy[runtime,tensorrt] has onnx (build-engine reads model.onnx) and a
+    cuda-python no newer than JetPack 6.1's CUDA 12.6."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(req.startswith("onnx>=") for req in extras["tensorrt"])
+    cuda = next(req for req in extras["tensorrt"] if req.startswith("cuda-python"))
+    assert "<12.7" in cuda

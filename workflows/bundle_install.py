@@ -96,8 +96,8 @@ def install_script(settings: BundleSettings) -> str:
 def readme(settings: BundleSettings) -> str:
     """README.md of a bundle: what it holds and the two commands from copy to first inference."""
     folder = settings.folder
-    source = ("`wheels/` holds every wheel, so the board needs no network" if settings.offline else
-              "the board downloads the pinned wheels from PyPI (made with --no-wheels)")
+    source = ("`wheels/` holds every wheel, so the board needs no network." if settings.offline else
+              "The board downloads the pinned wheels from PyPI (made with --no-wheels).")
     trt = ""
     if settings.backend == "tensorrt":
         trt = ("\nOn the Jetson, install.sh also builds the engine: "
@@ -105,6 +105,8 @@ def readme(settings: BundleSettings) -> str:
                   if settings.tensorrt_plugin else "")
                + "then `lbdeploy build-engine artifact --fp16` (needs `sudo apt install python3-libnvinfer`; the "
                "venv sees it through --system-site-packages).\n")
+    headers = ("\n| `ort-headers/` | ONNX Runtime's C headers: the fp16 gate compiles our kernels with them (install.sh "
+               "copies them into ~/.cache/lbdeploy/ort-headers) |" if settings.ort_headers else "")
     return f"""# lbdeploy bundle: {settings.target} on {settings.board_os_description}
 
 From copy to first inference, on the board ({settings.arch}, Python {settings.python}):
@@ -115,7 +117,7 @@ sh {folder}/install.sh     # venv in {folder}/venv, doctor, first inference -> {
 ```
 
 then `{folder}/venv/bin/lbdeploy infer {folder}/artifact/ photo.jpg --draw pose.png` (or `serve`,
-`profile`; activate the venv with `. {folder}/venv/bin/activate`). {source.capitalize()}.
+`profile`; activate the venv with `. {folder}/venv/bin/activate`). {source}
 Another Python than `python3`: `PYTHON=/usr/bin/python{settings.python} sh {folder}/install.sh`.
 {trt}
 | file | what |
@@ -125,7 +127,7 @@ Another Python than `python3`: `PYTHON=/usr/bin/python{settings.python} sh {fold
 | `requirements.txt` | every other package, pinned for {settings.board_os} ({settings.arch}, Python {settings.python}) |
 | `{settings.pip_wheel}` | pip, so the venv needs no ensurepip (python3-venv) |
 | `wheels/` | the wheels of requirements.txt for this board, when present |
-| `sample.jpg` | the image of the first inference |
+| `sample.jpg` | the image of the first inference |{headers}
 | `bundle.json` | what the bundle was made for |
 
 `lbdeploy doctor {folder}/artifact/` says what the board lacks, one line per requirement.

@@ -104,7 +104,7 @@ def import_cudart():
         except ImportError:
             raise BackendUnavailable(
                 "the TensorRT backend needs cuda-python for device buffers: pip install 'lbdeploy[tensorrt]' "
-                "(cuda-python 12.x for JetPack 6), or use the ort backend; `lbdeploy doctor` checks the rest"
+                "(cuda-python 12.6 for JetPack 6.1/6.2, 12.2 for 6.0), or use the ort backend; `lbdeploy doctor` checks the rest"
             ) from None
     return cudart
 
@@ -129,7 +129,8 @@ def _checked(cudart, result, what: str):
     """Unpack a cuda-python (err, *values) result, raising on a CUDA error."""
     err, *values = result
     if err != cudart.cudaError_t.cudaSuccess:
-        hint = ("cuda-python is newer than this driver's CUDA: pip install 'cuda-python>=12,<13' on JetPack 6"
+        hint = ("cuda-python is newer than this driver's CUDA: install the one of JetPack's CUDA, e.g. "
+                "pip install 'cuda-python==12.6.*' on JetPack 6.1/6.2 (`lbdeploy doctor` names it)"
                 if "InsufficientDriver" in str(err) else "run `lbdeploy doctor` to see what this machine lacks")
         raise BackendUnavailable(f"CUDA {what} failed with {err}; {hint}")
     return values[0] if len(values) == 1 else values
