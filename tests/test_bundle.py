@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lbdeploy.board_os import BOARD_OSES, get_board_os, jetpack_of_l4t, parse_nv_tegra_release
+from lbdeploy.board_os import BOARD_OSES, MIN_PYTHON, get_board_os, jetpack_of_l4t, parse_nv_tegra_release
 from lbdeploy.cli import main
 from lbdeploy.errors import ConfigError, ExportError
 from lbdeploy.workflows.bundle import build_lbdeploy_wheel, make_bundle, resolve_requirements
@@ -72,7 +72,13 @@ def test_jetpack_records_follow_nvidia_tables():
     assert (get_board_os("jetpack6.1").cuda, get_board_os("jetpack6.1").tensorrt) == ("12.6", "10.3")
     assert (get_board_os("jetpack6.0").cuda, get_board_os("jetpack6.0").tensorrt) == ("12.2", "8.6")
     assert "cuda-python==12.6.*" in get_board_os("jetpack6.1").pins and "numpy<2" in get_board_os("jetpack6.1").pins
-    assert all(record.unsupported for record in BOARD_OSES.values() if tuple(map(int, record.python.split("."))) < (3, 10))
+    import tomllib
+
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert requires == f">={MIN_PYTHON[0]}.{MIN_PYTHON[1]}"
+    for record in BOARD_OSES.values():  # a system whose Python lbdeploy cannot run on says so, and what instead
+        too_old = tuple(map(int, record.python.split("."))) < MIN_PYTHON
+        assert bool(record.unsupported) == too_old and (not too_old or "--backend ort" in record.unsupported)
     assert parse_nv_tegra_release("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64") == "36.4.0"
     assert jetpack_of_l4t("36.4.0").name == "jetpack6.1" and jetpack_of_l4t("36.3.0").name == "jetpack6.0"
     assert jetpack_of_l4t("35.3.1").name == "jetpack5.1" and jetpack_of_l4t("38.2.0") is None
