@@ -164,7 +164,7 @@ def test_arm64_bundle_installs_offline_and_infers(arm64_demo, demo_artifact, tmp
     probe = subprocess.run([str(root / "venv" / "bin" / "python"), "-c",
                             "import json, platform, lbdeploy, numpy; print(json.dumps([platform.machine(), "
                             "lbdeploy.__file__, numpy.__version__]))"], env=env, capture_output=True, text=True,
-                           timeout=600)
+                           timeout=600, cwd=tmp_path)
     machine, module, numpy_version = json.loads(probe.stdout.strip().splitlines()[-1])
     assert machine == "aarch64" and module.startswith(str(root / "venv"))
     assert f"numpy=={numpy_version}" in (root / "requirements.txt").read_text().splitlines()
