@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "lbdeploy.commands.profile",
     "lbdeploy.commands.doctor",
     "lbdeploy.commands.trust",
+    "lbdeploy.commands.bundle",
 )
 
 

@@ -30,7 +30,8 @@ import lbdeploy.kernels
 from lbdeploy.artifact import MODEL_FILE
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, pack_ternary
-from lbdeploy.targets import ALIASES, TARGETS
+from lbdeploy.board_os import get_board_os
+from lbdeploy.targets import ALIASES, TARGETS, get_target
 
 KERNELS_DIR = Path(lbdeploy.kernels.__file__).resolve().parent  # package data: cuda/ and tensorrt/ sources
 SOURCE_DIRS = ("cuda", "tensorrt")  # copied to ARTIFACT/tensorrt/src/<name>, keeping their relative includes
@@ -82,7 +83,7 @@ def _build_script(board: JetsonTarget) -> str:
     return f"""#!/usr/bin/env bash
 # Build the TernaryConv TensorRT plugin for {board.name} ({board.sm_arch}) on the board itself.
 # Needs JetPack {board.jetpack} (TensorRT >= {MIN_TENSORRT}), cmake and nvcc.
-# Override the GPU arch with CUDA_ARCH=native (or another SM number) if needed.
+# Override the GPU arch with CUDA_ARCH=<SM number> or CUDA_ARCH=native (the board's own GPU).
 set -euo pipefail
 here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
 lib=$(bash "$here/src/tensorrt/build.sh" "${{CUDA_ARCH:-{board.sm}}}" "$here")
@@ -171,6 +172,9 @@ def check_tensorrt_target(target: str, custom_ops: bool = True) -> JetsonTarget:
         ExportError: unknown target, or a board whose stock TensorRT is too old for this export.
     """
     board = jetson_target(target)
+    system = get_board_os(get_target(board.name).board_os)
+    if system.unsupported:
+        raise ExportError(f"{board.name} runs {system.description}. {system.unsupported}")
     needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
     if _version(board.stock_tensorrt) < _version(needed):
         standard_ok = _version(board.stock_tensorrt) >= _version(MIN_TENSORRT_STANDARD_OPS)

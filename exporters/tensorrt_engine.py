@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbdeploy.exporters.onnx import check_ternary_initializers
-from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
+from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError, KernelLibraryError
 from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
 from lbdeploy.runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
 
@@ -111,26 +111,23 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _checked_precision(artifact_dir: Path, manifest: dict, section: dict, engine: bytes) -> dict:
+def _checked_precision(artifact_dir: Path, manifest: dict, engine: bytes) -> dict:
     """Run the candidate engine beside float32 ONNX Runtime (exporters/engine_precision.py).
 
-    The candidate is written next to the engine and removed afterwards, so a refused engine never
-    replaces the one already there. Returns the report for engine.json; raises ParityError when refused.
+    The candidate runs from memory (it is written only once it passes), so a refused engine never
+    replaces the one already there and nothing unlisted passes the artifact's trust boundary; the
+    plugin is the one this build registered. Returns the report for engine.json; raises ParityError
+    when refused.
     """
     from lbdeploy.exporters.engine_precision import check_engine_precision, ort_float32_runner
     from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
 
-    candidate = f"{section['engine']}.candidate"
-    (artifact_dir / candidate).write_bytes(engine)
+    backend = TensorRTBackend(artifact_dir, manifest, serialized_engine=engine)
     try:
-        backend = TensorRTBackend(artifact_dir, {**manifest, "tensorrt": {**section, "engine": candidate}})
-        try:
-            engine_run = lambda images: backend.run({backend.input_names[0]: images})  # noqa: E731
-            report = check_engine_precision(ort_float32_runner(artifact_dir, manifest), engine_run, manifest)
-        finally:
-            backend.close()
+        engine_run = lambda images: backend.run({backend.input_names[0]: images})  # noqa: E731
+        report = check_engine_precision(ort_float32_runner(artifact_dir, manifest), engine_run, manifest)
     finally:
-        (artifact_dir / candidate).unlink(missing_ok=True)
+        backend.close()
     return report.to_dict()
 
 
@@ -195,8 +192,11 @@ def build_engine(
     onnx_path = contained_path(artifact_dir, section.get("onnx", MODEL_FILE), "TensorRT ONNX file")
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing; re-export the model")
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("build-engine reads model.onnx with the onnx package, which is not installed here; "
+                                 "pip install 'lbdeploy[tensorrt]' (a bundle's install.sh brings it)") from None
     check_ternary_initializers(onnx.load(onnx_path))  # the CUDA kernel would read code 3 as 0: refuse it here
     manifest = _verified_plugin(artifact_dir, manifest, section, trust_plugin)
     trt = import_tensorrt()
@@ -232,7 +232,7 @@ def build_engine(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
     _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
-    precision = _checked_precision(artifact_dir, manifest, section, bytes(serialized)) if fp16 else None
+    precision = _checked_precision(artifact_dir, manifest, bytes(serialized)) if fp16 else None
     _write_atomically(engine_path, bytes(serialized))
     info = {
         "tensorrt": trt.__version__,

@@ -492,22 +492,22 @@ def test_add_tensorrt_files_writes_complete_folder(tmp_path, target, sm):
     json.dumps(fragment)  # the fragment goes into manifest.json
 
 
-@pytest.mark.parametrize("target", ["jetson-xavier", "jetson-nano"])
-def test_old_jetpack_boards_refuse_custom_ops(tmp_path, target):
+@pytest.mark.parametrize("target, jetpack", [("jetson-xavier", "JetPack 5"), ("jetson-nano", "JetPack 4")])
+@pytest.mark.parametrize("custom_ops", [True, False])
+def test_unsupported_jetpack_boards_refuse_tensorrt_and_say_what_instead(tmp_path, target, jetpack, custom_ops):
     _write_ternary_model(tmp_path)
-    with pytest.raises(ExportError, match="TensorRT >= 10.3 for the TernaryConv IPluginV3 plugin"):
-        add_tensorrt_files(tmp_path, target)
+    with pytest.raises(ExportError, match=f"{jetpack} is not supported") as refused:
+        add_tensorrt_files(tmp_path, target, custom_ops=custom_ops)
+    assert "--backend ort" in str(refused.value) and "Python 3.11" in str(refused.value)
     assert not (tmp_path / "tensorrt").exists()
 
 
-def test_xavier_takes_standard_ops_and_nano_is_refused(tmp_path):
+def test_orin_takes_standard_ops_without_a_plugin(tmp_path):
     _write_ternary_model(tmp_path)
-    fragment = add_tensorrt_files(tmp_path, "jetson-xavier", custom_ops=False)["tensorrt"]
+    fragment = add_tensorrt_files(tmp_path, "jetson-orin", custom_ops=False)["tensorrt"]
     assert fragment["plugin"] is None and fragment["sources"] == [] and fragment["onnx"] == "model.onnx"
-    assert fragment["sm_arch"] == f"sm_{TARGETS['jetson-xavier'].gpu.sm}" == "sm_72"
+    assert fragment["sm_arch"] == f"sm_{TARGETS['jetson-orin'].gpu.sm}" == "sm_87"
     assert fragment["tensorrt_range"] == ">=8.5" and fragment["build_script"] is None
-    with pytest.raises(ExportError, match="TensorRT >= 8.5"):
-        add_tensorrt_files(tmp_path, "jetson-nano", custom_ops=False)
     assert check_tensorrt_target("jetson").sm == 87  # the exporter's early check, before any work
 
 
