@@ -114,6 +114,17 @@ def test_thin_images_get_a_400_without_work(hog_server, size):
     assert rss.growth_mb < RSS_GROWTH_MB, f"the server grew by {rss.growth_mb:.0f} MB"
 
 
+def test_load_image_bounds_the_aspect_ratio():
+    from lbdeploy.transforms import load_image
+
+    assert load_image(np.zeros((1, 100, 3), np.uint8)).shape == (1, 100, 3)  # 1:100 is the limit
+    for shape in [(1, 101, 3), (101, 1, 3)]:
+        with pytest.raises(InputError, match="thinner than 1:100"):
+            load_image(np.zeros(shape, np.uint8))
+    with pytest.raises(InputError, match="is 101x1 pixels, thinner than 1:100"):
+        load_image(_thin_png(101, 1))
+
+
 def test_the_detector_bounds_its_enlarged_image():
     """Called directly on an array (no decoding bound), HOG refuses to enlarge 3000x1 to 384000x128."""
     with pytest.raises(InputError, match="enlarged to the HOG window is 384000x128"):
