@@ -114,8 +114,8 @@ def crop(image: np.ndarray | Image.Image, matrix: np.ndarray, out_size: tuple[in
     """Warp `image` by the 2x3 image->crop `matrix` into an (out_w, out_h) crop (bilinear, black outside).
 
     `image` is an HxWx3 uint8 RGB array, or that array as a Pillow image (to crop one large image
-    many times without converting it for each crop). Pillow samples at pixel centres (index + 0.5); the matrix is in pixel indices, so the inverse
-    map is conjugated by that half-pixel offset.
+    many times without converting it for each crop). Pillow samples at pixel centres (index + 0.5);
+    the matrix is in pixel indices, so the inverse map is conjugated by that half-pixel offset.
 
     Returns:
         out_h x out_w x 3 uint8 RGB array.

@@ -22,6 +22,7 @@ from lbdeploy.artifact import final_output
 from lbdeploy.data.saliency import resize_image, resize_probabilities
 from lbdeploy.errors import ConfigError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, load_image, normalize
+from lbdeploy.runtime.deadline import check_deadline
 from lbdeploy.runtime.loading import PredictorRecipe, load_model_source
 
 
@@ -108,6 +109,7 @@ class SaliencyPredictor:
         """
         pixels = load_image(image, self.max_pixels)
         prob = self.predict_batch(resize_image(pixels, self.input_size)[None])[0]
+        check_deadline()  # a server request past its deadline stops before the map is enlarged to the image
         height, width = pixels.shape[:2]
         return SaliencyResult(resize_probabilities(prob, (height, width)).astype(np.float32), (int(width), int(height)))
 

@@ -15,8 +15,9 @@ reading), images above `max_pixels` or thinner than 1:100 get 400, boxes that ar
 coordinates get 400, more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more
 than `max_pending` requests at once get 503. A body is read only once its request is admitted, and
 must arrive within `body_timeout_s` (408); a request still running `timeout_s` after its body
-arrived gets 504 and its work stops at the next deadline check (runtime.admission, runtime.deadline). A
-connection must send its request head within `header_timeout_s` (runtime.connections). With a token every endpoint but /healthz needs
+arrived gets 504 and its work stops at the next deadline check (runtime.admission,
+runtime.deadline). A connection must send its request head within `header_timeout_s`
+(runtime.connections). With a token every endpoint but /healthz needs
 `Authorization: Bearer <token>` (401 otherwise). Errors are JSON: {"error": {"type": ...,
 "message": ...}}, each counted once by type in /metrics. Inference runs on a thread pool of
 `workers` threads, so the event loop keeps answering while models run.

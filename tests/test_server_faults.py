@@ -28,6 +28,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 pytest.importorskip("cv2", reason="the hog detector needs opencv-python-headless")
 
 from lbdeploy.errors import InputError  # noqa: E402
+from lbdeploy.runtime.deadline import DeadlineExceeded, check_deadline, run_until  # noqa: E402
 from lbdeploy.runtime.detection import HogDetector  # noqa: E402
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
 from lbdeploy.runtime.saliency import SaliencyPredictor  # noqa: E402
@@ -113,6 +114,17 @@ def test_thin_images_get_a_400_without_work(hog_server, size):
     assert rss.growth_mb < RSS_GROWTH_MB, f"the server grew by {rss.growth_mb:.0f} MB"
 
 
+def test_load_image_bounds_the_aspect_ratio():
+    from lbdeploy.transforms import load_image
+
+    assert load_image(np.zeros((1, 100, 3), np.uint8)).shape == (1, 100, 3)  # 1:100 is the limit
+    for shape in [(1, 101, 3), (101, 1, 3)]:
+        with pytest.raises(InputError, match="thinner than 1:100"):
+            load_image(np.zeros(shape, np.uint8))
+    with pytest.raises(InputError, match="is 101x1 pixels, thinner than 1:100"):
+        load_image(_thin_png(101, 1))
+
+
 def test_the_detector_bounds_its_enlarged_image():
     """Called directly on an array (no decoding bound), HOG refuses to enlarge 3000x1 to 384000x128."""
     with pytest.raises(InputError, match="enlarged to the HOG window is 384000x128"):
@@ -122,6 +134,14 @@ def test_the_detector_bounds_its_enlarged_image():
 
 
 # --- a 504 stops whole-image work ------------------------------------------------------------------
+
+def test_hog_stops_between_pyramid_levels_past_the_deadline():
+    image = np.zeros((1000, 1000, 3), np.uint8)  # about 40 levels; the deadline passes during the first
+    with pytest.raises(DeadlineExceeded, match="longer than 0.05 s"):
+        run_until(lambda: HogDetector().detect(image), time.monotonic() + 0.05, 0.05)
+    check_deadline()  # outside run_until (the CLI, the Python API) there is no deadline
+    assert HogDetector().detect(image)[0].shape == (0, 4)
+
 
 def test_a_504_stops_the_detector_so_the_next_request_is_answered(artifact):
     # HOG's pyramid over 6300x6300 pixels takes about a minute here; the request gets 504 at 10 s.
