@@ -36,7 +36,7 @@ def _check_array(image: np.ndarray, max_pixels: int) -> np.ndarray:
     if image.shape[0] * image.shape[1] > max_pixels:
         raise InputError(
             f"image of {image.shape[1]}x{image.shape[0]} pixels is above the limit of {max_pixels} pixels; "
-            "resize it or raise max_pixels"
+            "resize it or raise --max-pixels"
         )
     return np.ascontiguousarray(image)
 
@@ -51,7 +51,7 @@ def _decode(data: bytes | str, max_pixels: int, what: str) -> np.ndarray:
                 if width * height > max_pixels:
                     raise InputError(
                         f"{what} is {width}x{height} pixels, above the limit of {max_pixels} pixels; "
-                        "resize it or raise max_pixels"
+                        "resize it or raise --max-pixels"
                     )
                 rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
