@@ -125,8 +125,8 @@ def _given(ctx: click.Context, names: list[str]) -> list[str]:
     """The options among `names` that the user set (not left at their defaults), as flags."""
     from click.core import ParameterSource
 
-    return [f"--{name.replace('_', '-')}" for name in names
-            if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    return [flags[name] for name in names if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
 
 
 @click.command("infer")

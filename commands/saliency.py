@@ -49,7 +49,8 @@ def infer_saliency(artifact, images, json_path, draw, folder: bool, backend, thr
     from lbdeploy.runtime.video import is_video
 
     if pose_options:
-        raise ConfigError(f"{' and '.join(pose_options)} {'is a pose option' if len(pose_options) == 1 else 'are pose options'}; "
+        named = " and ".join(filter(None, [", ".join(pose_options[:-1]), pose_options[-1]]))
+        raise ConfigError(f"{named} {'is a pose option' if len(pose_options) == 1 else 'are pose options'}; "
                           f"{artifact} is a saliency model (it maps the whole image): drop them")
     videos = [name for name in images if is_video(name)]
     if videos:
