@@ -96,6 +96,16 @@ def test_cli_infer_writes_map_overlay_and_json(artifact, tmp_path):
     assert {p.name for p in folder.iterdir()} == {"sample.saliency.png", "sample.overlay.png"}
     refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--box", "1,2,3,4", "--flip"])
     assert refused.exit_code == 2 and "--box and --flip are pose options" in refused.output
+    refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--detector", "none", "--smooth"])
+    assert refused.exit_code == 2 and "--detector and --smooth are pose options" in refused.output
+    (tmp_path / "clip.mp4").write_bytes(b"not decoded: refused by its suffix first")
+    refused = runner.invoke(main, ["infer", str(artifact), str(tmp_path / "clip.mp4")])
+    assert refused.exit_code == 2 and "videos are not supported for saliency" in refused.output
+    refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--draw", str(tmp_path / "sal.jpgx")])
+    assert refused.exit_code == 2 and ".jpgx is not an image format" in refused.output
+    assert not (tmp_path / "sal.jpgx").exists()
+    one = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--json", str(tmp_path / "one.json")])
+    assert one.exit_code == 0 and f"Wrote {tmp_path / 'one.json'} (1 image)" in one.output
 
 
 def test_cli_eval_compares_torch_and_ort(tmp_path):
