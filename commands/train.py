@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from lbdeploy.commands.models import parse_size
+from lbdeploy.durations import format_duration
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
 from lbdeploy.outputs import check_image_file, check_output_folder
 from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
@@ -182,15 +183,6 @@ def _print_reports(dataset, reports: dict, skipped: dict, as_json: bool, table: 
     click.echo(table)
     for label, reason in skipped.items():
         click.echo(f"{label}: skipped ({reason})")
-
-
-def format_duration(seconds: float) -> str:
-    """'45 s', '3.5 min' or '1.2 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def duration_notice(people: int, seconds_per_person: dict) -> str:

@@ -201,6 +201,39 @@ def _loader(train_set: torch.utils.data.Dataset, config: TrainConfig, dist: _Dis
                                        pin_memory=dist.device.type == "cuda")
 
 
+LONG_RUN_S = 3600.0  # above this, the estimate says how to shorten the run
+
+
+def duration_estimate(net, task, train_set, config: TrainConfig, dist, epochs: int) -> str:
+    """One line with the expected training time, from one timed batch (its samples and a forward and
+    backward pass) before the first epoch, as `lbdeploy eval` estimates before evaluating.
+
+    The timed pass runs in eval mode and no optimizer steps, so BatchNorm statistics, weights and
+    the random streams are left as they were (runs stay bit-identical with and without it).
+    """
+    from torch.utils.data import default_collate
+
+    from lbdeploy.durations import format_duration
+
+    started = time.perf_counter()
+    images, *targets = (t.to(dist.device) for t in default_collate([train_set[i] for i in range(config.batch_size)]))
+    was_training = net.training
+    net.eval()
+    try:
+        task.loss(net(images), *targets).backward()
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.train(was_training)
+    batches = -(-len(train_set) // (config.batch_size * dist.world))
+    per_epoch = (time.perf_counter() - started) * batches
+    line = (f"About {format_duration(per_epoch)} per epoch ({batches:,} batches of {config.batch_size}), "
+            f"{format_duration(per_epoch * epochs)} for {epochs} epoch{'s' if epochs != 1 else ''} on this machine, "
+            "validation not included (from one timed batch).")
+    if per_epoch * epochs > LONG_RUN_S:
+        line += " To shorten it: fewer --epochs, a smaller model (--stacks, --feats) or less data."
+    return line
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train a pose or saliency network with `config`; see the module docstring for what is written.
 
@@ -255,6 +288,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         log(f"Training {config.arch} ({sum(p.numel() for p in model.parameters()):,} trainable parameters) on "
             f"{train_data.describe()}, validating on {val_data.describe()}, input {width}x{height}{task.describe()}, "
             f"{dist.world} process(es) on {dist.device}")
+
+        log(duration_estimate(net, task, train_set, config, dist, config.epochs - start_epoch))
 
     for epoch in range(start_epoch, config.epochs):
         net.train()
