@@ -78,7 +78,7 @@ def _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, n
 
 
 def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every, smooth, max_fps, max_frames,
-                  progress):
+                  progress, detector):
     """Video or camera: one JSON line per frame, an annotated video, a summary line on stderr."""
     from lbdeploy.runtime.stream import run_stream
     from lbdeploy.runtime.tracking import PoseTracker
@@ -91,12 +91,21 @@ def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every
     output = open(with_parents(json_path), "w") if json_path and json_path != STDOUT else nullcontext(sys.stdout)
     with source, output as lines:
         stats = run_stream(source, tracker, json_lines=lines, draw_path=draw, max_frames=max_frames,
-                           progress=progress)
+                           progress=progress, no_person_warning=_no_person_warning(detector))
     click.echo(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} frames/s, detector on "
                f"{stats.detections}); {stats.broken} broken frames skipped, {stats.skipped} dropped by --max-fps",
                err=True)
     for path in filter(None, (json_path if json_path != STDOUT else None, draw)):
         click.echo(f"Wrote {path}", err=True)
+
+
+def _no_person_warning(detector: str) -> str:
+    """What to say when a video's first frames show nobody to the detector (a template with {frames})."""
+    fix = ("pass an ONNX person detector (--detector PATH.onnx), or --detector none when the person fills the "
+           "frame" if detector == "hog" else "try another --detector, or --detector none when the person fills the frame")
+    if detector == "hog":
+        fix += "; HOG finds upright people about 100 px tall or more"
+    return f"Warning: no person found in the first {{frames}} frames by the {detector} detector; {fix}."
 
 
 def check_draw(draw: str, images: int, folder: bool, video: bool) -> None:
@@ -201,7 +210,7 @@ def infer(ctx, artifact, images, camera, boxes, detector, score_threshold, nms_i
         if parsed_boxes:
             raise InputError("--box applies to images; in a video the detector and the tracker find the people")
         return _infer_stream(predictor, images, camera, flip, json_path, draw, detect_every, smooth, max_fps,
-                             max_frames, progress)
+                             max_frames, progress, detector)
     if folder:
         Path(draw).mkdir(parents=True, exist_ok=True)
     results, failures = [], []
