@@ -229,7 +229,7 @@ def infer(ctx, artifact, images, camera, boxes, detector, score_threshold, nms_i
         results.append(pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=str(image_path)))
         if draw:
             target = _draw_target(draw, image_path, folder)
-            draw_pose(pixels, result, predictor.skeleton).save(with_parents(target))
+            draw_pose(pixels, result, predictor.skeleton, predictor.joint_names).save(with_parents(target))
             click.echo(f"Wrote {target}", err=True)
     document = {"model": predictor.manifest.get("arch"), "images": results}
     if write_json_text(json_path, json.dumps(document, indent=2), click.echo):

@@ -88,7 +88,7 @@ def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int
                 if writer is None:
                     height, width = frame.image.shape[:2]
                     writer = VideoWriter(draw_path, source.max_fps or source.fps, (width, height))
-                writer.write(np.asarray(draw_pose(frame.image, result, predictor.skeleton)))
+                writer.write(np.asarray(draw_pose(frame.image, result, predictor.skeleton, predictor.joint_names)))
             frames += 1
             anybody = anybody or len(result.keypoints) > 0
             if frames == NO_PERSON_FRAMES:

@@ -79,6 +79,17 @@ def test_results_png_overlay_and_json():
     assert (overlay[8, 15] == 100).all()  # untouched outside the box and the map
 
 
+def test_overlay_stays_visible_on_a_red_object():
+    from lbdeploy.runtime.saliency import SaliencyResult
+
+    image = np.full((10, 20, 3), 100, np.uint8)
+    image[2:5, 4:9] = (230, 20, 20)  # a red object, where the map is salient
+    prob = np.zeros((10, 20), dtype=np.float32)
+    prob[2:5, 4:9] = 0.9
+    overlay = np.asarray(draw_saliency(image, SaliencyResult(prob, (20, 10)))).astype(int)
+    assert np.abs(overlay[3, 6] - image[3, 6]).max() > 80  # a red tint would change it by under 20
+
+
 def test_cli_infer_writes_map_overlay_and_json(artifact, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--draw", str(tmp_path / "sal.png"),
