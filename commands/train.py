@@ -49,9 +49,12 @@ QUICK_LOOK_S = 60.0  # what the suggested --limit takes
 @click.option("--val-limit", type=int, help="Validate on at most this many people per epoch.")
 @click.option("--no-augment", is_flag=True, help="Train on plain crops (no scale/rotation/flip/colour augmentation).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT exactly where it stopped.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start a new run from this model.pt's weights (fine-tuning; same model options and --seed).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with loss and images/s.")
 def train_command(arch, data, output, stacks, modules, feats, density, backbone, width, channels, input_size, seed,
-                  epochs, batch_size, lr, lr_drops, sigma, workers, threads, val_limit, no_augment, resume, progress):
+                  epochs, batch_size, lr, lr_drops, sigma, workers, threads, val_limit, no_augment, resume, init,
+                  progress):
     """Train a pose network with the paper's recipe (RMSprop, MSE on every stack, augmentation).
 
     Writes OUTPUT/last.pt every epoch and OUTPUT/best.pt (best validation PCK); both are
@@ -79,7 +82,7 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
         output=output, arch=arch, data=data, model_options={k: v for k, v in options.items() if v is not None},
         seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_drops=parse_drops(lr_drops), workers=workers,
         sigma=sigma, augment=NO_AUGMENTATION if no_augment else AugmentConfig(), val_limit=val_limit,
-        threads=threads, progress=progress, resume=resume)
+        threads=threads, progress=progress, resume=resume, init=init)
     train(config, log=click.echo)
 
 

@@ -257,3 +257,15 @@ def test_the_duration_estimate_leaves_model_and_random_streams_untouched():
     assert model.training and all(p.grad is None for p in model.parameters())
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BatchNorm statistics too
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_init_starts_a_new_run_from_a_trained_model(tmp_path):
+    first = train(_config(tmp_path / "first", epochs=1), log=lambda _: None)
+    tuned = train(_config(tmp_path / "tuned", epochs=1, lr=1e-12, init=str(first.last)), log=lambda _: None)
+    start, after = load_model(first.last)[0].state_dict(), load_model(tuned.last)[0].state_dict()
+    fresh = build_model("lbrn-s", **{**TINY, "seed": 5}).state_dict()
+    trainable = [k for k in start if k.endswith(".weight") and start[k].is_floating_point()]
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in trainable)  # a tiny lr: the --init weights
+    assert not all(torch.allclose(fresh[k], after[k], atol=1e-6) for k in trainable)  # not a fresh start
+    with pytest.raises(ConfigError, match=r"--init .* other options \(feats"):
+        train(_config(tmp_path / "other", model_options={**TINY, "feats": 32}, init=str(first.last)), log=lambda _: None)

@@ -58,6 +58,8 @@ class TrainConfig:
         from 1 at 64x64). augment: augmentation ranges. val_limit: validate on at most this many
         people (None: the whole split). threads: torch CPU threads (None: torch's default).
         progress: show a tqdm bar. resume: continue the run in `output`.
+        init: a model.pt whose weights the new run starts from (fine-tuning; its config must be the
+            one this run builds, ternary weights included).
     """
 
     output: str
@@ -76,6 +78,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     resume: bool = False
+    init: str | None = None
 
     def resume_view(self) -> dict:
         """The options a resumed run must share with the original one (JSON-friendly)."""
@@ -105,6 +108,24 @@ class _Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def _start_from(model: torch.nn.Module, init: str) -> None:
+    """Load the weights of the model.pt `init` into `model` (a new run fine-tuning a trained model).
+
+    Raises:
+        ConfigError: `init` was built with another architecture or config (the differences named).
+    """
+    from lbdeploy.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(init)
+    built = json.loads(json.dumps(model.config))
+    given = json.loads(json.dumps(checkpoint.config))
+    different = sorted(key for key in set(built) | set(given) if built.get(key) != given.get(key))
+    if different or checkpoint.arch != model.config.get("arch", checkpoint.arch):
+        raise ConfigError(f"--init {init} was built with other options ({', '.join(different) or 'arch'}: "
+                          f"{ {k: given.get(k) for k in different} }); pass the same model options and --seed")
+    model.load_state_dict(checkpoint.state_dict)
 
 
 def _setup_distributed() -> _Dist:
@@ -263,6 +284,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if len(train_set) < config.batch_size * dist.world:
         raise ConfigError(f"{train_data.describe()} is smaller than one batch of {config.batch_size}; lower --batch-size")
 
+    if config.init:
+        _start_from(model, config.init)
     optimizer = make_optimizer(model, config.lr)
     scheduler = make_scheduler(optimizer, tuple(config.lr_drops))
     start_epoch, history, best_pck = 0, [], None
