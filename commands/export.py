@@ -8,6 +8,7 @@ from lbdeploy.exporters.calibration import DEFAULT_DATA, DEFAULT_IMAGES, METHODS
 from lbdeploy.exporters.export import OPSETS
 from lbdeploy.exporters.quantize import PRECISIONS
 from lbdeploy.backends import EXPORT_BACKENDS
+from lbdeploy.outputs import check_output_folder
 from lbdeploy.targets import target_names
 
 
@@ -46,6 +47,7 @@ def export(model_pt, target, backend, ops, out_dir, opset, verify, force, quanti
     """
     from lbdeploy.exporters.export import export_model
 
+    check_output_folder(out_dir, "-o")
     calibration = CalibrationOptions(calibration_data, calibration_images, calibration_method) if quantize else None
     manifest = export_model(model_pt, out_dir, target=target, backend=backend, ops=ops, verify=verify, opset=opset,
                             force=force, quantize=quantize, calibration=calibration,

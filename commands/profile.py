@@ -14,6 +14,7 @@ import tempfile
 import click
 
 from lbdeploy.errors import ConfigError
+from lbdeploy.outputs import check_image_file
 from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
 from lbdeploy.workflows.compare import parse_backends, plan_targets
 
@@ -107,6 +108,8 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
     """
     from lbdeploy.runtime.profiling import profile as run_profile
 
+    if plot:
+        check_image_file(plot, "--plot")
     compare_names = _parse_compare(compare)
     if key and not rpc:
         raise ConfigError("--key names a board at an RPC tracker; pass the tracker with --rpc HOST:PORT")

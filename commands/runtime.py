@@ -15,6 +15,8 @@ from pathlib import Path
 import click
 
 from lbdeploy.errors import InputError, LbdeployError
+from lbdeploy.outputs import STDOUT, check_image_file, check_output_file, check_output_folder, with_parents, \
+    write_json_text
 from lbdeploy.pose.affine import BOX_PADDING
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from lbdeploy.runtime.backends.base import RUNTIME_CHOICES
@@ -23,6 +25,9 @@ from lbdeploy.runtime.limits import check_box
 from lbdeploy.runtime.tracking import DEFAULT_DETECT_EVERY
 
 BACKEND_CHOICES = click.Choice(RUNTIME_CHOICES)
+# infer's options that mean something for pose only (a saliency model refuses them when given).
+POSE_OPTIONS = ["boxes", "camera", "detector", "score_threshold", "nms_iou", "max_people", "box_padding", "flip",
+                "detect_every", "smooth", "max_fps", "max_frames"]
 
 
 def _parse_box(text: str) -> tuple[float, float, float, float]:
@@ -38,8 +43,13 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
         raise InputError(f"--box {text!r}: {err}") from None
 
 
-def _draw_target(draw: str, image: Path, several: bool) -> Path:
-    return Path(draw) / f"{image.stem}.pose.png" if several else Path(draw)
+def draw_is_folder(draw: str, several: bool) -> bool:
+    """--draw names a folder: several images, an existing folder, or a name ending in '/'."""
+    return several or draw.endswith("/") or Path(draw).is_dir()
+
+
+def _draw_target(draw: str, image: Path, folder: bool) -> Path:
+    return Path(draw) / f"{image.stem}.pose.png" if folder else Path(draw)
 
 
 def detection_options(command):
@@ -68,7 +78,7 @@ def _predictor_kwargs(backend, threads, max_pixels, detector, score_threshold, n
 
 
 def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every, smooth, max_fps, max_frames,
-                  progress):
+                  progress, detector):
     """Video or camera: one JSON line per frame, an annotated video, a summary line on stderr."""
     from lbdeploy.runtime.stream import run_stream
     from lbdeploy.runtime.tracking import PoseTracker
@@ -78,30 +88,54 @@ def _infer_stream(predictor, inputs, camera, flip, json_path, draw, detect_every
         raise InputError("give one video at a time (or --camera N), not several inputs")
     source = open_camera(camera, max_fps) if camera is not None else open_video(inputs[0], max_fps)
     tracker = PoseTracker(predictor, detect_every=detect_every, smoothing=smooth, flip=flip)
-    output = open(json_path, "w") if json_path else nullcontext(sys.stdout)
+    output = open(with_parents(json_path), "w") if json_path and json_path != STDOUT else nullcontext(sys.stdout)
     with source, output as lines:
         stats = run_stream(source, tracker, json_lines=lines, draw_path=draw, max_frames=max_frames,
-                           progress=progress)
+                           progress=progress, no_person_warning=_no_person_warning(detector))
     click.echo(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} frames/s, detector on "
                f"{stats.detections}); {stats.broken} broken frames skipped, {stats.skipped} dropped by --max-fps",
                err=True)
-    for path in filter(None, (json_path, draw)):
+    for path in filter(None, (json_path if json_path != STDOUT else None, draw)):
         click.echo(f"Wrote {path}", err=True)
 
 
-def _check_draw_folder(draw: str, images: int) -> None:
-    """With several images --draw is a folder: refuse an existing file or a name with an image suffix."""
+def _no_person_warning(detector: str) -> str:
+    """What to say when a video's first frames show nobody to the detector (a template with {frames})."""
+    fix = ("pass an ONNX person detector (--detector PATH.onnx), or --detector none when the person fills the "
+           "frame" if detector == "hog" else "try another --detector, or --detector none when the person fills the frame")
+    if detector == "hog":
+        fix += "; HOG finds upright people about 100 px tall or more"
+    return f"Warning: no person found in the first {{frames}} frames by the {detector} detector; {fix}."
+
+
+def check_draw(draw: str, images: int, folder: bool, video: bool) -> None:
+    """Refuse a --draw path that cannot be written, before any work (lbdeploy.outputs): a folder for
+    several images (not a file, nor a name with an image suffix), else an image (or video) file."""
     from PIL import Image
 
-    Image.init()
-    path = Path(draw)
-    if path.is_file() or path.suffix.lower() in Image.registered_extensions():
-        raise InputError(f"--draw {draw} names a file, but {images} images were given; pass a folder "
-                         "(e.g. --draw overlays/), which gets one <image name>.pose.png per image")
+    if video:
+        check_output_file(draw, "--draw")
+    elif not folder:
+        check_image_file(draw, "--draw")
+    else:
+        Image.init()
+        if images > 1 and (Path(draw).is_file() or Path(draw).suffix.lower() in Image.registered_extensions()):
+            raise InputError(f"--draw {draw} names a file, but {images} images were given; pass a folder "
+                             "(e.g. --draw overlays/), which gets one <image name>.pose.png per image")
+        check_output_folder(draw, "--draw")
 
 
-def _people(count: int) -> str:
-    return "1 person" if count == 1 else f"{count} people"
+def count(number: int, singular: str, plural: str | None = None) -> str:
+    """'1 image', '3 images' ('1 person', '2 people' with the plural given)."""
+    return f"{number} {singular if number == 1 else (plural or singular + 's')}"
+
+
+def _given(ctx: click.Context, names: list[str]) -> list[str]:
+    """The options among `names` that the user set (not left at their defaults), as flags."""
+    from click.core import ParameterSource
+
+    flags = {param.name: param.opts[0] for param in ctx.command.params}
+    return [flags[name] for name in names if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
 
 
 @click.command("infer")
@@ -113,11 +147,11 @@ def _people(count: int) -> str:
               help="Person box in pixels (repeat for several people); default: the detector's boxes.")
 @detection_options
 @click.option("--flip/--no-flip", default=False, help="Flip test: average with the mirrored image.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False),
-              help="Write keypoints JSON here (video: JSON lines, one per frame; default: print it).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write keypoints JSON here (video: JSON lines, one per frame; default or '-': print it).")
 @click.option("--draw", type=click.Path(),
-              help="Write the overlay PNG here (a folder when several images; a .mp4/.avi for a video); "
-                   "saliency: the map here, the overlay as <stem>.overlay.png.")
+              help="Write the overlay image here (a folder, ending in '/', gets <image name>.pose.png; a "
+                   ".mp4/.avi for a video); saliency: the map here, the overlay as <stem>.overlay.png.")
 @click.option("--detect-every", type=click.IntRange(min=1), default=DEFAULT_DETECT_EVERY, show_default=True,
               help="Video: run the detector every N frames (and when a person is lost); track in between.")
 @click.option("--smooth/--no-smooth", default=False, help="Video: One-Euro smoothing of the keypoints.")
@@ -128,7 +162,8 @@ def _people(count: int) -> str:
 @click.option("--backend", type=BACKEND_CHOICES, default="auto", help="Inference backend.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Backend intra-op threads.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=DEFAULT_MAX_PIXELS, help="Refuse larger images.")
-def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, max_people, box_padding, flip,
+@click.pass_context
+def infer(ctx, artifact, images, camera, boxes, detector, score_threshold, nms_iou, max_people, box_padding, flip,
           json_path, draw, detect_every, smooth, max_fps, max_frames, progress, backend, threads, max_pixels):
     """Estimate human poses in IMAGES, a video or a camera with an exported ARTIFACT folder (or a model.pt);
     with a saliency model (CPD / CPD-LB), write saliency maps of IMAGES.
@@ -155,26 +190,28 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
 
     if (camera is None) == (not images):
         raise InputError("give IMAGES or a video file, or --camera N (not both)")
+    video = camera is not None or any(map(is_video, images))
+    several = len(images) > 1
+    folder = bool(draw) and not video and draw_is_folder(draw, several)
+    if json_path and json_path != STDOUT:
+        check_output_file(json_path, "--json")
+    if draw:
+        check_draw(draw, len(images), folder, video)
     if model_task(artifact) == "saliency":
         from lbdeploy.commands.saliency import infer_saliency
 
-        pose_options = [name for name, given in (("--box", boxes), ("--flip", flip), ("--camera", camera is not None))
-                        if given]
-        return infer_saliency(artifact, images, json_path, draw, backend, threads, max_pixels, pose_options)
+        return infer_saliency(artifact, images, json_path, draw, folder, backend, threads, max_pixels,
+                              _given(ctx, POSE_OPTIONS))
 
     parsed_boxes = [_parse_box(b) for b in boxes] or None
-    video = camera is not None or any(map(is_video, images))
-    several = len(images) > 1
-    if draw and several and not video:
-        _check_draw_folder(draw, len(images))
     predictor = Predictor(artifact, **_predictor_kwargs(backend, threads, max_pixels, detector, score_threshold,
                                                         nms_iou, max_people, box_padding))
     if video:
         if parsed_boxes:
             raise InputError("--box applies to images; in a video the detector and the tracker find the people")
         return _infer_stream(predictor, images, camera, flip, json_path, draw, detect_every, smooth, max_fps,
-                             max_frames, progress)
-    if draw and several:
+                             max_frames, progress, detector)
+    if folder:
         Path(draw).mkdir(parents=True, exist_ok=True)
     results, failures = [], []
     for image_path in map(Path, images):
@@ -191,16 +228,13 @@ def infer(artifact, images, camera, boxes, detector, score_threshold, nms_iou, m
                        "--detector none (the whole image) or another --detector", err=True)
         results.append(pose_to_json(result, predictor.joint_names, predictor.skeleton, image_id=str(image_path)))
         if draw:
-            target = _draw_target(draw, image_path, several)
-            draw_pose(pixels, result, predictor.skeleton).save(target)
+            target = _draw_target(draw, image_path, folder)
+            draw_pose(pixels, result, predictor.skeleton, predictor.joint_names).save(with_parents(target))
             click.echo(f"Wrote {target}", err=True)
     document = {"model": predictor.manifest.get("arch"), "images": results}
-    text = json.dumps(document, indent=2)
-    if json_path:
-        Path(json_path).write_text(text + "\n")
-        click.echo(f"Wrote {json_path} ({_people(sum(len(r['people']) for r in results))})", err=True)
-    else:
-        click.echo(text)
+    if write_json_text(json_path, json.dumps(document, indent=2), click.echo):
+        people = count(sum(len(r['people']) for r in results), "person", "people")
+        click.echo(f"Wrote {json_path} ({people})", err=True)
     for failure in failures:
         click.echo(f"Error: {failure}", err=True)
     if failures:

@@ -260,8 +260,59 @@ def import_state_dict(path, arch: str, **overrides):
         raise CheckpointError(f"{path}: the weights do not fit {arch} built with {given}: {'; '.join(problems)}; pass "
                               "the preset and options the network was built with (--stacks, --feats, --modules, "
                               "--joints, --input-size, ...; `lbdeploy models` lists the presets)")
+    if "density" not in overrides:
+        density = _file_density(model, state_dict)
+        if density is not None and density != model.config.get("density"):
+            model = build_model(arch, **overrides, density=density)
+    _check_ternary_draw(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def _ternary_layers(model) -> list:
+    from lbdeploy.models.ternary import TernaryConv2d
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, TernaryConv2d)]
+
+
+def _nonzeros(density: float, count: int) -> int:
+    return int(density * count + 0.5)  # as draw_ternary: exactly round(density * n) non-zeros
+
+
+def _file_density(model, state_dict: dict) -> float | None:
+    """The density the file's ternary weights were drawn at (each layer has round(density * n) non-zeros):
+    the shortest decimal that gives every layer's count, else None (no ternary layer, or no such value)."""
+    counts = [(int(torch.count_nonzero(state_dict[f"{name}.weight"])), state_dict[f"{name}.weight"].numel())
+              for name, _ in _ternary_layers(model)]
+    if not counts:
+        return None
+    fraction = sum(c for c, _ in counts) / sum(n for _, n in counts)
+    for digits in range(1, 7):
+        candidate = round(fraction, digits)
+        if all(_nonzeros(candidate, n) == c for c, n in counts):
+            return candidate
+    return None
+
+
+def _check_ternary_draw(model, state_dict: dict, path: Path) -> None:
+    """The file's ternary weights must be the seeded draw that the model's config records (seed, density).
+
+    Raises:
+        CheckpointError: they are not; the message says which option to pass.
+    """
+    layers = _ternary_layers(model)
+    seed, density = model.config.get("seed"), model.config.get("density")
+    wrong_density = [name for name, module in layers
+                     if int(torch.count_nonzero(state_dict[f"{name}.weight"])) != _nonzeros(module.density, module.weight.numel())]
+    if wrong_density:
+        raise CheckpointError(f"{path}: the ternary weights do not have density {density} ({len(wrong_density)} of "
+                              f"{len(layers)} layers differ, e.g. {wrong_density[0]}); pass the --density they were "
+                              "drawn with, or leave it out to take it from the file")
+    differ = [name for name, module in layers if not torch.equal(module.weight, state_dict[f"{name}.weight"].to(module.weight.dtype))]
+    if differ:
+        raise CheckpointError(f"{path}: the ternary weights are not the draw of seed {seed} at density {density} "
+                              f"({len(differ)} of {len(layers)} layers differ, e.g. {differ[0]}); pass the --seed they "
+                              "were drawn with (a model.pt records it in its config)")
 
 
 def _mismatches(expected: dict, given: dict) -> list[str]:

@@ -50,7 +50,7 @@ def check_image_size(width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXE
         raise InputError(f"{what} is {width}x{height} pixels; an image needs at least one pixel per side")
     if width * height > max_pixels:
         raise InputError(f"{what} is {width}x{height} pixels, above the limit of {max_pixels} pixels; "
-                         "resize it or raise max_pixels")
+                         "resize it or raise --max-pixels")
     if max(width, height) > DEFAULT_MAX_ASPECT_RATIO * min(width, height):
         raise InputError(f"{what} is {width}x{height} pixels, thinner than 1:{DEFAULT_MAX_ASPECT_RATIO}; "
                          "crop or pad it to a less extreme shape")

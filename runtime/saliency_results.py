@@ -1,8 +1,8 @@
 """Presenting a SaliencyResult: the map as an 8-bit PNG, an overlay on the image, and JSON statistics.
 
 - `saliency_map_image`: the probabilities as a grayscale image (0 = background, 255 = salient);
-- `draw_saliency`: the image with salient pixels tinted (opacity proportional to the probability)
-  and the 0.5 region's box outlined;
+- `draw_saliency`: the image with salient pixels tinted (opacity proportional to the probability;
+  red, or green / blue when the salient object itself is red) and the 0.5 region's box outlined;
 - `saliency_to_json`: per-image statistics (mean probability, salient fraction at the threshold,
   box of the salient pixels), small enough for a JSON answer; the full map is the PNG.
 
@@ -17,7 +17,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 SALIENT_THRESHOLD = 0.5  # a pixel is salient where its probability is >= this
-_TINT = np.array([255, 40, 40], dtype=np.float32)
+# The tint of salient pixels: of these, the one farthest from the image's mean colour under the map
+# (red, unless the salient object is red itself: then green or blue stays visible).
+TINTS = np.array([[255, 40, 40], [40, 255, 40], [40, 120, 255]], dtype=np.float32)
 _TINT_OPACITY = 0.6
 _BOX_COLOR = (255, 230, 0)
 
@@ -42,6 +44,14 @@ def salient_box(probabilities: np.ndarray, threshold: float = SALIENT_THRESHOLD)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
+def overlay_tint(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The TINTS colour farthest from the mean colour of `image` weighted by the saliency `weights`."""
+    total = float(weights.sum())
+    mean = (image.reshape(-1, 3).astype(np.float32) * weights.reshape(-1, 1)).sum(axis=0) / total if total > 0 \
+        else image.reshape(-1, 3).mean(axis=0)
+    return TINTS[int(np.argmax(np.linalg.norm(TINTS - mean, axis=1)))]
+
+
 def draw_saliency(image: np.ndarray, result) -> Image.Image:
     """The image with salient pixels tinted and the salient region's box outlined.
 
@@ -50,8 +60,9 @@ def draw_saliency(image: np.ndarray, result) -> Image.Image:
     Returns:
         A Pillow RGB image.
     """
-    alpha = (np.clip(result.probabilities, 0.0, 1.0) * _TINT_OPACITY)[..., None]
-    blended = image.astype(np.float32) * (1.0 - alpha) + _TINT * alpha
+    weights = np.clip(result.probabilities, 0.0, 1.0)
+    alpha = (weights * _TINT_OPACITY)[..., None]
+    blended = image.astype(np.float32) * (1.0 - alpha) + overlay_tint(image, weights) * alpha
     canvas = Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")
     box = salient_box(result.probabilities)
     if box is not None:

@@ -197,3 +197,15 @@ def test_absurd_config_is_refused_before_anything_is_built(tmp_path, change, wor
     torch.save(data, tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match=words):
         load_model(tmp_path / "m.pt")
+def test_import_checks_seed_and_density_against_the_ternary_weights(tmp_path, small_model):
+    from lbdeploy.checkpoint import import_state_dict
+
+    torch.save(small_model.state_dict(), tmp_path / "weights.pth")  # drawn with seed 4 at density 0.3
+    imported = import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=4)
+    assert imported.config["density"] == 0.3 and imported.config["seed"] == 4  # the density comes from the file
+    with pytest.raises(CheckpointError, match=r"not the draw of seed 5 at density 0.3 \(\d+ of \d+ layers differ.*--seed"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=5)
+    with pytest.raises(CheckpointError, match=r"not the draw of seed 0"):  # the preset's seed, not the file's
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64))
+    with pytest.raises(CheckpointError, match=r"do not have density 0.1 .*--density"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=4, density=0.1)
