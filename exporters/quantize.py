@@ -29,14 +29,12 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from lbdeploy.backends import BACKENDS
-from lbdeploy.errors import CalibrationError, ConfigError, ExportError
+from lbdeploy.errors import CalibrationError, ExportError
 
 PRECISION = "int8"
 PRECISIONS = ("int8",)
@@ -292,73 +290,6 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     check_int8_onnx(quantized)
     onnx.save(quantized, str(path))
     return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
-
-
-def _custom_ops(custom: bool) -> list[dict]:
-    if not custom:
-        return []
-    from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
-    from lbdeploy.ops.ternary_conv import DOMAIN
-
-    return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
-
-
-@dataclass
-class Int8Export:
-    """The int8 part of `lbdeploy.exporters.export.export_model`: calibration images, the int8 graph, the
-    manifest sections and the accuracy gate on the held-out images.
-
-    Build it with `Int8Export.prepare(...)` before anything is written (bad calibration data fails
-    early), then `write`, `manifest` and `gate` inside the export.
-    """
-
-    options: object  # exporters.calibration.CalibrationOptions
-    images: object  # exporters.calibration.CalibrationSet
-    quantization: dict = field(default_factory=dict)
-
-    @classmethod
-    def prepare(cls, precision: str, backend: str, options, ckpt, input_size, progress) -> "Int8Export":
-        """Check the options and read the calibration and held-out images.
-
-        Raises:
-            ConfigError: an unknown precision or a backend without int8 graphs;
-            CalibrationError: unusable calibration data.
-        """
-        from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
-
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        able = [name for name, spec in BACKENDS.items() if precision in spec.precisions]
-        if backend not in able:
-            raise ConfigError(f"--quantize {precision} runs on the {' or '.join(able)} backend, not {backend!r}; "
-                              "drop --backend or --quantize")
-        options = options or CalibrationOptions()
-        options.check()
-        progress(f"reading {options.images} calibration images from {options.data}")
-        meta = ckpt.metadata
-        spec = {"pixel_scale": meta.get("pixel_scale", 1.0 / 255.0), "mean": meta.get("mean", (0.0, 0.0, 0.0)),
-                "std": meta.get("std", (1.0, 1.0, 1.0))}
-        return cls(options, load_calibration(options, input_size, spec))
-
-    def write(self, model, path: Path, task: str, opset: int, progress) -> tuple[list[str], bool]:
-        """Write the int8 model.onnx; returns (output names, whether it holds our custom op)."""
-        input_size = tuple(self.images.calibration.shape[2:])
-        names, self.quantization = quantize_onnx(model, path, input_size, task, self.images.calibration,
-                                                 self.options.method, opset, progress)
-        return names, self.quantization["ternary_convs"] > 0
-
-    def manifest(self) -> dict:
-        """The manifest fields of an int8 artifact: precision, ops, custom_ops and quantization."""
-        custom = self.quantization["ternary_convs"] > 0
-        details = {key: value for key, value in self.quantization.items() if key != "precision"}
-        return {"precision": PRECISION, "ops": "custom" if custom else "standard", "custom_ops": _custom_ops(custom),
-                "quantization": {**details, "calibration": self.options.to_dict(len(self.images.held_out))}}
-
-    def gate(self, model, run, names: list[str], task: str, backend: str):
-        """The int8 accuracy gate (exporters.accuracy) on the held-out images."""
-        from lbdeploy.exporters.accuracy import check_accuracy
-
-        return check_accuracy(model, run, names, task, self.images.held_out, backend)
 
 
 def float_outputs(model) -> int:

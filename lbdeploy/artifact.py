@@ -44,7 +44,8 @@ _SCHEMA = {
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
     "pose": ((dict,), False), "saliency": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
-    "quantization": ((dict,), False), "accuracy": ((dict,), False),
+    "quantization": ((dict,), False), "accuracy": ((dict,), False), "kernels": ((dict,), False),
+    "reference": ((dict,), False),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
@@ -95,6 +96,16 @@ def _check_nested(manifest: dict) -> None:
         _require(library.get("path"), (str,), "kernel_library.path")
     for index, op in enumerate(manifest.get("custom_ops", [])):
         _require(op, (dict,), f"custom_ops[{index}]")
+    for index, layer in enumerate(manifest.get("kernels", {}).get("layers", [])):
+        _require(layer, (dict,), f"kernels.layers[{index}]")
+        _require(layer.get("name"), (str,), f"kernels.layers[{index}].name")
+        if layer.get("choice") not in ("ternary", "dense"):
+            raise ArtifactError(f"manifest field 'kernels.layers[{index}].choice' must be \"ternary\" or \"dense\"; "
+                                "re-export the model")
+    reference = manifest.get("reference")
+    if reference is not None:
+        _require(reference.get("inputs"), (str,), "reference.inputs")
+        _require(reference.get("arrays"), (dict,), "reference.arrays")
 
 
 def validate_manifest(manifest, where) -> dict:
