@@ -12,9 +12,10 @@ which decides one form per layer (exporters.kernel_forms) and says why, by one o
   adds over the dense one shared out among its ternary layers. The mixed graph then runs against
   both uniform graphs, interleaved, whole: the fastest of the three is kept, so an `auto`
   artifact is never slower than both uniform ones as measured here;
-- `model`: a cross target. A cost model per core (`COST_MODELS`: cycles of the kernels' inner
-  loops from llvm-mca, or ratios measured on x86) predicts both forms at the layer's weight
-  density; GPU targets keep our op (no model yet).
+- `model`: a cross target with ONNX Runtime. A cost model per core (`COST_MODELS`: cycles of the
+  kernels' inner loops from llvm-mca, or ratios measured on x86) predicts both forms at the layer's
+  weight density. TVM and TensorRT compile whatever mix model.onnx holds; with `auto` they keep our
+  op (method `fixed`: no cost model of their kernels yet), `--kernels dense` gives them the dense conv.
 
 The manifest's `kernels` section records the mode, method, threads, each layer's choice with its
 figures or the model's, and (measured) the whole-model times of the candidates.
@@ -90,7 +91,7 @@ def resolve_ops(ops: str | None, kernels: str, spec) -> str:
     if kernels not in MODES:
         raise ConfigError(f"--kernels must be one of {', '.join(MODES)}, got {kernels!r}")
     if ops is None:
-        ops = "standard" if spec.ops == "standard" or kernels == "dense" else "custom"
+        ops = spec.ops if spec.ops != "both" else "standard" if kernels == "dense" else "custom"
     if ops not in OPS:
         raise ConfigError(f"--ops must be one of {', '.join(OPS)}, got {ops!r}")
     if spec.ops != "both" and ops != spec.ops:
@@ -118,9 +119,8 @@ def _modelled(layers: list[Layer], target, backend: str, precision: str) -> list
 
     arch = target.arch or host_arch()
     model = COST_MODELS.get((arch, "dotprod" in target.isa, precision))
-    if target.gpu is not None and backend != "ort" or model is None:
-        return _fixed(layers, "ternary", f"no cost model for {target.name} with {backend}: our op, as before "
-                                        "(measure on the device with `lbdeploy tune`)")
+    if backend != "ort" or model is None:
+        return _fixed(layers, "ternary", f"no cost model for {backend} on {target.name}: our op, as before")
     rows = []
     for layer in layers:
         ternary = model.predict(layer.density)
