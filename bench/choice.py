@@ -16,6 +16,7 @@ import shutil
 import statistics
 from pathlib import Path
 
+from budget import make_budget, profile_interleaved
 from common import compare, interleaved_times, ort_session, progress, session_runner
 
 CHOICE_TOLERANCE = 1.03
@@ -49,7 +50,7 @@ def run_choice(args, library: str, work: Path) -> tuple[list, list]:
     from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
     from models import export_network, quantize_network
 
-    stacks, results = args.stacks, []
+    stacks, results, bounds = args.stacks, [], []
     images = load_calibration(CalibrationOptions(images=args.calibration_images), (256, 256),
                               {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}).calibration
     x = images[:1].astype(np.float32)
@@ -89,4 +90,11 @@ def run_choice(args, library: str, work: Path) -> tuple[list, list]:
                 results.append(compare("choice", f"LBRN-S{stacks} {precision} d={density:g} {mode} vs SHN{stacks}",
                                        times, f"{mode}-{density:g}", "shn",
                                        SHN_TARGETS[(precision, density)] if mode == "auto" else None, density=density))
-    return results, []
+        progress(f"choice {precision}: profiling auto and SHN (ORT profiler: where the time goes)")
+        profiled = profile_interleaved({name: (path, lib, x) for name, (path, lib) in models.items()
+                                        if name.startswith("auto") or name == "shn"}, args.threads,
+                                       runs=2 if args.quick else 10)
+        bounds += [make_budget(f"LBRN-S{stacks} {precision} d={density:g} auto vs SHN{stacks}",
+                               profiled[f"auto-{density:g}"], profiled["shn"], SHN_TARGETS[(precision, density)])
+                   for density in DENSITIES]
+    return results, bounds

@@ -110,9 +110,10 @@ def test_tune_leaves_the_artifact_unchanged_when_the_recheck_fails(measured, tmp
 
     artifact = tmp_path / "art"
     shutil.copytree(measured, artifact)
-    reference = artifact / "reference" / "reference.npy"
-    np.save(reference, np.load(reference) + 1.0)  # a reference this model cannot meet
-    record_files(artifact, ["reference/reference.npy"])
+    for name in ("reference", "float32_reference"):  # a reference this model cannot meet
+        path = artifact / "reference" / f"{name}.npy"
+        np.save(path, np.load(path) + 1.0)
+    record_files(artifact, ["reference/reference.npy", "reference/float32_reference.npy"])
     before = {p.name: p.read_bytes() for p in (artifact / "model.onnx", artifact / "manifest.json")}
     with pytest.raises(ExportError, match="left unchanged"):
         tune_artifact(artifact, threads=1)
