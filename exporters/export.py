@@ -5,8 +5,9 @@ fp32 or int8, each ternary conv as our op); choose each ternary layer's kernel, 
 runtime's conv (exporters/kernel_choice.py, within the ops the backend's record allows); let the
 backend's export step (exporters/backends/, chosen through lbdeploy/backends.py) add its files;
 run the gate (parity or accuracy); store reference inputs and outputs for `lbdeploy tune`; write
-manifest.json with the sha256 of every file; put the folder in place (exporters/atomic.py). On any failure, Ctrl-C or SIGTERM the temporary folder is removed and
-an existing output folder is left untouched.
+manifest.json with the sha256 of every file; put the folder in place (exporters/atomic.py). On any
+failure, Ctrl-C or SIGTERM the temporary folder is removed and an existing output folder is left
+untouched.
 """
 
 from __future__ import annotations

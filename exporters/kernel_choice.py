@@ -69,11 +69,12 @@ class CostModel:
 _MCA = "llvm-mca estimate, 128->128 3x3 (docs/benchmarks.md, bench/llvm_mca.py)"
 _X86 = "measured on Sapphire Rapids (AVX-512 VNNI), ONNX Runtime 1.32, 128->128 3x3 64x64 (issue 23)"
 # (arch, has the dot-product extension, precision) -> model
+_CYCLES = _MCA + ": cycles per output"
 COST_MODELS = {
-    ("aarch64", False, "fp32"): CostModel("Cortex-A72/A57", "fp32", (68, 187), 289, _MCA + ": cycles per output"),
-    ("aarch64", True, "fp32"): CostModel("Cortex-A76/A78 (A57 model)", "fp32", (68, 187), 289, _MCA + ": cycles per output"),
-    ("aarch64", False, "int8"): CostModel("Cortex-A72/A57 (SMULL int8)", "int8", (27, 79), 144, _MCA + ": cycles per output"),
-    ("aarch64", True, "int8"): CostModel("Cortex-A76/A78 (SDOT int8)", "int8", (27, 79), 41, _MCA + ": cycles per output"),
+    ("aarch64", False, "fp32"): CostModel("Cortex-A72/A57", "fp32", (68, 187), 289, _CYCLES),
+    ("aarch64", True, "fp32"): CostModel("Cortex-A76/A78 (A57 model)", "fp32", (68, 187), 289, _CYCLES),
+    ("aarch64", False, "int8"): CostModel("Cortex-A72/A57 (SMULL int8)", "int8", (27, 79), 144, _CYCLES),
+    ("aarch64", True, "int8"): CostModel("Cortex-A76/A78 (SDOT int8)", "int8", (27, 79), 41, _CYCLES),
     ("x86_64", False, "fp32"): CostModel("x86-64 AVX-512", "fp32", (0.34, 0.58), 1.0, _X86 + ": time / ORT Conv"),
     ("x86_64", False, "int8"): CostModel("x86-64 AVX-512 VNNI", "int8", (1.17, 2.45), 1.0, _X86 + ": time / QLinearConv"),
 }
@@ -241,8 +242,8 @@ def _measured(model, layers: list[Layer], precision: str, library, threads, inpu
         ours = ternary_ms[layer.name] + layout_share
         forms[layer.name] = "ternary" if ours < dense_ms[layer.name] else "dense"
         rows.append({**layer.to_dict(), "choice": forms[layer.name],
-                     "why": {"method": "measured", "ternary_ms": round(ours, 4), "dense_ms": round(dense_ms[layer.name], 4),
-                             "layout_ms": round(layout_share, 4)}})
+                     "why": {"method": "measured", "ternary_ms": round(ours, 4),
+                             "dense_ms": round(dense_ms[layer.name], 4), "layout_ms": round(layout_share, 4)}})
     candidates = dict(graphs)
     if len(set(forms.values())) > 1:
         candidates["mixed"] = _variant(model, forms, precision).SerializeToString()

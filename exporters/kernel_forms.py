@@ -257,8 +257,9 @@ def _int8_to_dense(graph, name: str, channels: dict) -> None:
                               pads=list(attrs.pads), dilations=list(attrs.dilations), group=attrs.group)]
     if attrs.activation == "relu":
         nodes.append(helper.make_node("Relu", [conv_out], [act_out], name=f"{name}/Relu"))
-    nodes.append(helper.make_node("QuantizeLinear", [act_out if attrs.activation == "relu" else conv_out, y_scale, y_zp],
-                                  node.output[:1], name=f"{name}/QuantizeLinear"))
+    quantized = act_out if attrs.activation == "relu" else conv_out
+    nodes.append(helper.make_node("QuantizeLinear", [quantized, y_scale, y_zp], node.output[:1],
+                                  name=f"{name}/QuantizeLinear"))
     _replace(graph, [node], nodes)
 
 

@@ -70,7 +70,17 @@ def test_auto_export_measures_and_records_every_layer(measured):
     # the kernel library travels even when no layer uses it, so `tune` can flip layers on the board
     assert manifest["kernel_library"]["path"] in manifest["files"]
     assert manifest["reference"]["gate"] == "parity"
-    assert {"reference/inputs.npy", "reference/reference.npy", "reference/float32_reference.npy"} <= set(manifest["files"])
+    kept = {"reference/inputs.npy", "reference/reference.npy", "reference/float32_reference.npy"}
+    assert kept <= set(manifest["files"])
+
+
+def test_profile_shows_the_choice_per_layer(measured):
+    result = CliRunner().invoke(main, ["profile", str(measured), "--runs", "1", "--warmup", "1", "--op-runs", "0"])
+    assert result.exit_code == 0, result.output
+    rows = layer_choices(open_artifact(measured).manifest)
+    assert "kernels: auto (measured), fp32, threads 1" in result.output
+    for row in rows:
+        assert f"| {row['name']} | {row['density']} | {row['choice']} |" in result.output
 
 
 def test_fp32_forms_convert_exactly_both_ways(measured):
@@ -133,6 +143,8 @@ def test_tune_refuses_an_artifact_without_a_recorded_choice(measured, tmp_path):
     assert layer_choices(open_artifact(artifact).manifest) == []
     with pytest.raises(ConfigError, match="records no per-layer kernel choice"):
         tune_artifact(artifact)
+    shown = CliRunner().invoke(main, ["profile", str(artifact), "--runs", "1", "--warmup", "1", "--op-runs", "0"])
+    assert shown.exit_code == 0 and "kernel choice not recorded" in shown.output
 
 
 def test_int8_ops_standard_uses_the_runtime_conv_and_cost_models_choose_per_target(tmp_path):
