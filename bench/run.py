@@ -15,6 +15,8 @@ Groups (docs/benchmarks.md says what each one means):
   LBRN-S 8 stacks int8 (our int8 export: QDQ + QTernaryConv) vs SHN 8 stacks int8 (the same export:
   plain QDQ) and SHN fp32, every int8 model calibrated on the same synthetic images.
 - saliency: CPD-LB vs CPD on the same backbone (VGG16, ResNet50), the paper's 352x352 input, ORT.
+- choice: the per-layer kernel choice (`export --kernels auto`) vs `--kernels ternary` and
+  `--kernels dense`, and vs SHN, LBRN-S 8 stacks fp32 and int8 at densities 0.5 and 0.1 (bench/choice.py).
 
 Within a group every contender runs once per round (interleaved), so machine load hits all alike;
 ratios are of medians (mins in brackets). The targets apply to the best backend. To add a
@@ -38,7 +40,7 @@ from common import (REPO, compare, describe_machine, format_comparison, header, 
 from kernel import kernel_comparisons
 from qkernel import TARGETS as QKERNEL_TARGETS, qsessions
 
-GROUPS = ("kernel", "block", "e2e", "int8", "saliency")
+GROUPS = ("kernel", "block", "e2e", "int8", "saliency", "choice")
 KERNEL_DENSITIES = (0.1, 0.5)
 # Densities of the density advice of `lbdeploy inspect`: the ones of the paper's Table 2.
 ADVICE_DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -51,8 +53,8 @@ INT8_KERNEL_TARGETS = QKERNEL_TARGETS  # QTernaryConv / QLinearConv, both channe
 INT8_E2E_TARGETS = {0.5: (0.80, 0.40), 0.1: (0.60, 0.30)}  # LBRN-S int8 / (SHN int8, SHN fp32)
 SALIENCY_SIZE = 352  # CPD's input (Wu et al.; the paper's Table 10)
 SALIENCY_BACKBONES = ("vgg16", "resnet50")
-# (kernel, block, e2e, int8, saliency) repeats; the int8 group's kernel rows take 5x its e2e rounds
-REPEATS = {"full": (50, 30, 10, 10, 10), "quick": (3, 3, 2, 2, 2)}
+# (kernel, block, e2e, int8, saliency, choice) repeats; the int8 group's kernel rows take 5x its e2e rounds
+REPEATS = {"full": (50, 30, 10, 10, 10, 10), "quick": (3, 3, 2, 2, 2, 2)}
 
 
 def run_kernel(args, library: str) -> tuple[list, list]:
@@ -316,6 +318,10 @@ def main(argv=None) -> int:
                 comparisons, group_bounds = run_int8(args, library, Path(tmp))
             elif group == "saliency":
                 comparisons, group_bounds = run_saliency(args, library, Path(tmp))
+            elif group == "choice":
+                from choice import run_choice
+
+                comparisons, group_bounds = run_choice(args, library, Path(tmp))
             else:
                 comparisons, group_bounds = run_e2e(args, library, Path(tmp))
             results += comparisons

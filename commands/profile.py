@@ -61,6 +61,19 @@ def _format_breakdown(result) -> str:
     return "\n".join(lines)
 
 
+def _format_kernels(result) -> str:
+    """Each ternary layer's kernel as the artifact records it (nothing for a model.pt)."""
+    from lbdeploy.exporters.kernel_choice import choice_table
+
+    manifest = result.target.manifest
+    if not manifest or manifest.get("backend") == "torch":
+        return ""
+    if "kernels" not in manifest:
+        note = "every ternary layer runs as our op" if manifest.get("custom_ops") else "no ternary op"
+        return f"\n{result.target.label}: kernel choice not recorded (exported before it existed): {note}"
+    return f"\n{result.target.label}: " + choice_table(manifest["kernels"])
+
+
 def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
     from tqdm import tqdm
 
@@ -136,6 +149,9 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
     click.echo(_format_table(report))
     for result in report.results:
         click.echo(_format_breakdown(result))
+        kernels = _format_kernels(result)
+        if kernels:
+            click.echo(kernels)
 
 
 COMMANDS = [profile]

@@ -50,7 +50,7 @@ def verify(artifact, backend, threads):
       lbdeploy verify out/
       lbdeploy --trusted-key signing-pub.pem verify out/
     """
-    from lbdeploy.runtime.verify import verify_artifact
+    from lbdeploy.exporters.verify import verify_artifact
 
     report = verify_artifact(artifact, backend=backend, threads=threads)
     for line in report.lines():

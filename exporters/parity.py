@@ -227,8 +227,7 @@ def torch_references(model, images: np.ndarray, names: list[str]) -> tuple[dict,
     return float64, float32
 
 
-def check_parity(model, run, names: list[str], task: str, input_size, mean, std, backend: str,
-                 keep: dict | None = None) -> ParityReport:
+def check_parity(model, run, names: list[str], task: str, input_size, mean, std, backend: str) -> ParityReport:
     """Run the gate.
 
     Args:
@@ -237,8 +236,6 @@ def check_parity(model, run, names: list[str], task: str, input_size, mean, std,
         names: output names in order; task: "pose", "saliency" or "classification".
         input_size, mean, std: from the checkpoint metadata.
         backend: what `run` executes, for the report.
-        keep: if given, filled with the first image's case for `lbdeploy verify`: "inputs" (the
-            normalized image), "reference" and "tolerance" ({output name: float64 array}).
     Returns:
         The report; the caller decides whether a failure is fatal.
     Raises:
@@ -250,8 +247,5 @@ def check_parity(model, run, names: list[str], task: str, input_size, mean, std,
     images = normalize(pixels, {"mean": list(mean), "std": list(std)})
     reference, float32_reference = torch_references(model, images, names)
     outputs = run(images)
-    if keep is not None:
-        keep.update(inputs=images[:1], reference={n: reference[n][:1] for n in names},
-                    tolerance={n: map_tolerance(reference[n][:1], float32_reference[n][:1]) for n in names})
     info = {"images": kinds, "input_size": list(input_size)}
     return compare(reference, float32_reference, outputs, task, backend, info)

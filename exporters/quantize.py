@@ -33,14 +33,12 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from lbdeploy.backends import BACKENDS
-from lbdeploy.errors import CalibrationError, ConfigError, ExportError
+from lbdeploy.errors import CalibrationError, ExportError
 
 PRECISION = "int8"
 PRECISIONS = ("int8",)
@@ -54,6 +52,11 @@ QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantiz
 # the runtime runs its int8 convs channels-last; TVM's kernel is NCHW.
 LAYOUTS = {"ort": "NHWC", "tvm": "NCHW"}
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def ternary_layout(backend: str) -> str:
+    """QTernaryConv's memory order in an int8 graph for `backend` (LAYOUTS; NCHW for any other)."""
+    return LAYOUTS.get(backend, "NCHW")
 
 
 @contextlib.contextmanager
@@ -167,6 +170,26 @@ def _consumers(graph) -> dict:
     return found
 
 
+def qternary_nodes(inputs: list[str], output: str, attrs, prefix: str, layout: str = "NCHW") -> list:
+    """The nodes of one QTernaryConv from the NCHW tensor `inputs[0]` to the NCHW tensor `output`.
+
+    NCHW: the op alone. NHWC: the op channels-last between Transpose(NCHW -> NHWC) and
+    Transpose(NHWC -> NCHW), named `<prefix>/ToNHWC` and `<prefix>/ToNCHW`, which ONNX Runtime's
+    transpose optimizer cancels against its channels-last neighbours.
+    """
+    from onnx import helper
+
+    from lbdeploy.ops.qonnx_schema import make_node
+    from lbdeploy.ops.qternary_conv import OP_TYPE
+
+    if layout != "NHWC":
+        return [make_node(inputs, [output], attrs, name=f"{prefix}/{OP_TYPE}")]
+    x, y = f"{prefix}.x_nhwc", f"{prefix}.y_nhwc"
+    return [helper.make_node("Transpose", [inputs[0]], [x], name=f"{prefix}/ToNHWC", perm=TO_NHWC),
+            make_node([x, *inputs[1:]], [y], attrs, name=f"{prefix}/{OP_TYPE}", layout=layout),
+            helper.make_node("Transpose", [y], [output], name=f"{prefix}/ToNCHW", perm=TO_NCHW)]
+
+
 def fuse_ternary(model, ternary: dict, layout: str = "NCHW") -> int:
     """Rewrite DQ -> Conv(ternary) [-> Relu] -> Q into one QTernaryConv on the uint8 tensors, in place.
 
@@ -184,8 +207,7 @@ def fuse_ternary(model, ternary: dict, layout: str = "NCHW") -> int:
         return 0
     from onnx import helper, numpy_helper
 
-    from lbdeploy.ops.qonnx_schema import make_node
-    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_VERSION
     from lbdeploy.ops.ternary_conv import DOMAIN
 
     graph = model.graph
@@ -213,15 +235,8 @@ def fuse_ternary(model, ternary: dict, layout: str = "NCHW") -> int:
         graph.initializer.extend([numpy_helper.from_array(op.packed.numpy(), packed),
                                   numpy_helper.from_array(op.scale.numpy().astype(np.float32), scale),
                                   numpy_helper.from_array(op.bias.numpy().astype(np.float32), bias)])
-        x, y = x_dq.input[0], y_q.output[0]
-        fused_nodes = []
-        if layout == "NHWC":
-            x, y = f"{prefix}.x_nhwc", f"{prefix}.y_nhwc"
-            fused_nodes.append(helper.make_node("Transpose", [x_dq.input[0]], [x], name=f"{prefix}/ToNHWC", perm=TO_NHWC))
-        fused_nodes.append(make_node([x, x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
-                                     [y], op.attrs, name=f"{prefix}/{OP_TYPE}", layout=layout))
-        if layout == "NHWC":
-            fused_nodes.append(helper.make_node("Transpose", [y], [y_q.output[0]], name=f"{prefix}/ToNCHW", perm=TO_NCHW))
+        fused_nodes = qternary_nodes([x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1],
+                                      y_q.input[2]], y_q.output[0], op.attrs, prefix, layout)
         added.append((conv, fused_nodes))
         bias_dq = producer.get(conv.input[2]) if len(conv.input) > 2 else None
         removed.update(id(node) for node in [*chain, y_q, weight_dq, bias_dq] if node is not None)
@@ -313,74 +328,6 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     onnx.save(quantized, str(path))
     return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms,
                    "ternary_layout": layout}
-
-
-def _custom_ops(custom: bool) -> list[dict]:
-    if not custom:
-        return []
-    from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
-    from lbdeploy.ops.ternary_conv import DOMAIN
-
-    return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
-
-
-@dataclass
-class Int8Export:
-    """The int8 part of `lbdeploy.exporters.export.export_model`: calibration images, the int8 graph, the
-    manifest sections and the accuracy gate on the held-out images.
-
-    Build it with `Int8Export.prepare(...)` before anything is written (bad calibration data fails
-    early), then `write`, `manifest` and `gate` inside the export.
-    """
-
-    options: object  # exporters.calibration.CalibrationOptions
-    images: object  # exporters.calibration.CalibrationSet
-    layout: str = LAYOUTS["ort"]  # QTernaryConv's memory order for the backend
-    quantization: dict = field(default_factory=dict)
-
-    @classmethod
-    def prepare(cls, precision: str, backend: str, options, ckpt, input_size, progress) -> "Int8Export":
-        """Check the options and read the calibration and held-out images.
-
-        Raises:
-            ConfigError: an unknown precision or a backend without int8 graphs;
-            CalibrationError: unusable calibration data.
-        """
-        from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
-
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        able = [name for name, spec in BACKENDS.items() if precision in spec.precisions]
-        if backend not in able:
-            raise ConfigError(f"--quantize {precision} runs on the {' or '.join(able)} backend, not {backend!r}; "
-                              "drop --backend or --quantize")
-        options = options or CalibrationOptions()
-        options.check()
-        progress(f"reading {options.images} calibration images from {options.data}")
-        meta = ckpt.metadata
-        spec = {"pixel_scale": meta.get("pixel_scale", 1.0 / 255.0), "mean": meta.get("mean", (0.0, 0.0, 0.0)),
-                "std": meta.get("std", (1.0, 1.0, 1.0))}
-        return cls(options, load_calibration(options, input_size, spec), LAYOUTS.get(backend, "NCHW"))
-
-    def write(self, model, path: Path, task: str, opset: int, progress) -> tuple[list[str], bool]:
-        """Write the int8 model.onnx; returns (output names, whether it holds our custom op)."""
-        input_size = tuple(self.images.calibration.shape[2:])
-        names, self.quantization = quantize_onnx(model, path, input_size, task, self.images.calibration,
-                                                 self.options.method, opset, progress, self.layout)
-        return names, self.quantization["ternary_convs"] > 0
-
-    def manifest(self) -> dict:
-        """The manifest fields of an int8 artifact: precision, ops, custom_ops and quantization."""
-        custom = self.quantization["ternary_convs"] > 0
-        details = {key: value for key, value in self.quantization.items() if key != "precision"}
-        return {"precision": PRECISION, "ops": "custom" if custom else "standard", "custom_ops": _custom_ops(custom),
-                "quantization": {**details, "calibration": self.options.to_dict(len(self.images.held_out))}}
-
-    def gate(self, model, run, names: list[str], task: str, backend: str):
-        """The int8 accuracy gate (exporters.accuracy) on the held-out images."""
-        from lbdeploy.exporters.accuracy import check_accuracy
-
-        return check_accuracy(model, run, names, task, self.images.held_out, backend)
 
 
 def float_outputs(model) -> int:

@@ -57,11 +57,9 @@ _SCHEMA = {
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
     "pose": ((dict,), False), "saliency": ((dict,), False), "tvm": ((dict,), False), "tensorrt": ((dict,), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
-    "quantization": ((dict,), False), "accuracy": ((dict,), False), "reference": ((dict,), False),
+    "quantization": ((dict,), False), "accuracy": ((dict,), False), "kernels": ((dict,), False),
+    "reference": ((dict,), False),
 }
-# The stored reference of `lbdeploy verify` (runtime/verify.py): one input and the outputs it must give.
-REFERENCE_INPUTS = "reference/inputs.npz"
-REFERENCE_OUTPUTS = "reference/outputs.npz"
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
 
@@ -155,9 +153,17 @@ def _check_nested(manifest: dict) -> None:
         _require(library.get("path"), (str,), "kernel_library.path")
     for index, op in enumerate(manifest.get("custom_ops", [])):
         _require(op, (dict,), f"custom_ops[{index}]")
-    for key in ("inputs", "outputs"):
-        if "reference" in manifest:
-            _require(manifest["reference"].get(key), (str,), f"reference.{key}")
+    for index, layer in enumerate(_require(manifest.get("kernels", {}).get("layers", []), (list,), "kernels.layers")):
+        _require(layer, (dict,), f"kernels.layers[{index}]")
+        _require(layer.get("name"), (str,), f"kernels.layers[{index}].name")
+        if layer.get("choice") not in ("ternary", "dense"):
+            raise ArtifactError(f"manifest field 'kernels.layers[{index}].choice' must be \"ternary\" or \"dense\"; "
+                                "re-export the model")
+    reference = manifest.get("reference")
+    if reference is not None:
+        _require(reference.get("inputs"), (str,), "reference.inputs")
+        for key, relative in _require(reference.get("arrays"), (dict,), "reference.arrays").items():
+            _require(relative, (str,), f"reference.arrays.{key}")
 
 
 def _check_pose(manifest: dict) -> None:

@@ -34,6 +34,8 @@ class BackendSpec:
         exporter: "module:Class" of the export step; None: runs model.pt files, not artifacts.
         exports_here: an artifact for this machine can be exported on the fly (eval/profile --compare).
         precisions: the `--quantize` precisions its artifacts can hold besides float32.
+        ops: which ternary convs it runs: "custom" (our op only), "standard" (the ONNX Conv only, so
+            every layer is exported dense) or "both" (`export --ops` and `--kernels` choose).
     """
 
     name: str
@@ -43,6 +45,7 @@ class BackendSpec:
     exporter: str | None = None
     exports_here: bool = False
     precisions: tuple[str, ...] = ()
+    ops: str = "both"
 
     def load_runtime(self):
         """Import and return the runtime class.

@@ -309,7 +309,7 @@ def demo_artifacts(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo")
-    return {target: export_model(DEMO_MODEL, folder / target, target=target) and folder / target
+    return {target: export_model(DEMO_MODEL, folder / target, target=target, kernels="ternary") and folder / target
             for target in ("arm64", "x86")}
 
 
@@ -346,7 +346,8 @@ def demo_int8_artifacts(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo-int8")
-    return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8") and folder / target
+    return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8", kernels="ternary")
+                    and folder / target
             for target in ("arm64", "x86")}
 
 

@@ -36,7 +36,7 @@ def _checkpoint(tmp_path, name, **overrides):
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_preset_exports_and_passes_parity(tmp_path, name):
-    manifest = export_model(_checkpoint(tmp_path, name), tmp_path / "out", target="onnx")
+    manifest = export_model(_checkpoint(tmp_path, name), tmp_path / "out", target="onnx", kernels="ternary")
     assert manifest["parity"]["passed"]
     model = onnx.load(tmp_path / "out" / "model.onnx")
     check_onnx(model)
@@ -49,7 +49,7 @@ def test_every_preset_exports_and_passes_parity(tmp_path, name):
 
 
 def test_manifest_contents_and_checksums(tmp_path):
-    manifest = export_model(_checkpoint(tmp_path, "lbrn-s"), tmp_path / "out", target="x86")
+    manifest = export_model(_checkpoint(tmp_path, "lbrn-s"), tmp_path / "out", target="x86", kernels="ternary")
     saved = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert saved == manifest
     for key in ("format_version", "arch", "config", "input", "outputs", "pose", "target", "backend", "opset",
@@ -60,7 +60,8 @@ def test_manifest_contents_and_checksums(tmp_path):
     assert saved["pose"]["heatmap_stride"] == 4 and len(saved["pose"]["flip_pairs"]) == 6
     assert saved["custom_ops"] == [{"domain": "ai.lbdeploy", "op_type": "TernaryConv", "version": 1}]
     assert saved["kernel_library"] == {"path": "kernels/libternary_ort.so", "arch": "x86_64"}
-    assert set(saved["files"]) == {"model.onnx", "kernels/libternary_ort.so"}
+    assert set(saved["files"]) == {"model.onnx", "kernels/libternary_ort.so", "reference/inputs.npy",
+                                   "reference/reference.npy", "reference/float32_reference.npy"}
     for rel, digest in saved["files"].items():
         assert file_sha256(tmp_path / "out" / rel) == digest
     report = saved["parity"]
@@ -71,7 +72,7 @@ def test_manifest_contents_and_checksums(tmp_path):
 def one_stack_artifact(tmp_path_factory) -> Path:
     """A 1-stack LBRN-S exported for the default target, shared by the tests that only read it."""
     tmp = tmp_path_factory.mktemp("one-stack")
-    export_model(_checkpoint(tmp, "lbrn-s", stacks=1), tmp / "out")
+    export_model(_checkpoint(tmp, "lbrn-s", stacks=1), tmp / "out", kernels="ternary")
     return tmp / "out"
 
 
@@ -216,7 +217,7 @@ def test_arm64_saliency_artifact_runs_in_the_emulated_lane_like_on_x86(tmp_path,
     ckpt = _checkpoint(tmp_path, "cpd-lb")
     arm = export_model(ckpt, tmp_path / "arm", target="arm64")
     assert arm["task"] == "saliency" and arm["kernel_library"]["arch"] == "aarch64" and arm["parity"]["passed"]
-    export_model(ckpt, tmp_path / "x86", target="x86")
+    export_model(ckpt, tmp_path / "x86", target="x86", kernels="ternary")
     x = np.random.default_rng(1).standard_normal((1, 3, 64, 64)).astype(np.float32)
     expected = create_backend("auto", *open_artifact(tmp_path / "x86")).run({"image": x})["saliency"]
     on_arm = run_artifact_emulated(tmp_path / "arm", x)["saliency"]

@@ -302,7 +302,8 @@ def _export_demo(out: Path) -> dict:
     from lbdeploy.exporters.calibration import CalibrationOptions
     from lbdeploy.exporters.export import export_model
 
-    return export_model(DEMO, out, target="x86", quantize="int8", calibration=CalibrationOptions(images=16))
+    return export_model(DEMO, out, target="x86", quantize="int8", calibration=CalibrationOptions(images=16),
+                        kernels="ternary")
 
 
 def test_gate_passes_on_demo_and_runtime_takes_the_artifact(tmp_path, with_qternary):

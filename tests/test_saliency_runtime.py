@@ -34,7 +34,7 @@ def artifact(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     out = tmp_path_factory.mktemp("cpd") / "out"
-    export_model(DEMO, out, target="x86")
+    export_model(DEMO, out, target="x86", kernels="ternary")
     return out
 
 

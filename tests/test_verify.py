@@ -1,4 +1,4 @@
-"""`lbdeploy verify` (runtime/verify.py): hashes, containment, signature and the stored reference
+"""`lbdeploy verify` (exporters/verify.py): hashes, containment, signature and the stored reference
 outputs of a real export, re-checked without PyTorch."""
 
 import json
@@ -16,7 +16,7 @@ from lbdeploy.checkpoint import save_checkpoint
 from lbdeploy.cli import main
 from lbdeploy.exporters.export import export_model
 from lbdeploy.models import build_model
-from lbdeploy.runtime.verify import verify_artifact
+from lbdeploy.exporters.verify import verify_artifact
 
 REPO = Path(__file__).resolve().parent.parent
 

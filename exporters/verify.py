@@ -6,9 +6,9 @@ No PyTorch is needed. In order:
 2. the manifest's schema, every listed file inside the folder and matching its sha256, every
    loadable file listed (`lbdeploy.artifact.open_artifact`);
 3. files in the folder that the manifest does not list (reported; they are never loaded);
-4. the stored reference (reference/inputs.npz, reference/outputs.npz, written by the exporter's
-   parity gate): the artifact's backend runs the input here and every output must lie within its
-   stored elementwise tolerance of PyTorch's float64 output.
+4. the stored reference (`reference/`, written by the export's gate, exporters/reference.py): the
+   artifact's backend runs the stored inputs here and the final output must pass the export's gate
+   rule (parity for fp32, accuracy for int8) against PyTorch's stored output.
 
 Library use, e.g. after a command rewrote an artifact: `verify_artifact(path).ok`.
 """
@@ -20,7 +20,6 @@ from pathlib import Path
 
 from lbdeploy.artifact import open_artifact, stray_entries
 from lbdeploy.errors import LbdeployError
-from lbdeploy.runtime.verified import private_copies
 
 
 @dataclass(frozen=True)
@@ -53,42 +52,19 @@ class VerifyReport:
         return [finding.line() for finding in self.findings]
 
 
-def _load_npz(path: Path) -> dict:
-    import numpy as np
-
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
-
-
 def _reference(root: Path, manifest: dict, backend: str, threads: int | None) -> Finding:
-    """Run the stored reference input on the artifact's backend and compare with the stored outputs."""
-    import numpy as np
-
+    """Run the stored reference inputs on the artifact's backend and apply the export's gate rule."""
+    from lbdeploy.exporters.reference import check_reference
     from lbdeploy.runtime.backends import create_backend
 
-    section = manifest.get("reference")
-    if not section:
-        return Finding("reference outputs", True, "none stored (an int8 export, or one made before lbdeploy "
-                                                  "stored them): hashes only")
-    with private_copies(root, manifest["files"], [section["inputs"], section["outputs"]], "reference file") as copies:
-        try:
-            inputs, expected = _load_npz(copies[section["inputs"]]), _load_npz(copies[section["outputs"]])
-        except (OSError, ValueError) as err:
-            return Finding("reference outputs", False, f"unreadable reference file ({err})")
+    if not manifest.get("reference"):
+        return Finding("reference outputs", True, "none stored (an artifact made before lbdeploy stored them): "
+                                                  "hashes only")
     runner = create_backend(backend, root, manifest, threads=threads)
-    outputs = runner.run({runner.input_names[0]: inputs["image"].astype(np.float32)})
-    worst, worst_name = 0.0, None
-    for name, reference in expected.items():
-        if name.endswith(".tolerance"):
-            continue
-        if name not in outputs or np.shape(outputs[name]) != reference.shape:
-            return Finding("reference outputs", False, f"output {name!r} is missing or has another shape")
-        ratio = np.nan_to_num(np.abs(outputs[name].astype(np.float64) - reference) / expected[f"{name}.tolerance"],
-                              nan=np.inf)
-        if ratio.max() >= worst:
-            worst, worst_name = float(ratio.max()), name
-    detail = f"worst error/tolerance {worst:.2e} ({worst_name}) on {getattr(runner, 'name', backend)}"
-    return Finding("reference outputs", worst <= 1.0, detail)
+    name = getattr(runner, "name", backend)
+    report = check_reference(root, manifest, lambda images: runner.run({runner.input_names[0]: images}), name)
+    return Finding("reference outputs", report.passed, f"{manifest['reference']['gate']} rule on {name}: "
+                                                       + report.summary().splitlines()[0])
 
 
 def verify_artifact(artifact_dir, trusted_key=None, backend: str = "auto", threads: int | None = None) -> VerifyReport:
