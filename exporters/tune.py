@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from lbdeploy.artifact import MANIFEST_NAME, MODEL_FILE, SIGNATURE_NAME, contained_path, open_artifact, write_manifest
+from lbdeploy.artifact import MODEL_FILE, contained_path, list_files, open_artifact, write_manifest
 from lbdeploy.errors import ArtifactError, ConfigError, ExportError
 from lbdeploy.exporters.atomic import atomic_folder
 from lbdeploy.exporters.export import graph_custom_ops
@@ -64,9 +64,9 @@ def tune_artifact(artifact_dir, threads: int | None = None,
     library = contained_path(root, manifest["kernel_library"]["path"], "kernel library")
     known = [row["name"] for row in layer_choices(manifest)]
     with atomic_folder(Path(artifact_dir), force=True) as work:
-        for entry in root.iterdir():
-            if entry.name not in (MANIFEST_NAME, SIGNATURE_NAME):  # a signature would no longer match: re-sign
-                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, work / entry.name)
+        for relative in manifest["files"]:  # the signature is not copied: it would no longer match (re-sign)
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(contained_path(root, relative, "artifact file"), work / relative)
         shape = [1, *manifest["input"]["shape"][1:]]
         choice = choose_forms(work / MODEL_FILE, manifest.get("precision", "fp32"), "auto", "custom", target, "ort",
                               threads=threads, input_shape=shape, library=library, known=known, progress=progress)
@@ -76,6 +76,7 @@ def tune_artifact(artifact_dir, threads: int | None = None,
         if "quantization" in updated:
             updated["quantization"] = {**updated["quantization"],
                                        "ternary_convs": sum(row["choice"] == "ternary" for row in choice["layers"])}
+        updated["files"] = list_files(work)  # model.onnx changed: the re-check loads what is there now
         progress("re-checking the outputs against the artifact's reference")
         backend = OrtBackend(work, updated, threads=threads)
         report = check_reference(work, updated, lambda images: backend.run({backend.input_names[0]: images}),
