@@ -46,7 +46,7 @@ ADD_OPCODES = {"FADD": 1, "HADD2": 2, "HFMA2": 2}
 LOAD_OPCODES = ("LDS",)
 BARRIER_OPCODES = ("BAR",)
 # The kernel's constants (ternary_conv.cu) that the estimate needs.
-THREADS, OC_WARP, PIXELS, POSITIONS, MAX_TW, MAX_CHANNEL_CHUNK, SMEM_BUDGET = 256, 8, 8, 256, 32, 8, 48 * 1024
+THREADS, OC_WARP, PIXELS, POSITIONS, MAX_TW, MAX_CHANNEL_CHUNK, SMEM_BUDGET = 256, 8, 16, 512, 32, 8, 48 * 1024
 # Byte offset of lane L's first position in the staged tile (Lane<T>::position(L, 0) * sizeof(T)).
 LANE_POSITIONS = {"float": lambda lane: 16 * lane, "half": lambda lane: 16 * lane}
 _LDS_ADDRESS = re.compile(r"\[R\d+(?:\+(0x[0-9a-f]+))?\]")
