@@ -237,13 +237,14 @@ class Plan:
 
 
 def plan(cin: int, ow: int, kh: int = 3, kw: int = 3) -> Plan:
-    """Mirror of make_plan for stride 1, dilation 1, group 1."""
+    """Mirror of make_plan for a square map, stride 1, dilation 1, group 1."""
     tw = 8
     while tw < MAX_TW and tw < ow:
         tw *= 2
-    rows = POSITIONS // tw
+    rows = min(POSITIONS // tw, ow)  # square maps: oh = ow
     pr = kw * (rows + kh - 1)
-    chunk = min(MAX_CHANNEL_CHUNK, (SMEM_BUDGET - 8 * pr) // (4 * pr * tw), cin)
+    slack = 4 * POSITIONS if rows * tw < POSITIONS else 0
+    chunk = min(MAX_CHANNEL_CHUNK, (SMEM_BUDGET - 8 * pr - slack) // (4 * pr * tw), cin)
     return Plan(tw, rows, pr, chunk, math.ceil(cin / chunk))
 
 

@@ -55,10 +55,11 @@ constexpr int MAX_CHANNEL_CHUNK = 8;     // input channels staged at once (float
 constexpr int SMEM_BUDGET = 48 * 1024;   // bytes of dynamic shared memory a block may use (no opt-in)
 constexpr int PREPARE_THREADS = 128;     // threads per block of the tap-list kernel
 constexpr int LIST_SLACK = 4;            // int32 entries after the last list (walk reads whole int4s)
+constexpr int SLACK_BYTES = POSITIONS * 4;  // shared memory after a short map's tile (its lanes read past it)
 
 struct LaunchPlan {
     int tw, tw_shift;  // tile row width (power of two) and its log2
-    int rows;          // output rows per tile: POSITIONS / tw
+    int rows;          // output rows per tile: POSITIONS / tw, or oh when that is fewer
     int tiles_x;       // tiles per output row
     int hr;            // rows per staged plane: rows + (kh - 1) * dh / sh
     int pr;            // plane rows per input channel: kw * sh * hr
@@ -397,13 +398,17 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
         plan->tw *= 2;
         plan->tw_shift += 1;
     }
-    plan->rows = POSITIONS / plan->tw;
+    // A map shorter than a tile is staged only over its own rows; the positions past them read the
+    // slack after the tile (SLACK_BYTES) and are never stored.
+    plan->rows = POSITIONS / plan->tw < g->oh ? POSITIONS / plan->tw : g->oh;
     plan->tiles_x = (g->ow + plan->tw - 1) / plan->tw;
     plan->hr = plan->rows + static_cast<int>(reach_h / g->stride_h);
     plan->pr = g->kw * g->stride_h * plan->hr;
     const size_t plane_bytes = sizeof(float) * static_cast<size_t>(plan->pr) * plan->tw;
     const size_t fixed = sizeof(int32_t) * 2 * static_cast<size_t>(plan->pr);  // the plane-row table
-    const size_t fit = SMEM_BUDGET > fixed ? (SMEM_BUDGET - fixed) / plane_bytes : 0;
+    const bool short_map = plan->rows * plan->tw < POSITIONS;
+    const size_t reserved = fixed + (short_map ? SLACK_BYTES : 0);
+    const size_t fit = SMEM_BUDGET > reserved ? (SMEM_BUDGET - reserved) / plane_bytes : 0;
     plan->chunk = static_cast<int>(fit < static_cast<size_t>(MAX_CHANNEL_CHUNK) ? fit : MAX_CHANNEL_CHUNK);
     plan->chunk = plan->chunk < cin_g ? plan->chunk : cin_g;
     if (plan->chunk < 1) {
@@ -412,7 +417,7 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
     plan->chunks = (cin_g + plan->chunk - 1) / plan->chunk;
     plan->capacity = (plan->chunk * taps + 3) / 4 * 4 + 4;
     plan->tile_bytes = static_cast<int>(plane_bytes * plan->chunk);
-    plan->smem = static_cast<size_t>(plan->tile_bytes) + fixed;
+    plan->smem = static_cast<size_t>(plan->tile_bytes) + reserved;
     const long long counts = 2LL * g->cout * plan->chunks;
     plan->count_words = static_cast<int>((counts + 3) / 4 * 4);
     const long long tiles = static_cast<long long>((g->oh + plan->rows - 1) / plan->rows) * plan->tiles_x;
