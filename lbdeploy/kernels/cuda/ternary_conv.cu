@@ -7,8 +7,9 @@
  * no list, so the conv's work follows the density, and a zero tap reads nothing (NaN rule of
  * docs/ops/TernaryConv.md).
  *
- * Work split: a block of 8 warps computes POSITIONS flat output positions (TW columns x 512/TW rows,
- * TW a power of two <= 32, so a block of a narrow map covers whole rows) for OC_BLOCK output channels
+ * Work split: a block of 8 warps computes POSITIONS flat output positions (TW columns x 512/TW rows, or
+ * all of a shorter map's rows; TW a power of two <= 32, so a block of a narrow map covers whole rows)
+ * for OC_BLOCK output channels
  * of one image and group; each warp owns OC_WARP of those channels, each lane PIXELS positions (so a
  * lane keeps OC_WARP x PIXELS = 128 float32 sums in registers, and its per-list and per-chunk work is
  * shared by 128 outputs).
@@ -22,8 +23,9 @@
  * Staging writes consecutive elements from consecutive threads (conflict-free stores) and costs a few
  * instructions per element, shared by the OC_BLOCK channels of the block.
  *
- * Inner loop: every lane walks the same list (the offsets are warp-uniform: each LDS.128 of 4 offsets
- * is a broadcast) and per tap issues one address add, the 16-byte input loads and one add per output.
+ * Inner loop: every lane walks the same list (the offsets are warp-uniform: each 16-byte global load
+ * of 4 offsets is one broadcast, through the read-only path, so no shared load is spent on offsets)
+ * and per tap issues one address add, the 16-byte input loads and one add per output.
  * float32: 16 positions as four quads 128 positions apart (four LDS.128, 16 FADD per tap). float16: 16
  * positions as two runs of 8, 256 apart (two LDS.128, 8 HADD2: two outputs per instruction); each
  * (channel, chunk) sum, at most chunk * kh * kw taps, is then added to float32 accumulators, so rounding
