@@ -436,8 +436,11 @@ def load_tvm_ptx(folder: Path, tvm: dict) -> dict:
         ptx = re.sub(r"^\.target \S+", f".target {arch}", ptx, count=1, flags=re.M)
     cuda = ctypes.CDLL("libcuda.so.1")
     context = ctypes.c_void_p()
-    assert cuda.cuInit(0) == 0 and cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), 0) == 0
-    assert cuda.cuCtxSetCurrent(context) == 0
+    for call, status in (("cuInit", cuda.cuInit(0)),
+                         ("cuDevicePrimaryCtxRetain", cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), 0)),
+                         ("cuCtxSetCurrent", cuda.cuCtxSetCurrent(context))):
+        if status != 0:
+            return {"ok": False, "arch": arch, "error": f"{call} returned {status}"}
     module = ctypes.c_void_p()
     log = ctypes.create_string_buffer(8192)
     options = (ctypes.c_int * 2)(5, 6)  # CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
@@ -524,6 +527,25 @@ def environment() -> dict:
     return info
 
 
+def guarded(step):
+    """step()'s result, or {"ok": False, "error": ...} when it raises: one failing part (a lease is short)
+    must not lose the others' results."""
+    import traceback
+
+    try:
+        return step()
+    except Exception as err:  # noqa: BLE001 - reported in the JSON, the run goes on
+        traceback.print_exc()
+        return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+
+
+def passed(result) -> bool:
+    """Whether a step's result (a dict with "ok", or a list of per-case records) passed."""
+    if isinstance(result, dict):
+        return bool(result.get("ok"))
+    return all(record[key]["ok"] for record in result for key in ("fp32", "fp16", "cudnn_fp32") if key in record)
+
+
 def run(inputs: Path, work: Path) -> dict:
     """The checks on the GPU (see the module doc)."""
     import torch
@@ -532,14 +554,13 @@ def run(inputs: Path, work: Path) -> dict:
     torch.backends.cudnn.allow_tf32 = False  # the dense references are compared at 1e-4: no TF32
     index = json.loads((inputs / "index.json").read_text())
     gpu = GpuKernel(build_kernel(work, "native"))
-    report = {"vectors": check_cases(gpu, inputs, index["vectors"]),
-              "lbrn_s_layers": check_cases(gpu, inputs, index["layers"])}
-    report["tvm_ptx"] = load_tvm_ptx(inputs, index["tvm"])
-    report["plugin"] = drive_plugin(inputs, work, index["layers"][0], index, dry_run=False)
-    report["timings"] = time_against_cudnn(gpu, [tuple(s) for s in index["timing_shapes"]])
-    numerics = [r[k]["ok"] for r in report["vectors"] + report["lbrn_s_layers"] for k in ("fp32", "fp16", "cudnn_fp32")
-                if k in r]
-    report["ok"] = bool(all(numerics) and report["tvm_ptx"]["ok"] and report["plugin"]["ok"])
+    report = {"vectors": guarded(lambda: check_cases(gpu, inputs, index["vectors"])),
+              "lbrn_s_layers": guarded(lambda: check_cases(gpu, inputs, index["layers"])),
+              "tvm_ptx": guarded(lambda: load_tvm_ptx(inputs, index["tvm"])),
+              "plugin": guarded(lambda: drive_plugin(inputs, work, index["layers"][0], index, dry_run=False)),
+              "timings": guarded(lambda: time_against_cudnn(gpu, [tuple(s) for s in index["timing_shapes"]]))}
+    report["ok"] = all(passed(report[key]) for key in ("vectors", "lbrn_s_layers", "tvm_ptx", "plugin")) and \
+        isinstance(report["timings"], list)
     return report
 
 

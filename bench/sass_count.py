@@ -46,7 +46,7 @@ ADD_OPCODES = {"FADD": 1, "HADD2": 2, "HFMA2": 2}
 LOAD_OPCODES = ("LDS",)
 BARRIER_OPCODES = ("BAR",)
 # The kernel's constants (ternary_conv.cu) that the estimate needs.
-THREADS, OC_WARP, PIXELS, POSITIONS, MAX_TW, MAX_CHANNEL_CHUNK, SMEM_BUDGET = 256, 8, 8, 256, 32, 8, 48 * 1024
+THREADS, OC_WARP, PIXELS, POSITIONS, MAX_TW, MAX_CHANNEL_CHUNK, SMEM_BUDGET = 256, 8, 16, 512, 32, 8, 48 * 1024
 # Byte offset of lane L's first position in the staged tile (Lane<T>::position(L, 0) * sizeof(T)).
 LANE_POSITIONS = {"float": lambda lane: 16 * lane, "half": lambda lane: 16 * lane}
 _LDS_ADDRESS = re.compile(r"\[R\d+(?:\+(0x[0-9a-f]+))?\]")
@@ -237,13 +237,14 @@ class Plan:
 
 
 def plan(cin: int, ow: int, kh: int = 3, kw: int = 3) -> Plan:
-    """Mirror of make_plan for stride 1, dilation 1, group 1."""
+    """Mirror of make_plan for a square map, stride 1, dilation 1, group 1."""
     tw = 8
     while tw < MAX_TW and tw < ow:
         tw *= 2
-    rows = POSITIONS // tw
+    rows = min(POSITIONS // tw, ow)  # square maps: oh = ow
     pr = kw * (rows + kh - 1)
-    chunk = min(MAX_CHANNEL_CHUNK, (SMEM_BUDGET - 8 * pr) // (4 * pr * tw), cin)
+    slack = 4 * POSITIONS if rows * tw < POSITIONS else 0
+    chunk = min(MAX_CHANNEL_CHUNK, (SMEM_BUDGET - 8 * pr - slack) // (4 * pr * tw), cin)
     return Plan(tw, rows, pr, chunk, math.ceil(cin / chunk))
 
 

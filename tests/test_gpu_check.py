@@ -36,6 +36,17 @@ def test_case_geometry_follows_onnx_conv_and_the_kernel_struct():
     assert len(fields) == len(gpu_check.Geometry._fields_)
 
 
+def test_a_failing_step_is_reported_and_fails_the_run():
+    def broken():
+        raise RuntimeError("lbd_ternary_conv_run returned 1")
+
+    result = gpu_check.guarded(broken)
+    assert result == {"ok": False, "error": "RuntimeError: lbd_ternary_conv_run returned 1"}
+    assert not gpu_check.passed(result) and gpu_check.passed({"ok": True})
+    good = {"case": "a", "fp32": {"ok": True}, "fp16": {"ok": True}}
+    assert gpu_check.passed([good]) and not gpu_check.passed([good, {**good, "cudnn_fp32": {"ok": False}}])
+
+
 @pytest.mark.slow  # prepares ORT references and a TVM module, builds the kernel and the plugin (a few minutes)
 @pytest.mark.skipif(shutil.which("nvcc") is None and not Path("/usr/local/cuda/bin/nvcc").exists(),
                     reason="nvcc (CUDA toolkit) not installed")

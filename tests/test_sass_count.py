@@ -34,8 +34,8 @@ def test_every_conv_kernel_has_one_hottest_tap_loop(functions):
         assert opcodes[-1] == "BRA" and "BAR" not in opcodes
         adds = [i for i in loop.body if i.taps]
         pairs = sass_count.element_type(function) == "half"
-        # 8 positions per lane and 16 list entries per pass: 128 output taps, as FADDs or fp16 pair adds.
-        assert loop.taps % 128 == 0 and len(adds) == (loop.taps // 2 if pairs else loop.taps)
+        # PIXELS positions per lane and 16 list entries per pass: as FADDs or fp16 pair adds.
+        assert loop.taps % (16 * sass_count.PIXELS) == 0 and len(adds) == (loop.taps // 2 if pairs else loop.taps)
         assert {i.base for i in adds} <= ({"HADD2", "HFMA2"} if pairs else {"FADD"})
 
 
@@ -50,7 +50,7 @@ def test_hot_loops_read_the_tile_with_conflict_free_16_byte_loads(functions):
         assert sass_count.loop_wavefronts(loop, element) == 4 * len(loads)  # 512 bytes per warp load
         positions_per_load = 4 if element == "float" else 8
         assert len(loads) * positions_per_load == loop.taps
-        assert loop.global_loads * 32 == loop.taps  # one 16-byte load of 4 offsets per 4 entries x 8 positions
+        assert loop.global_loads * 4 * sass_count.PIXELS == loop.taps  # one 16-byte load of 4 offsets per 4 entries
 
 
 def test_dynamic_estimate_follows_the_density(functions):

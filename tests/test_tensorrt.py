@@ -401,6 +401,42 @@ def test_cuda_kernel_source_matches_vectors_on_cpu_emulation(emulated_kernel, pa
     np.testing.assert_allclose(y.astype(np.float32), expected.astype(np.float32), **tolerance)
 
 
+# Maps larger than one tile (512 positions, rows of up to 32 columns) and more than one block of 64 output
+# channels: the shared vectors are all smaller. (name, x shape, cout, kernel, stride, pad, dilation, group)
+LARGE_CASES = [
+    ("tiles_3x3", (1, 6, 40, 70), 72, 3, 1, 1, 1, 1),   # 3 x 3 tiles, 2 channel blocks
+    ("tiles_stride2", (1, 8, 45, 80), 16, 3, 2, 1, 1, 1),  # 2 row phases per tap column
+    ("tiles_1x1", (2, 10, 20, 40), 70, 1, 1, 0, 1, 1),
+    ("tiles_dilated_groups", (1, 8, 36, 36), 8, 3, 1, 2, 2, 2),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("name, x_shape, cout, k, stride, pad, dilation, group", LARGE_CASES,
+                         ids=[c[0] for c in LARGE_CASES])
+def test_cuda_kernel_source_tiles_large_maps_on_cpu_emulation(emulated_kernel, tmp_path, dtype, name, x_shape, cout,
+                                                              k, stride, pad, dilation, group):
+    rng = np.random.default_rng(len(name))
+    attrs = TernaryConvAttrs((k, k), strides=(stride, stride), pads=(pad,) * 4, dilations=(dilation, dilation),
+                             group=group, activation="relu")
+    weights = _ternary_weights(rng, (cout, x_shape[1] // group, k, k))
+    x = rng.standard_normal(x_shape).astype(np.float16).astype(np.float32)  # exact in both dtypes
+    scale, bias = rng.uniform(0.5, 1.5, cout).astype(np.float32), rng.uniform(-1, 1, cout).astype(np.float32)
+    packed = pack_ternary(weights)
+    expected = ternary_conv_reference(x, packed, scale, bias, attrs)
+    files = {"x": x.astype(dtype), "w": packed, "scale": scale, "bias": bias}
+    for file, array in files.items():
+        np.ascontiguousarray(array).tofile(tmp_path / f"{file}.bin")
+    n, c, h, w = x_shape
+    _, _, oh, ow = expected.shape
+    numbers = [0 if dtype == np.float32 else 1, packed.shape[1], n, c, h, w, cout, oh, ow, k, k, stride, stride, pad,
+               pad, dilation, dilation, group, ACTIVATIONS.index("relu")]
+    _run([emulated_kernel, *numbers, *(tmp_path / f"{file}.bin" for file in files), tmp_path / "y.bin"], timeout=600)
+    y = np.fromfile(tmp_path / "y.bin", dtype=dtype).reshape(expected.shape).astype(np.float32)
+    tolerance = KERNEL_TOLERANCE if dtype == np.float32 else {"rtol": 2e-3, "atol": 2e-3 * (np.abs(expected).max() + 1)}
+    np.testing.assert_allclose(y, expected, **tolerance)
+
+
 # ------------------------------------------------------------------------------- artifact files
 
 

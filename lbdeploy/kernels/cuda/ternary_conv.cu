@@ -7,9 +7,12 @@
  * no list, so the conv's work follows the density, and a zero tap reads nothing (NaN rule of
  * docs/ops/TernaryConv.md).
  *
- * Work split: a block of 8 warps computes POSITIONS flat output positions (TW columns x 256/TW rows,
- * TW a power of two <= 32, so a block of a narrow map covers whole rows) for OC_BLOCK output channels
- * of one image and group; each warp owns OC_WARP of those channels, each lane PIXELS positions.
+ * Work split: a block of 8 warps computes POSITIONS flat output positions (TW columns x 512/TW rows, or
+ * all of a shorter map's rows; TW a power of two <= 32, so a block of a narrow map covers whole rows)
+ * for OC_BLOCK output channels
+ * of one image and group; each warp owns OC_WARP of those channels, each lane PIXELS positions (so a
+ * lane keeps OC_WARP x PIXELS = 128 float32 sums in registers, and its per-list and per-chunk work is
+ * shared by 128 outputs).
  *
  * Staging (per chunk of input channels): the input is stored once per kernel column j and row phase a
  * (the stride): plane (c, j, a) holds, at row rr and column x, padded input row (oy0 + rr) * sH + a,
@@ -20,12 +23,13 @@
  * Staging writes consecutive elements from consecutive threads (conflict-free stores) and costs a few
  * instructions per element, shared by the OC_BLOCK channels of the block.
  *
- * Inner loop: every lane walks the same list (the offsets are warp-uniform: each LDS.128 of 4 offsets
- * is a broadcast) and per tap issues one address add, the 16-byte input loads and one add per output.
- * float32: 8 positions as two quads 128 positions apart (two LDS.128, 8 FADD per tap). float16: 8
- * positions in one LDS.128 summed as 4 __half2 (HADD2: two outputs per instruction); each (channel,
- * chunk) sum, at most chunk * kh * kw taps, is then added to float32 accumulators, so rounding does not
- * grow with the channel count. Scale, bias and the activation are applied once per output.
+ * Inner loop: every lane walks the same list (the offsets are warp-uniform: each 16-byte global load
+ * of 4 offsets is one broadcast, through the read-only path, so no shared load is spent on offsets)
+ * and per tap issues one address add, the 16-byte input loads and one add per output.
+ * float32: 16 positions as four quads 128 positions apart (four LDS.128, 16 FADD per tap). float16: 16
+ * positions as two runs of 8, 256 apart (two LDS.128, 8 HADD2: two outputs per instruction); each
+ * (channel, chunk) sum, at most chunk * kh * kw taps, is then added to float32 accumulators, so rounding
+ * does not grow with the channel count. Scale, bias and the activation are applied once per output.
  *
  * Not done (docs/tensorrt.md): sharing sums across output channels by joint pattern, as the CPU kernel
  * does (lbdeploy/kernels/core/patterns.h).
@@ -46,17 +50,18 @@ constexpr int WARPS = 8;                 // warps per block, one output-channel 
 constexpr int THREADS = WARPS * 32;      // threads per block
 constexpr int OC_WARP = 8;               // output channels per warp
 constexpr int OC_BLOCK = WARPS * OC_WARP;  // output channels per block, sharing one staged input
-constexpr int PIXELS = 8;                // output positions per lane
+constexpr int PIXELS = 16;               // output positions per lane
 constexpr int POSITIONS = 32 * PIXELS;   // flat output positions per block
 constexpr int MAX_TW = 32;               // widest tile row (a power of two, >= 8)
 constexpr int MAX_CHANNEL_CHUNK = 8;     // input channels staged at once (float16 sums <= 8 * kh * kw taps)
 constexpr int SMEM_BUDGET = 48 * 1024;   // bytes of dynamic shared memory a block may use (no opt-in)
 constexpr int PREPARE_THREADS = 128;     // threads per block of the tap-list kernel
 constexpr int LIST_SLACK = 4;            // int32 entries after the last list (walk reads whole int4s)
+constexpr int SLACK_BYTES = POSITIONS * 4;  // shared memory after a short map's tile (its lanes read past it)
 
 struct LaunchPlan {
     int tw, tw_shift;  // tile row width (power of two) and its log2
-    int rows;          // output rows per tile: POSITIONS / tw
+    int rows;          // output rows per tile: POSITIONS / tw, or oh when that is fewer
     int tiles_x;       // tiles per output row
     int hr;            // rows per staged plane: rows + (kh - 1) * dh / sh
     int pr;            // plane rows per input channel: kw * sh * hr
@@ -136,13 +141,12 @@ __global__ void build_tap_lists(LbdTernaryConvGeometry g, LaunchPlan plan, int e
 template <typename T>
 struct Lane;
 
-// float32: two quads, positions 4 * lane + {0..3} and 128 + 4 * lane + {0..3}; sums go straight into
-// the accumulators.
+// float32: quads of positions 128 * q + 4 * lane + {0..3}, q < PIXELS / 4; sums go straight into the
+// accumulators.
 template <>
 struct Lane<float> {
     using Sum = float[PIXELS];
-    static constexpr int kQuadStride = 128 * sizeof(float);  // bytes between the lane's two quads
-    static constexpr int kRuns = 2;                           // runs of consecutive positions per lane
+    static constexpr int kRuns = PIXELS / 4;  // runs of consecutive positions per lane, 128 positions apart
 
     __device__ static int position(int lane, int k) { return 4 * lane + (k >> 2) * 128 + (k & 3); }
     __device__ static void begin(Sum& s, const float (&acc)[PIXELS])
@@ -155,12 +159,14 @@ struct Lane<float> {
     template <bool kAdd>
     __device__ static void tap(Sum& s, const char* at)
     {
-        const float4 a = *reinterpret_cast<const float4*>(at);
-        const float4 b = *reinterpret_cast<const float4*>(at + kQuadStride);
-        const float v[PIXELS] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
-        for (int k = 0; k < PIXELS; ++k) {
-            s[k] = kAdd ? s[k] + v[k] : s[k] - v[k];
+        for (int r = 0; r < kRuns; ++r) {
+            const float4 q = *reinterpret_cast<const float4*>(at + r * 128 * static_cast<int>(sizeof(float)));
+            const float v[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                s[4 * r + k] = kAdd ? s[4 * r + k] + v[k] : s[4 * r + k] - v[k];
+            }
         }
     }
     __device__ static void end(float (&acc)[PIXELS], const Sum& s)
@@ -173,13 +179,14 @@ struct Lane<float> {
     __device__ static void store(float* p, float v) { *p = v; }
 };
 
-// float16: positions 8 * lane + {0..7} in one 16-byte load, summed as 4 __half2 per (channel, chunk).
+// float16: runs of positions 256 * r + 8 * lane + {0..7}, each one 16-byte load, summed as __half2 per
+// (channel, chunk).
 template <>
 struct Lane<__half> {
     using Sum = __half2[PIXELS / 2];
-    static constexpr int kRuns = 1;
+    static constexpr int kRuns = PIXELS / 8;
 
-    __device__ static int position(int lane, int k) { return 8 * lane + k; }
+    __device__ static int position(int lane, int k) { return 8 * lane + (k >> 3) * 256 + (k & 7); }
     __device__ static void begin(Sum& s, const float (&)[PIXELS])
     {
 #pragma unroll
@@ -190,13 +197,16 @@ struct Lane<__half> {
     template <bool kAdd>
     __device__ static void tap(Sum& s, const char* at)
     {
-        const uint4 q = *reinterpret_cast<const uint4*>(at);
-        const unsigned words[PIXELS / 2] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-        for (int k = 0; k < PIXELS / 2; ++k) {
-            __half2 v;
-            memcpy(&v, &words[k], sizeof(v));
-            s[k] = kAdd ? __hadd2(s[k], v) : __hsub2(s[k], v);
+        for (int r = 0; r < kRuns; ++r) {
+            const uint4 q = *reinterpret_cast<const uint4*>(at + r * 256 * static_cast<int>(sizeof(__half)));
+            const unsigned words[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                __half2 v;
+                memcpy(&v, &words[k], sizeof(v));
+                s[4 * r + k] = kAdd ? __hadd2(s[4 * r + k], v) : __hsub2(s[4 * r + k], v);
+            }
         }
     }
     __device__ static void end(float (&acc)[PIXELS], const Sum& s)
@@ -252,7 +262,7 @@ __device__ __forceinline__ void walk(typename Lane<T>::Sum& s, const int32_t* __
 }
 
 template <typename T>
-__global__ void __launch_bounds__(THREADS, 2) ternary_conv_kernel(LbdTernaryConvGeometry g, LaunchPlan plan,
+__global__ void __launch_bounds__(THREADS, 1) ternary_conv_kernel(LbdTernaryConvGeometry g, LaunchPlan plan,
     const T* __restrict__ x, const int32_t* __restrict__ lists, const float* __restrict__ scale,
     const float* __restrict__ bias, T* __restrict__ y)
 {
@@ -390,13 +400,17 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
         plan->tw *= 2;
         plan->tw_shift += 1;
     }
-    plan->rows = POSITIONS / plan->tw;
+    // A map shorter than a tile is staged only over its own rows; the positions past them read the
+    // slack after the tile (SLACK_BYTES) and are never stored.
+    plan->rows = POSITIONS / plan->tw < g->oh ? POSITIONS / plan->tw : g->oh;
     plan->tiles_x = (g->ow + plan->tw - 1) / plan->tw;
     plan->hr = plan->rows + static_cast<int>(reach_h / g->stride_h);
     plan->pr = g->kw * g->stride_h * plan->hr;
     const size_t plane_bytes = sizeof(float) * static_cast<size_t>(plan->pr) * plan->tw;
     const size_t fixed = sizeof(int32_t) * 2 * static_cast<size_t>(plan->pr);  // the plane-row table
-    const size_t fit = SMEM_BUDGET > fixed ? (SMEM_BUDGET - fixed) / plane_bytes : 0;
+    const bool short_map = plan->rows * plan->tw < POSITIONS;
+    const size_t reserved = fixed + (short_map ? SLACK_BYTES : 0);
+    const size_t fit = SMEM_BUDGET > reserved ? (SMEM_BUDGET - reserved) / plane_bytes : 0;
     plan->chunk = static_cast<int>(fit < static_cast<size_t>(MAX_CHANNEL_CHUNK) ? fit : MAX_CHANNEL_CHUNK);
     plan->chunk = plan->chunk < cin_g ? plan->chunk : cin_g;
     if (plan->chunk < 1) {
@@ -405,7 +419,7 @@ const char* make_plan(const LbdTernaryConvGeometry* g, LaunchPlan* plan)
     plan->chunks = (cin_g + plan->chunk - 1) / plan->chunk;
     plan->capacity = (plan->chunk * taps + 3) / 4 * 4 + 4;
     plan->tile_bytes = static_cast<int>(plane_bytes * plan->chunk);
-    plan->smem = static_cast<size_t>(plan->tile_bytes) + fixed;
+    plan->smem = static_cast<size_t>(plan->tile_bytes) + reserved;
     const long long counts = 2LL * g->cout * plan->chunks;
     plan->count_words = static_cast<int>((counts + 3) / 4 * 4);
     const long long tiles = static_cast<long long>((g->oh + plan->rows - 1) / plan->rows) * plan->tiles_x;
