@@ -138,3 +138,13 @@ def test_build_engine_needs_onnx_and_doctor_checks_it(tmp_path):
     done = _doctor_without(["onnx"], artifact)
     assert "FAIL  python package onnx (build-engine): not importable" in done.stdout
     assert "pip install 'lbdeploy[tensorrt]'" in done.stdout
+
+
+def test_a_stated_target_is_judged_by_its_default_backend():
+    result = _doctor("--target", "jetson-orin")
+    assert result.exit_code == 1, result.output  # no TensorRT, no CUDA driver here
+    lines = result.output.splitlines()
+    assert "[tensorrt]" in lines and "[tvm] (optional)" in lines and "[ort]" not in lines
+    assert any(line.startswith("FAIL  TensorRT") for line in lines)
+    assert _doctor("--target", "rpi5").exit_code == 0  # ort here; tvm optional
+    assert _doctor("--target", "rpi5", "--backend", "ort").exit_code == 2  # one or the other
