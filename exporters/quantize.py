@@ -287,6 +287,20 @@ def check_int8_onnx(model) -> None:
         raise ExportError(f"the int8 ONNX model is invalid: {str(err).splitlines()[0][:300]}") from None
 
 
+def with_value_shapes(model):
+    """`model` with the inferred shape of every tensor recorded (value_info), QTernaryConv's included.
+
+    ONNX Runtime cannot infer the shapes of a custom op's outputs; without a recorded rank its
+    layout optimizer leaves the convs after a QTernaryConv NCHW (it needs the rank to transpose them).
+    """
+    import onnx
+
+    from lbdeploy.ops.qonnx_schema import register_schema
+
+    register_schema()
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
 def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, images: np.ndarray, method: str,
                   opset: int, progress: Callable[[str], None] = lambda message: None,
                   layout: str = LAYOUTS["ort"]) -> tuple[list[str], dict]:
@@ -325,6 +339,7 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     _drop_unused_initializers(quantized)
     quantized.producer_name = "lbdeploy"
     check_int8_onnx(quantized)
+    quantized = with_value_shapes(quantized)
     onnx.save(quantized, str(path))
     return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms,
                    "ternary_layout": layout}

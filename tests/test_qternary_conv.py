@@ -149,7 +149,13 @@ def test_fused_multiply_add_rounds_once():
     acc = rng.integers(-(2**23), 2**23, 400)
     # b puts m * acc + b near a float32 midpoint, where rounding s = fl64(m * acc + b) again goes wrong.
     b = (np.round(-m.astype(np.float64) * acc) + 0.5 + rng.uniform(-1e-9, 1e-9, 400)).astype(np.float32)
+    # Exact float32 midpoints in float64 plus a bias below float64's resolution there: a float64 sum
+    # rounded again to float32 ties to even (12582914, 12582910); one rounding goes by the bias' sign.
+    m = np.append(m, np.float32([1.5, 1.5]))
+    acc = np.append(acc, [8388609, 8388607])
+    b = np.append(b, np.float32([-(2.0**-31), 2.0**-31]))
     got = fused_multiply_add32(m, acc, b)
+    assert got[-2:].tolist() == [12582913.0, 12582911.0]
     for mi, ai, bi, gi in zip(m, acc, b, got):
         exact = Fraction(float(mi)) * int(ai) + Fraction(float(bi))
         below = np.float32(float(exact))

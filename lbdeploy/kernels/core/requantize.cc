@@ -14,7 +14,7 @@ Requantizer::Requantizer(const Quantization& q, const float* scale, const float*
   }
   const float zero_point = q.y_zero_point;
   for (int64_t o = 0; o < cout; ++o) {
-    // Two separate roundings, in this order (volatile-free: no contraction applies to * then /).
+    // Two separate roundings, in this order (a product then a quotient: nothing to contract).
     const float scaled = scale[o] * q.x_scale;
     const float m = scaled / q.y_scale;
     const float b = bias[o] / q.y_scale;
