@@ -35,14 +35,19 @@ arm-lane:
 cuda-kit:
 	bash scripts/cuda-legacy-kit.sh >/dev/null || [ $$? -eq 3 ]
 
+# The suite runs on every core (pytest-xdist); a test file stays on one worker, so a module's shared
+# fixtures (exports, servers) are made once. Session fixtures are made once per worker: they write
+# under tmp_path_factory, and the kernel cache is locked (lbdeploy/kernels/locking.py).
+XDIST := -n auto --dist loadfile
+
 # pytest's exit code 5 (no test collected) is a failure here too.
 test: install-dev arm-lane cuda-kit
-	$(PY) -m pytest $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
 
 # The fast tier for development (docs/architecture.md, "Tests"): the same suite minus the
 # @pytest.mark.slow and @pytest.mark.arm tests; run `make test` before merging.
 test-fast: install-dev
-	$(PY) -m pytest -m "not slow and not arm" $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+	$(PY) -m pytest $(XDIST) -m "not slow and not arm" $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
 
 bench: install
 	$(PY) bench/run.py

@@ -11,6 +11,7 @@ docs/architecture.md) and list that module in COMMAND_MODULES.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -18,6 +19,7 @@ import click
 from lbdeploy import __version__
 from lbdeploy.errors import LbdeployError
 from lbdeploy.extras import missing_extra_error
+from lbdeploy.signing import TRUSTED_KEY_ENV
 
 COMMAND_MODULES = (
     "lbdeploy.commands.models",
@@ -28,6 +30,8 @@ COMMAND_MODULES = (
     "lbdeploy.commands.tensorrt",
     "lbdeploy.commands.profile",
     "lbdeploy.commands.doctor",
+    "lbdeploy.commands.trust",
+    "lbdeploy.commands.bundle",
 )
 
 
@@ -53,7 +57,10 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="lbdeploy")
-def main():
+@click.option("--trusted-key", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM public key: every artifact must carry a valid signature by its private key "
+                   "(default: $LBDEPLOY_TRUSTED_KEY; docs/signing.md).")
+def main(trusted_key):
     """lbdeploy: deploy Local-Binarized Residual Networks (LBRN) to Jetson, Raspberry Pi and x86.
 
     \b
@@ -62,6 +69,8 @@ def main():
       lbdeploy export m.pt --target x86 -o out/
       lbdeploy infer out/ image.jpg --draw pose.png
     """
+    if trusted_key:  # through the environment, so server workers and Ray replicas check it too
+        os.environ[TRUSTED_KEY_ENV] = os.path.abspath(trusted_key)
 
 
 for _module in COMMAND_MODULES:

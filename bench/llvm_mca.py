@@ -13,7 +13,10 @@ Cycles per output element of a 128 -> 128 3x3 conv (K = 1152):
     as the kernel cuts them), divided by (output channels x positions per tile);
   * dense: K / (k per iteration) x cycles per iteration / outputs per iteration.
 
-    python bench/llvm_mca.py                 # cortex-a72, cortex-a55, neoverse-n1; densities 0.5, 0.1
+The int8 requantize epilogue (qepilogue_kernel.h, 4 outputs per iteration) is listed per output
+element too: it runs once per output, after all the taps.
+
+    python bench/llvm_mca.py                 # cortex-a72, cortex-a55, cortex-a76, neoverse-n1; densities 0.5, 0.1
     python bench/llvm_mca.py --cpus cortex-a72 --densities 0.5
 """
 
@@ -33,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO / "bench" / "mca"
 CORE = REPO / "lbdeploy" / "kernels" / "core"
-CPUS = ("cortex-a72", "cortex-a55", "neoverse-n1")
-DOTPROD_CPUS = ("cortex-a55", "neoverse-n1")  # Cortex-A72/A57 have no SDOT
+CPUS = ("cortex-a72", "cortex-a55", "cortex-a76", "neoverse-n1")
+DOTPROD_CPUS = ("cortex-a55", "cortex-a76", "neoverse-n1")  # Cortex-A72/A57 have no SDOT
 COMPILER = "aarch64-linux-gnu-g++"
 CIN = COUT = 128
 TAPS = 9  # 3x3
@@ -49,15 +52,17 @@ class Loop:
     source: str
     function: str
     outputs: int  # output elements (positions x channels) one iteration serves; 0 for ternary loops
-    k: int  # reduction steps per iteration (dense) or 1
+    k: int  # reduction steps per iteration (dense), taps per iteration (ternary tap loops) or 1
     dotprod: bool = False
+    largest: bool = False  # the function's largest innermost loop (the tap loop's two-tap body), not its smallest
 
 
 LOOPS = {
-    "ternary fp32 tap": Loop("ternary_fp32_neon.cc", "mca_tap_loop", 0, 1),
+    "ternary fp32 tap": Loop("ternary_fp32_neon.cc", "mca_tap_loop", 0, 2, largest=True),
     "ternary fp32 combine": Loop("ternary_fp32_neon.cc", "mca_combine_loop", 0, 1),
-    "ternary int8 tap": Loop("ternary_int8_neon.cc", "mca_tap_loop", 0, 1),
+    "ternary int8 tap": Loop("ternary_int8_neon.cc", "mca_tap_loop", 0, 2, largest=True),
     "ternary int8 combine": Loop("ternary_int8_neon.cc", "mca_combine_loop", 0, 1),
+    "int8 requantize epilogue": Loop("ternary_int8_neon.cc", "mca_requantize_loop", 4, 1),
     "dense fp32": Loop("dense_gemm_neon.cc", "mca_dense_fp32", 64, 1),
     "dense int8 (smull/sadalp)": Loop("dense_gemm_neon.cc", "mca_dense_int8", 16, 16),
     "dense int8 (sdot)": Loop("dense_gemm_neon.cc", "mca_dense_int8_sdot", 64, 4, dotprod=True),
@@ -82,9 +87,10 @@ def parse_mca(text: str) -> float:
     return int(cycles.group(1)) / int(iterations.group(1))
 
 
-def extract_loop(assembly: str, function: str) -> list[str]:
+def extract_loop(assembly: str, function: str, largest: bool = False) -> list[str]:
     """The instructions of the innermost loop of `function` in GCC aarch64 assembly: from a label to
-    the last conditional branch back to it, without directives and labels.
+    the last conditional branch back to it, without directives and labels (largest: the largest of
+    the function's loops, for functions with sibling loops).
 
     Raises:
         ValueError: the function or a backward branch in it is missing.
@@ -101,7 +107,7 @@ def extract_loop(assembly: str, function: str) -> list[str]:
             loops.append((i - labels[branch.group(2)], labels[branch.group(2)], i))
     if not loops:
         raise ValueError(f"no loop in {function}")
-    _, start, end = min(loops)
+    _, start, end = max(loops) if largest else min(loops)
     body = [line.strip() for line in lines[start + 1 : end + 1]]
     return [line for line in body if line and not line.startswith((".", "//")) and not line.endswith(":")]
 
@@ -161,7 +167,7 @@ def estimate(cpus, densities) -> list[dict]:
         key = (loop.source, loop.dotprod)
         if key not in assembly:
             assembly[key] = compile_source(loop.source, loop.dotprod)
-        body = extract_loop(assembly[key], loop.function)
+        body = extract_loop(assembly[key], loop.function, loop.largest)
         for cpu in cpus:
             if loop.dotprod and cpu not in DOTPROD_CPUS:
                 continue
@@ -171,11 +177,14 @@ def estimate(cpus, densities) -> list[dict]:
     for cpu in cpus:
         for name, loop in LOOPS.items():
             if loop.outputs and (name, cpu) in cycles:
-                per_output = k / loop.k * cycles[name, cpu] / loop.outputs
+                # Dense loops cover loop.k of the K reduction steps; the epilogue runs once per output.
+                steps = k / loop.k if name.startswith("dense") else 1
+                per_output = steps * cycles[name, cpu] / loop.outputs
                 rows.append({"cpu": cpu, "kernel": name, "cycles_per_iteration": cycles[name, cpu],
                              "cycles_per_output": per_output})
         for kind in ("fp32", "int8"):
-            tap, combine = cycles[f"ternary {kind} tap", cpu], cycles[f"ternary {kind} combine", cpu] / BLOCK
+            tap = cycles[f"ternary {kind} tap", cpu] / LOOPS[f"ternary {kind} tap"].k  # per tap
+            combine = cycles[f"ternary {kind} combine", cpu] / BLOCK
             for density in densities:
                 limit = FP32_CHUNK if kind == "fp32" else INT8_CACHE_CHUNK
                 taps, combines = pattern_statistics(density, limit, int16=kind == "int8")

@@ -9,8 +9,6 @@
   weights) calibrated on a few random images;
 - `quantize_network`: a zoo model through the project's int8 export (exporters.quantize: QDQ,
   per-channel weights, TernaryConv -> QTernaryConv), calibrated on the images it is given;
-- `int8_conv_models`: one 128->128 3x3 conv as `QTernaryConv` and as ONNX `QLinearConv`
-  (per-channel int8 weights), uint8 in and out;
 - `tvm_runner`: compiles an exported model with the project's TVM backend (x86 preset).
 
 Every function writes into a work folder given by the caller and returns paths or runners.
@@ -116,52 +114,6 @@ def quantize_network(arch: str, path: Path, images: np.ndarray, method: str = "m
     model = build_model(arch, input_size=size, **overrides).eval()
     quantize_onnx(model, path, size, "pose", images, method, opset=18)
     return path
-
-
-def int8_conv_models(density: float, work: Path, channels: int = 128, size: int = 64, seed: int = 0) -> tuple:
-    """One 3x3 pad-1 conv, `channels` -> `channels`, as QTernaryConv (ternary weights of `density`) and
-    as QLinearConv (the same weights as per-channel int8), uint8 [1, C, size, size] in and out.
-
-    Returns:
-        (QTernaryConv model path, QLinearConv model path, a uint8 input).
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from lbdeploy.ops.qonnx_schema import make_node
-    from lbdeploy.ops.qternary_conv import OP_VERSION
-    from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs, pack_ternary
-
-    rng = np.random.default_rng(seed)
-    weights = (rng.choice([-1, 1], size=(channels, channels, 3, 3)) * (rng.random((channels, channels, 3, 3)) < density))
-    weights = weights.astype(np.int8)
-    scale = rng.uniform(0.5, 1.5, channels).astype(np.float32)
-    bias = rng.uniform(-1, 1, channels).astype(np.float32)
-    x_scale, y_scale = np.float32(0.02), np.float32(0.05)
-    common = [numpy_helper.from_array(np.array(x_scale), "x_scale"), numpy_helper.from_array(np.uint8(128), "x_zp"),
-              numpy_helper.from_array(np.array(y_scale), "y_scale"), numpy_helper.from_array(np.uint8(0), "y_zp")]
-    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, size, size])
-    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [1, channels, size, size])
-    geometry = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
-    ternary = make_node(["x", "x_scale", "x_zp", "w", "scale", "bias", "y_scale", "y_zp"], ["y"],
-                        TernaryConvAttrs((3, 3), pads=(1, 1, 1, 1), activation="relu"))
-    ternary_graph = helper.make_graph([ternary], "qternary", [x], [y], common + [
-        numpy_helper.from_array(pack_ternary(weights), "w"), numpy_helper.from_array(scale, "scale"),
-        numpy_helper.from_array(bias, "bias")])
-    ternary_model = helper.make_model(ternary_graph, opset_imports=[helper.make_opsetid("", 18),
-                                                                    helper.make_opsetid(DOMAIN, OP_VERSION)])
-    # QLinearConv: w_scale = scale (|w| = 1), bias as int32 in units of x_scale * w_scale.
-    dense = helper.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "b"],
-                             ["y"], **geometry)
-    dense_graph = helper.make_graph([dense], "qlinearconv", [x], [y], common + [
-        numpy_helper.from_array(weights, "w"), numpy_helper.from_array(scale, "w_scale"),
-        numpy_helper.from_array(np.zeros(channels, np.int8), "w_zp"),
-        numpy_helper.from_array(np.round(bias / (x_scale * scale)).astype(np.int32), "b")])
-    dense_model = helper.make_model(dense_graph, opset_imports=[helper.make_opsetid("", 18)])
-    paths = (work / f"qternary-{density:g}.onnx", work / f"qlinearconv-{density:g}.onnx")
-    onnx.save(ternary_model, str(paths[0]))
-    onnx.save(dense_model, str(paths[1]))
-    return (*paths, rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8))
 
 
 def tvm_runner(onnx_path: Path, work: Path, threads: int, x: np.ndarray):

@@ -15,6 +15,8 @@ Groups (docs/benchmarks.md says what each one means):
   LBRN-S 8 stacks int8 (our int8 export: QDQ + QTernaryConv) vs SHN 8 stacks int8 (the same export:
   plain QDQ) and SHN fp32, every int8 model calibrated on the same synthetic images.
 - saliency: CPD-LB vs CPD on the same backbone (VGG16, ResNet50), the paper's 352x352 input, ORT.
+- choice: the per-layer kernel choice (`export --kernels auto`) vs `--kernels ternary` and
+  `--kernels dense`, and vs SHN, LBRN-S 8 stacks fp32 and int8 at densities 0.5 and 0.1 (bench/choice.py).
 
 Within a group every contender runs once per round (interleaved), so machine load hits all alike;
 ratios are of medians (mins in brackets). The targets apply to the best backend. To add a
@@ -36,8 +38,9 @@ from budget import OpShares, format_budget, make_budget, profile_interleaved
 from common import (REPO, compare, describe_machine, format_comparison, header, interleaved_times,
                     machine_description, ort_session, progress, session_runner)
 from kernel import kernel_comparisons
+from qkernel import TARGETS as QKERNEL_TARGETS, qsessions
 
-GROUPS = ("kernel", "block", "e2e", "int8", "saliency")
+GROUPS = ("kernel", "block", "e2e", "int8", "saliency", "choice")
 KERNEL_DENSITIES = (0.1, 0.5)
 # Densities of the density advice of `lbdeploy inspect`: the ones of the paper's Table 2.
 ADVICE_DENSITIES = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -46,12 +49,12 @@ BLOCK_TARGET = 0.60  # LBB / dense bottleneck at density 0.5
 E2E_TARGETS = {0.5: 0.65, 0.1: 0.50}  # LBRN-S / SHN fp32
 PLAIN_SPEEDUP = 1.5  # LBRN-S at least this much faster than LBRN-S as plain Conv
 E2E_STACKS, E2E_SIZE = 8, 256
-INT8_KERNEL_TARGETS = {0.5: 0.60, 0.1: 0.25}  # QTernaryConv / QLinearConv
+INT8_KERNEL_TARGETS = QKERNEL_TARGETS  # QTernaryConv / QLinearConv, both channels-last (bench/qkernel.py)
 INT8_E2E_TARGETS = {0.5: (0.80, 0.40), 0.1: (0.60, 0.30)}  # LBRN-S int8 / (SHN int8, SHN fp32)
 SALIENCY_SIZE = 352  # CPD's input (Wu et al.; the paper's Table 10)
 SALIENCY_BACKBONES = ("vgg16", "resnet50")
-# (kernel, block, e2e, int8, saliency) repeats; the int8 group's kernel rows take 5x its e2e rounds
-REPEATS = {"full": (50, 30, 10, 10, 10), "quick": (3, 3, 2, 2, 2)}
+# (kernel, block, e2e, int8, saliency, choice) repeats; the int8 group's kernel rows take 5x its e2e rounds
+REPEATS = {"full": (50, 30, 10, 10, 10, 10), "quick": (3, 3, 2, 2, 2, 2)}
 
 
 def run_kernel(args, library: str) -> tuple[list, list]:
@@ -164,20 +167,19 @@ def run_e2e(args, library: str, work: Path) -> tuple[list, list]:
 def run_int8(args, library: str, work: Path) -> tuple[list, list]:
     """QTernaryConv vs QLinearConv, and LBRN-S int8 vs SHN int8 / fp32, all in ORT; one calibration set."""
     from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
-    from models import export_network, int8_conv_models, quantize_network
+    from models import export_network, quantize_network
 
     results, models = [], {}
     runners = {}
     for density in INT8_KERNEL_TARGETS:
-        ternary, dense, x = int8_conv_models(density, work)
-        for name, path, lib in ((f"qternary-{density:g}", ternary, library), (f"qlinearconv-{density:g}", dense, None)):
-            session = ort_session(path, args.threads, lib)
-            runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
+        ternary, dense, x = qsessions(128, 128, 64, density, args.threads, library)
+        runners[f"qternary-{density:g}"] = session_runner(ternary, {"X": x})
+        runners[f"qlinearconv-{density:g}"] = session_runner(dense, {"X": x})
     rounds = 5 * args.repeats_for("int8")
     progress(f"int8: timing the uint8 convs, {rounds} interleaved rounds")
     times = interleaved_times(runners, rounds)
     for density, target in INT8_KERNEL_TARGETS.items():
-        results.append(compare("int8", f"QTernaryConv d={density:g} vs QLinearConv 128 3x3 64x64", times,
+        results.append(compare("int8", f"QTernaryConv NHWC d={density:g} vs QLinearConv NHWC 128 3x3 64x64", times,
                                f"qternary-{density:g}", f"qlinearconv-{density:g}",
                                target, density=density))
     stacks = args.stacks
@@ -226,20 +228,22 @@ def run_saliency(args, library: str, work: Path) -> tuple[list, list]:
     """
     from models import export_network
 
-    size = args.saliency_size
+    size, width = args.saliency_size, args.saliency_width
+    shape = f"{size}x{size}" if width is None else f"{size}x{size}, width {width}"
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = {}
     for backbone in SALIENCY_BACKBONES:
         for arch in ("cpd", "cpd-lb"):
             name = f"{arch}-{backbone}"
-            progress(f"saliency: exporting {arch} ({backbone}, {size}x{size})")
+            progress(f"saliency: exporting {arch} ({backbone}, {shape})")
             path = export_network(arch, work / f"{name}.onnx", ops="custom" if arch == "cpd-lb" else "standard",
-                                  size=size, task="saliency", backbone=backbone)
+                                  size=size, task="saliency", backbone=backbone,
+                                  **({} if width is None else {"width": width}))
             session = ort_session(path, args.threads, library if arch == "cpd-lb" else None)
             runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     progress(f"saliency: timing {len(runners)} models, {args.repeats_for('saliency')} interleaved rounds")
     times = interleaved_times(runners, args.repeats_for("saliency"), warmup=1)
-    return [compare("saliency", f"CPD-LB vs CPD ({backbone}, {size}x{size}) ORT", times,
+    return [compare("saliency", f"CPD-LB vs CPD ({backbone}, {shape}) ORT", times,
                     f"cpd-lb-{backbone}", f"cpd-{backbone}", density=0.5) for backbone in SALIENCY_BACKBONES], []
 
 
@@ -270,6 +274,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
     parser.add_argument("--saliency-size", type=int, default=SALIENCY_SIZE,
                         help="input side of the saliency models (a multiple of 32)")
+    parser.add_argument("--saliency-width", type=int, default=None,
+                        help="backbone width of the saliency models (default: the paper's; smaller for smoke tests)")
     parser.add_argument("--calibration-images", type=int, default=4,
                         help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")
@@ -312,6 +318,10 @@ def main(argv=None) -> int:
                 comparisons, group_bounds = run_int8(args, library, Path(tmp))
             elif group == "saliency":
                 comparisons, group_bounds = run_saliency(args, library, Path(tmp))
+            elif group == "choice":
+                from choice import run_choice
+
+                comparisons, group_bounds = run_choice(args, library, Path(tmp))
             else:
                 comparisons, group_bounds = run_e2e(args, library, Path(tmp))
             results += comparisons

@@ -6,10 +6,12 @@ Thin wrappers: parse, call lbdeploy.models / lbdeploy.checkpoint / lbdeploy.anal
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
 from lbdeploy.errors import ConfigError
+from lbdeploy.outputs import check_output_file
 
 
 def parse_size(text: str | None):
@@ -76,10 +78,13 @@ def create(arch, output, **options):
     from lbdeploy.checkpoint import save_checkpoint
     from lbdeploy.models import create_model
 
-    model = create_model(arch, **preset_overrides(**options))
+    overrides = preset_overrides(**options)
+    check_output_file(output, "-o")
+    started = time.perf_counter()
+    model = create_model(arch, progress=lambda message: click.echo(message, err=True), **overrides)
     path = save_checkpoint(output, model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    click.echo(f"Wrote {path} ({arch}, {trainable:,} trainable parameters)")
+    click.echo(f"Wrote {path} ({arch}, {trainable:,} trainable parameters) in {time.perf_counter() - started:.1f} s")
 
 
 @click.command("import")
@@ -101,21 +106,25 @@ def import_command(state_dict_pt, arch, output, **options):
     """
     from lbdeploy.checkpoint import import_state_dict, save_checkpoint
 
+    check_output_file(output, "-o")
     model = import_state_dict(state_dict_pt, arch, **preset_overrides(**options))
     path = save_checkpoint(output, model, {"imported_from": "state_dict"})
     click.echo(f"Wrote {path} ({arch} from the state_dict {state_dict_pt})")
 
 
-def _table(analysis) -> str:
+def _layer_rows(analysis) -> list[str]:
     rows = [f"{'layer':<42} {'kind':<8} {'in':>5} {'out':>5} {'k':>4} {'out HxW':>9} {'trainable':>10} "
             f"{'ternary':>9} {'MFLOPs':>9} {'M adds':>8}"]
     for l in analysis.layers:
         rows.append(f"{l.name[:42]:<42} {l.kind:<8} {l.in_channels:>5} {l.out_channels:>5} {l.kernel[0]:>2}x{l.kernel[1]:<1} "
                     f"{l.output_hw[0]:>4}x{l.output_hw[1]:<4} {l.trainable_params:>10,} {l.fixed_params:>9,} "
                     f"{l.flops / 1e6:>9.1f} {l.additions / 1e6:>8.1f}")
+    return rows
+
+
+def _summary(analysis) -> str:
     a = analysis
-    rows += [
-        "",
+    rows = [
         f"arch                 {a.arch} @ {a.input_size[0]}x{a.input_size[1]}",
         f"trainable params     {a.trainable_params:,} ({a.trainable_params / 1e6:.3f} M, BN and biases included)",
         f"fixed ternary params {a.fixed_params:,} in {a.ternary_layers} layers, density {a.density}",
@@ -135,7 +144,7 @@ def _table(analysis) -> str:
 @click.command("inspect")
 @click.argument("model_pt", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--layers/--no-layers", default=True, help="Include per-layer rows.")
+@click.option("--layers/--no-layers", default=True, help="Include per-layer rows (after the summary).")
 def inspect(model_pt, as_json, layers):
     """Show trainable/fixed parameters, FLOPs and weight bytes of a model.pt.
 
@@ -162,8 +171,10 @@ def inspect(model_pt, as_json, layers):
         data["density_advice"] = advice
         click.echo(json.dumps(data, indent=2))
     else:
-        table = _table(analysis) if layers else _table(analysis).split("\n\n", 1)[-1]
-        click.echo("\n".join([table, *format_advice(advice)]) if advice else table)
+        summary = [_summary(analysis), *(format_advice(advice) if advice else [])]
+        if layers:  # the summary first: a deep model has hundreds of layer rows
+            summary += ["", f"{len(analysis.layers)} layers (--no-layers leaves them out):", *_layer_rows(analysis)]
+        click.echo("\n".join(summary))
 
 
 @click.command("models")

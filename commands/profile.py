@@ -14,6 +14,7 @@ import tempfile
 import click
 
 from lbdeploy.errors import ConfigError
+from lbdeploy.outputs import check_image_file
 from lbdeploy.runtime.backends.base import runtime_choices
 from lbdeploy.workflows.compare import parse_backends, plan_targets
 
@@ -58,6 +59,19 @@ def _format_breakdown(result) -> str:
             lines += [f"  {row['name'][:57]:<58}{row['per_run_ms']:>9.3f}"
                       f"{row['calls'] / max(breakdown.runs, 1):>10.1f}{row['share']:>8.1%}" for row in rows]
     return "\n".join(lines)
+
+
+def _format_kernels(result) -> str:
+    """Each ternary layer's kernel as the artifact records it (nothing for a model.pt)."""
+    from lbdeploy.exporters.kernel_choice import choice_table
+
+    manifest = result.model.manifest
+    if not manifest or manifest.get("backend") == "torch":
+        return ""
+    if "kernels" not in manifest:
+        note = "every ternary layer runs as our op" if manifest.get("custom_ops") else "no ternary op"
+        return f"\n{result.model.label}: kernel choice not recorded (exported before it existed): {note}"
+    return f"\n{result.model.label}: " + choice_table(manifest["kernels"])
 
 
 def _profile_remote(source, rpc, key, runs, warmup, batch, timeout_s):
@@ -107,6 +121,8 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
     """
     from lbdeploy.runtime.profiling import profile as run_profile
 
+    if plot:
+        check_image_file(plot, "--plot")
     compare_names = _parse_compare(compare)
     if key and not rpc:
         raise ConfigError("--key names a board at an RPC tracker; pass the tracker with --rpc HOST:PORT")
@@ -133,6 +149,9 @@ def profile(sources, backend, compare, runs, warmup, threads, batch, op_runs, to
     click.echo(_format_table(report))
     for result in report.results:
         click.echo(_format_breakdown(result))
+        kernels = _format_kernels(result)
+        if kernels:
+            click.echo(kernels)
 
 
 COMMANDS = [profile]

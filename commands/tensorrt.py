@@ -19,7 +19,11 @@ import click
 @click.option("--min-batch", type=click.IntRange(min=1), default=1, help="Smallest batch the engine accepts.")
 @click.option("--opt-batch", type=click.IntRange(min=1), default=1, help="Batch the engine is tuned for.")
 @click.option("--max-batch", type=click.IntRange(min=1), default=1, help="Largest batch the engine accepts.")
-def build_engine_cmd(artifact: Path, fp16: bool, workspace_mb: int, min_batch: int, opt_batch: int, max_batch: int):
+@click.option("--trust-plugin", is_flag=True,
+              help="Record the plugin library you built here with tensorrt/build.sh (its sha256) in the manifest; "
+                   "without it an unlisted library is refused, never loaded.")
+def build_engine_cmd(artifact: Path, fp16: bool, workspace_mb: int, min_batch: int, opt_batch: int, max_batch: int,
+                     trust_plugin: bool):
     """Build ARTIFACT/tensorrt/model.engine from model.onnx with TensorRT, on this device.
 
     Run it on the Jetson after `bash ARTIFACT/tensorrt/build.sh` has built the TernaryConv plugin
@@ -29,13 +33,13 @@ def build_engine_cmd(artifact: Path, fp16: bool, workspace_mb: int, min_batch: i
     \b
     Example:
       bash out/tensorrt/build.sh
-      lbdeploy build-engine out/ --fp16
+      lbdeploy build-engine out/ --fp16 --trust-plugin
       lbdeploy build-engine out/ --min-batch 1 --opt-batch 4 --max-batch 8
     """
     from lbdeploy.exporters.tensorrt_engine import build_engine
 
     engine = build_engine(artifact, fp16=fp16, workspace_mb=workspace_mb, min_batch=min_batch,
-                          opt_batch=opt_batch, max_batch=max_batch)
+                          opt_batch=opt_batch, max_batch=max_batch, trust_plugin=trust_plugin)
     click.echo(f"wrote {engine}")
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 import click
 
 from lbdeploy.commands.models import parse_size
+from lbdeploy.durations import format_duration
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, KernelLibraryError
+from lbdeploy.outputs import check_image_file, check_output_folder
 from lbdeploy.runtime.backends.base import runtime_choices
 from lbdeploy.workflows.compare import eval_columns, parse_backends
 
@@ -47,9 +49,12 @@ QUICK_LOOK_S = 60.0  # what the suggested --limit takes
 @click.option("--val-limit", type=int, help="Validate on at most this many people per epoch.")
 @click.option("--no-augment", is_flag=True, help="Train on plain crops (no scale/rotation/flip/colour augmentation).")
 @click.option("--resume", is_flag=True, help="Continue the run in OUTPUT exactly where it stopped.")
+@click.option("--init", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start a new run from this model.pt's weights (fine-tuning; same model options and --seed).")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar with loss and images/s.")
 def train_command(arch, data, output, stacks, modules, feats, density, backbone, width, channels, input_size, seed,
-                  epochs, batch_size, lr, lr_drops, sigma, workers, threads, val_limit, no_augment, resume, progress):
+                  epochs, batch_size, lr, lr_drops, sigma, workers, threads, val_limit, no_augment, resume, init,
+                  progress):
     """Train a pose network with the paper's recipe (RMSprop, MSE on every stack, augmentation).
 
     Writes OUTPUT/last.pt every epoch and OUTPUT/best.pt (best validation PCK); both are
@@ -63,20 +68,21 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
       lbdeploy train --data synthetic:2000,200 --stacks 1 --feats 64 --input-size 128x128 \\
           --epochs 5 --batch-size 16 --lr-drops '' -o runs/demo
       lbdeploy train --data mpii:/data/mpii -o runs/lbrn-s --resume
-      lbdeploy train --arch cpd-lb --data synthetic-saliency:64,16 --width 8 --channels 8 \
+      lbdeploy train --arch cpd-lb --data synthetic-saliency:64,16 --width 8 --channels 8 \\
           --input-size 64x64 --epochs 1 --batch-size 16 --lr-drops '' -o runs/cpd-demo
     """
     from lbdeploy.data.augment import NO_AUGMENTATION, AugmentConfig
     from lbdeploy.training.schedule import parse_drops
     from lbdeploy.training.trainer import TrainConfig, train
 
+    check_output_folder(output, "-o")
     options = {"stacks": stacks, "modules": modules, "feats": feats, "density": density, "backbone": backbone,
                "width": width, "channels": channels, "input_size": parse_size(input_size)}
     config = TrainConfig(
         output=output, arch=arch, data=data, model_options={k: v for k, v in options.items() if v is not None},
         seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, lr_drops=parse_drops(lr_drops), workers=workers,
         sigma=sigma, augment=NO_AUGMENTATION if no_augment else AugmentConfig(), val_limit=val_limit,
-        threads=threads, progress=progress, resume=resume)
+        threads=threads, progress=progress, resume=resume, init=init)
     train(config, log=click.echo)
 
 
@@ -94,7 +100,10 @@ def train_command(arch, data, output, stacks, modules, feats, density, backbone,
 @click.option("--seed", type=int, default=0, help="Seed of the synthetic set (ignored for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write the PCK-vs-threshold curves as a PNG here (pose).")
-def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json, plot):
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads of every backend.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar (never with --json).")
+def eval_command(sources, data, split, backend, compare, flip, threshold, norm, limit, seed, as_json, plot, threads,
+                 progress):
     """Evaluate pose accuracy (PCKh@0.5 on MPII, PCK@0.2 on LSP) per joint group, with a threshold curve;
     on a saliency dataset, MAE and max F-measure of a saliency model (CPD / CPD-LB); on a classification
     dataset, top-1 and top-5 accuracy of a classifier (ResNet-56 / ResNet-LBB-56).
@@ -118,6 +127,8 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
     from lbdeploy.data import open_dataset
     from lbdeploy.runtime.tasks import RUNTIME_TASKS, runtime_task
 
+    if plot:
+        check_image_file(plot, "--plot")
     dataset = open_dataset(data, split, seed)
     if len(dataset) == 0:
         raise ConfigError(f"{dataset.describe()} is empty; choose another --split")
@@ -138,7 +149,7 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
                                progress=lambda message: click.echo(message, err=True))
         for label, path, name in columns:
             try:
-                predictors[label] = record.predictor_class(path, backend=name)
+                predictors[label] = record.predictor_class(path, backend=name, threads=threads)
             except (BackendUnavailable, KernelLibraryError, ArtifactError) as err:
                 if not compare:
                     raise
@@ -148,7 +159,7 @@ def eval_command(sources, data, split, backend, compare, flip, threshold, norm, 
             if None not in timings.values():
                 click.echo(duration_notice(people, timings), err=True)
         for label, predictor in predictors.items():
-            reports[label] = record.evaluate(predictor, dataset, limit, not as_json, **options)
+            reports[label] = record.evaluate(predictor, dataset, limit, progress and not as_json, **options)
     if not reports:
         raise BackendUnavailable("no backend could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     if plot:
@@ -171,15 +182,6 @@ def _print_reports(dataset, reports: dict, skipped: dict, as_json: bool, table: 
     click.echo(table)
     for label, reason in skipped.items():
         click.echo(f"{label}: skipped ({reason})")
-
-
-def format_duration(seconds: float) -> str:
-    """'45 s', '3.5 min' or '1.2 h'."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def duration_notice(people: int, seconds_per_person: dict) -> str:

@@ -73,8 +73,15 @@ def check_accuracy(model, run, names: list[str], task: str, images: np.ndarray, 
             outputs[name].append(np.asarray(out[name], dtype=np.float64))
     reference = {name: np.concatenate(v) for name, v in reference.items()}
     outputs = {name: np.concatenate(v) for name, v in outputs.items()}
-    report = AccuracyReport(backend=backend, images=len(images), output_mean_abs_error={
-        name: float(np.abs(outputs[name] - reference[name]).mean()) for name in names})
+    return compare_outputs(reference, outputs, task, backend)
+
+
+def compare_outputs(reference: dict, outputs: dict, task: str, backend: str) -> AccuracyReport:
+    """The gate's rule on outputs already computed: {name: array} of PyTorch fp32 and of the int8
+    model on the same images, in output order (last = final)."""
+    names = list(reference)
+    report = AccuracyReport(backend=backend, images=len(reference[names[-1]]), output_mean_abs_error={
+        name: float(np.abs(np.asarray(outputs[name], np.float64) - reference[name]).mean()) for name in names})
     final = names[-1]
     agreement = get_task(task).accuracy(reference[final], outputs[final])
     for key, value in agreement.fields.items():

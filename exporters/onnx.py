@@ -62,6 +62,31 @@ def _name_nodes_by_module(model) -> None:
         node.name = base if count == 0 else f"{base}_{count}"
 
 
+# Node metadata that the dynamo exporter fills with the build host's file paths (the checkout, the venv).
+_HOST_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def _graphs(graph):
+    """`graph` and every subgraph held in its nodes' attributes."""
+    yield graph
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield from _graphs(sub)
+
+
+def _strip_build_host_metadata(model) -> None:
+    """Drop node metadata and doc strings that name files of the build host (stack traces), so that
+    model.onnx carries no absolute path of the machine that exported it."""
+    nodes = [node for graph in _graphs(model.graph) for node in graph.node]
+    nodes += [node for function in model.functions for node in function.node]
+    for node in nodes:
+        kept = [prop for prop in node.metadata_props if prop.key not in _HOST_METADATA]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+        node.doc_string = ""
+
+
 def _drop_unused_initializers(model) -> None:
     used = {name for node in model.graph.node for name in node.input}
     used |= {out.name for out in model.graph.output}
@@ -164,6 +189,7 @@ def trace_to_onnx(wrapped, example, path: Path, input_name: str, names: list[str
     proto = program.model_proto
     _drop_unused_initializers(proto)
     _name_nodes_by_module(proto)
+    _strip_build_host_metadata(proto)
     if ops == "custom" and not any(op.domain == DOMAIN for op in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid(DOMAIN, OP_VERSION))
     if ops == "standard":

@@ -16,8 +16,9 @@ rather than with the largest activation of the network (docs/export.md):
 An exact export errs by ~2e-6 of the spread, also on untrained networks whose heatmaps reach 1e8;
 a flipped ternary filter, a wrong BN fold or swapped outputs err by > 1e-2 of it
 (tests/test_parity.py). The final output must also agree by its task's rule (lbdeploy.tasks:
-pose keeps every joint's argmax up to ties, saliency every pixel's side of 0.5 and probability,
-classification every top-1 class). To add an input kind, extend `parity_inputs`.
+pose keeps every joint's argmax up to ties, saliency every pixel's side of 0.5 and its probability
+within the logit tolerance / 4 -- the sigmoid's largest slope --, classification every top-1
+class). To add an input kind, extend `parity_inputs`.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class ParityReport:
     top1_agreement: float | None = None
     saliency_agreement: float | None = None
     saliency_max_prob_error: float | None = None
+    saliency_prob_worst_ratio: float | None = None  # max |prob err| / (SIGMOID_MAX_SLOPE * logit tolerance)
     passed: bool = False
     agreement_lines: list = field(default_factory=list)  # the task's rule in words (not stored)
 

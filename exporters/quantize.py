@@ -16,7 +16,11 @@ QuantizeLinear is inside the graph), in five graph steps:
 5. `fuse_ternary`: each DequantizeLinear -> Conv(ternary weights) -> QuantizeLinear becomes one
    `ai.lbdeploy::QTernaryConv` on the uint8 tensors, with the packed ternary weights and the float
    scale/bias of the TernaryConv and the calibrated input/output scales, so 1x1 -> ternary -> 1x1
-   stays uint8 (ONNX Runtime fuses the DQ -> 1x1 Conv -> Q around it into QLinearConv).
+   stays uint8 (ONNX Runtime fuses the DQ -> 1x1 Conv -> Q around it into QLinearConv). For ONNX
+   Runtime the op is written channels-last (layout NHWC) between two explicit Transposes: ONNX
+   Runtime runs its uint8 convs and MaxPool channels-last and its transpose optimizer cancels
+   these Transposes against its own, so the ternary layers read and write NHWC tensors directly.
+   TVM graphs keep the NCHW form (LAYOUTS below).
 
 Dense networks (SHN) go through steps 1-4 only: plain QDQ for comparison. To quantize another op
 type, add it to QUANTIZED_OPS; to fuse another float pattern into an integer op, add a pass like
@@ -29,14 +33,12 @@ import contextlib
 import io
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from lbdeploy.backends import backends
-from lbdeploy.errors import CalibrationError, ConfigError, ExportError
+from lbdeploy.errors import CalibrationError, ExportError
 
 PRECISION = "int8"
 PRECISIONS = ("int8",)
@@ -46,6 +48,15 @@ QUANTIZED_OPS = ["Conv", "Add", "MaxPool", "Resize", "Relu", "Concat"]
 FORMAT = {"format": "QDQ", "activations": "uint8", "weights": "int8 per-channel (symmetric)"}
 DENSE_WEIGHT_SUFFIX = ".dense_weight"  # exporters.folding.TernaryConvOp's float weights (ops="standard")
 QUANTIZED_SUFFIX = "_quantized"  # onnxruntime.quantization's name for a quantized initializer
+# QTernaryConv's memory order per backend (lbdeploy.ops.qternary_conv.LAYOUTS): channels-last where
+# the runtime runs its int8 convs channels-last; TVM's kernel is NCHW.
+LAYOUTS = {"ort": "NHWC", "tvm": "NCHW"}
+TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def ternary_layout(backend: str) -> str:
+    """QTernaryConv's memory order in an int8 graph for `backend` (LAYOUTS; NCHW for any other)."""
+    return LAYOUTS.get(backend, "NCHW")
 
 
 @contextlib.contextmanager
@@ -159,13 +170,35 @@ def _consumers(graph) -> dict:
     return found
 
 
-def fuse_ternary(model, ternary: dict) -> int:
+def qternary_nodes(inputs: list[str], output: str, attrs, prefix: str, layout: str = "NCHW") -> list:
+    """The nodes of one QTernaryConv from the NCHW tensor `inputs[0]` to the NCHW tensor `output`.
+
+    NCHW: the op alone. NHWC: the op channels-last between Transpose(NCHW -> NHWC) and
+    Transpose(NHWC -> NCHW), named `<prefix>/ToNHWC` and `<prefix>/ToNCHW`, which ONNX Runtime's
+    transpose optimizer cancels against its channels-last neighbours.
+    """
+    from onnx import helper
+
+    from lbdeploy.ops.qonnx_schema import make_node
+    from lbdeploy.ops.qternary_conv import OP_TYPE
+
+    if layout != "NHWC":
+        return [make_node(inputs, [output], attrs, name=f"{prefix}/{OP_TYPE}")]
+    x, y = f"{prefix}.x_nhwc", f"{prefix}.y_nhwc"
+    return [helper.make_node("Transpose", [inputs[0]], [x], name=f"{prefix}/ToNHWC", perm=TO_NHWC),
+            make_node([x, *inputs[1:]], [y], attrs, name=f"{prefix}/{OP_TYPE}", layout=layout),
+            helper.make_node("Transpose", [y], [output], name=f"{prefix}/ToNCHW", perm=TO_NCHW)]
+
+
+def fuse_ternary(model, ternary: dict, layout: str = "NCHW") -> int:
     """Rewrite DQ -> Conv(ternary) [-> Relu] -> Q into one QTernaryConv on the uint8 tensors, in place.
 
     Args:
         model: the QDQ model from `quantize_qdq`.
         ternary: from `ternary_ops`: float weight name -> TernaryConvOp (packed weights, scale, bias,
             geometry and activation).
+        layout: "NCHW", or "NHWC": the op channels-last between Transpose(NCHW -> NHWC) and
+            Transpose(NHWC -> NCHW), which ONNX Runtime cancels against its channels-last neighbours.
     Returns:
         The number of convs fused. A ternary conv with an activation the quantized op lacks (sigmoid)
         stays a QDQ Conv.
@@ -174,8 +207,7 @@ def fuse_ternary(model, ternary: dict) -> int:
         return 0
     from onnx import helper, numpy_helper
 
-    from lbdeploy.ops.qonnx_schema import make_node
-    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_TYPE, OP_VERSION
+    from lbdeploy.ops.qternary_conv import ACTIVATIONS as Q_ACTIVATIONS, OP_VERSION
     from lbdeploy.ops.ternary_conv import DOMAIN
 
     graph = model.graph
@@ -203,16 +235,17 @@ def fuse_ternary(model, ternary: dict) -> int:
         graph.initializer.extend([numpy_helper.from_array(op.packed.numpy(), packed),
                                   numpy_helper.from_array(op.scale.numpy().astype(np.float32), scale),
                                   numpy_helper.from_array(op.bias.numpy().astype(np.float32), bias)])
-        added.append((conv, make_node(
-            [x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1], y_q.input[2]],
-            [y_q.output[0]], op.attrs, name=f"{prefix}/{OP_TYPE}")))
+        fused_nodes = qternary_nodes([x_dq.input[0], x_dq.input[1], x_dq.input[2], packed, scale, bias, y_q.input[1],
+                                      y_q.input[2]], y_q.output[0], op.attrs, prefix, layout)
+        added.append((conv, fused_nodes))
         bias_dq = producer.get(conv.input[2]) if len(conv.input) > 2 else None
         removed.update(id(node) for node in [*chain, y_q, weight_dq, bias_dq] if node is not None)
         if all(id(user) in removed for user in consumers.get(x_dq.output[0], [])):
             removed.add(id(x_dq))
         fused += 1
-    replacement = {id(conv): node for conv, node in added}
-    nodes = [replacement.get(id(node), node) for node in graph.node if id(node) not in removed or id(node) in replacement]
+    replacement = {id(conv): fused_nodes for conv, fused_nodes in added}
+    nodes = [new for node in graph.node if id(node) not in removed or id(node) in replacement
+             for new in replacement.get(id(node), [node])]
     del graph.node[:]
     graph.node.extend(nodes)
     if fused:  # our domain at QTernaryConv's version, whatever an earlier pass wrote for it
@@ -254,8 +287,23 @@ def check_int8_onnx(model) -> None:
         raise ExportError(f"the int8 ONNX model is invalid: {str(err).splitlines()[0][:300]}") from None
 
 
+def with_value_shapes(model):
+    """`model` with the inferred shape of every tensor recorded (value_info), QTernaryConv's included.
+
+    ONNX Runtime cannot infer the shapes of a custom op's outputs; without a recorded rank its
+    layout optimizer leaves the convs after a QTernaryConv NCHW (it needs the rank to transpose them).
+    """
+    import onnx
+
+    from lbdeploy.ops.qonnx_schema import register_schema
+
+    register_schema()
+    return onnx.shape_inference.infer_shapes(model, data_prop=True)
+
+
 def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, images: np.ndarray, method: str,
-                  opset: int, progress: Callable[[str], None] = lambda message: None) -> tuple[list[str], dict]:
+                  opset: int, progress: Callable[[str], None] = lambda message: None,
+                  layout: str = LAYOUTS["ort"]) -> tuple[list[str], dict]:
     """Write the int8 model.onnx of `model` to `path`.
 
     Args:
@@ -264,6 +312,7 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
         method: "minmax", "entropy" or "percentile".
         opset: ONNX opset of the default domain.
         progress: called with a short message before each step.
+        layout: QTernaryConv's memory order (LAYOUTS: NHWC for ONNX Runtime, NCHW for TVM).
     Returns:
         (output names, the manifest's "quantization" section without the calibration record).
     Raises:
@@ -286,79 +335,14 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
         quantized = onnx.load(str(work / "qdq.onnx"))
     check_ranges(quantized)
     float_outputs(quantized)
-    fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")))
+    fused = fuse_ternary(quantized, ternary_ops(prepare_for_export(model, "standard")), layout)
     _drop_unused_initializers(quantized)
     quantized.producer_name = "lbdeploy"
     check_int8_onnx(quantized)
+    quantized = with_value_shapes(quantized)
     onnx.save(quantized, str(path))
-    return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms}
-
-
-def _custom_ops(custom: bool) -> list[dict]:
-    if not custom:
-        return []
-    from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION
-    from lbdeploy.ops.ternary_conv import DOMAIN
-
-    return [{"domain": DOMAIN, "op_type": OP_TYPE, "version": OP_VERSION}]
-
-
-@dataclass
-class Int8Export:
-    """The int8 part of `lbdeploy.exporters.export.export_model`: calibration images, the int8 graph, the
-    manifest sections and the accuracy gate on the held-out images.
-
-    Build it with `Int8Export.prepare(...)` before anything is written (bad calibration data fails
-    early), then `write`, `manifest` and `gate` inside the export.
-    """
-
-    options: object  # exporters.calibration.CalibrationOptions
-    images: object  # exporters.calibration.CalibrationSet
-    quantization: dict = field(default_factory=dict)
-
-    @classmethod
-    def prepare(cls, precision: str, backend: str, options, ckpt, input_size, progress) -> "Int8Export":
-        """Check the options and read the calibration and held-out images.
-
-        Raises:
-            ConfigError: an unknown precision or a backend without int8 graphs;
-            CalibrationError: unusable calibration data.
-        """
-        from lbdeploy.exporters.calibration import CalibrationOptions, load_calibration
-
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--quantize must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        able = [name for name, spec in backends().items() if precision in spec.precisions]
-        if backend not in able:
-            raise ConfigError(f"--quantize {precision} runs on the {' or '.join(able)} backend, not {backend!r}; "
-                              "drop --backend or --quantize")
-        options = options or CalibrationOptions()
-        options.check()
-        progress(f"reading {options.images} calibration images from {options.data}")
-        meta = ckpt.metadata
-        spec = {"pixel_scale": meta.get("pixel_scale", 1.0 / 255.0), "mean": meta.get("mean", (0.0, 0.0, 0.0)),
-                "std": meta.get("std", (1.0, 1.0, 1.0))}
-        return cls(options, load_calibration(options, input_size, spec))
-
-    def write(self, model, path: Path, task: str, opset: int, progress) -> tuple[list[str], bool]:
-        """Write the int8 model.onnx; returns (output names, whether it holds our custom op)."""
-        input_size = tuple(self.images.calibration.shape[2:])
-        names, self.quantization = quantize_onnx(model, path, input_size, task, self.images.calibration,
-                                                 self.options.method, opset, progress)
-        return names, self.quantization["ternary_convs"] > 0
-
-    def manifest(self) -> dict:
-        """The manifest fields of an int8 artifact: precision, ops, custom_ops and quantization."""
-        custom = self.quantization["ternary_convs"] > 0
-        details = {key: value for key, value in self.quantization.items() if key != "precision"}
-        return {"precision": PRECISION, "ops": "custom" if custom else "standard", "custom_ops": _custom_ops(custom),
-                "quantization": {**details, "calibration": self.options.to_dict(len(self.images.held_out))}}
-
-    def gate(self, model, run, names: list[str], task: str, backend: str):
-        """The int8 accuracy gate (exporters.accuracy) on the held-out images."""
-        from lbdeploy.exporters.accuracy import check_accuracy
-
-        return check_accuracy(model, run, names, task, self.images.held_out, backend)
+    return names, {"precision": PRECISION, **FORMAT, "ternary_convs": fused, "batchnorms_as_conv": batchnorms,
+                   "ternary_layout": layout}
 
 
 def float_outputs(model) -> int:

@@ -31,6 +31,7 @@ import lbdeploy.kernels
 from lbdeploy.artifact import MODEL_FILE
 from lbdeploy.errors import ExportError
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, pack_ternary
+from lbdeploy.board_os import get_board_os
 from lbdeploy.targets import TARGETS, Target
 
 KERNELS_DIR = Path(lbdeploy.kernels.__file__).resolve().parent  # package data: cuda/ and tensorrt/ sources
@@ -91,12 +92,12 @@ def _build_script(board: JetsonBoard) -> str:
     return f"""#!/usr/bin/env bash
 # Build the TernaryConv TensorRT plugin for {board.name} ({board.sm_arch}) on the board itself.
 # Needs JetPack {board.jetpack} (TensorRT >= {MIN_TENSORRT}), cmake and nvcc.
-# Override the GPU arch with CUDA_ARCH=native (or another SM number) if needed.
+# Override the GPU arch with CUDA_ARCH=<SM number> or CUDA_ARCH=native (the board's own GPU).
 set -euo pipefail
 here=$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)
 lib=$(bash "$here/src/tensorrt/build.sh" "${{CUDA_ARCH:-{board.sm}}}" "$here")
 echo "built $lib"
-echo "next: lbdeploy build-engine $(dirname "$here") --fp16"
+echo "next: lbdeploy build-engine $(dirname "$here") --fp16 --trust-plugin"
 """
 
 
@@ -180,6 +181,9 @@ def check_tensorrt_target(target: Target, custom_ops: bool = True) -> JetsonBoar
         ExportError: a target without TensorRT, or a board whose stock TensorRT is too old for this export.
     """
     board = jetson_board(target)
+    system = get_board_os(target.board_os)
+    if system.unsupported:
+        raise ExportError(f"{board.name} runs {system.description}. {system.unsupported}")
     needed = MIN_TENSORRT if custom_ops else MIN_TENSORRT_STANDARD_OPS
     if _version(board.stock_tensorrt) < _version(needed):
         standard_ok = _version(board.stock_tensorrt) >= _version(MIN_TENSORRT_STANDARD_OPS)
@@ -225,7 +229,7 @@ def add_tensorrt_files(artifact_dir: Path, target: Target, *, custom_ops: bool =
     steps = [
         f"copy this folder to the {board.name} (JetPack {board.jetpack}, TensorRT >= {needed})",
         *([f"bash {TENSORRT_DIR}/build.sh"] if custom_ops else []),
-        "lbdeploy build-engine . --fp16",
+        "lbdeploy build-engine . --fp16" + (" --trust-plugin" if custom_ops else ""),
         "lbdeploy infer . image.jpg",
     ]
     fragment = {

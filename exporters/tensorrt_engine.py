@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbdeploy.exporters.onnx import check_ternary_initializers
-from lbdeploy.errors import ArtifactError, ConfigError, ExportError, KernelLibraryError
+from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError, KernelLibraryError
 from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
 from lbdeploy.runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
 
@@ -111,27 +111,43 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _checked_precision(artifact_dir: Path, manifest: dict, section: dict, engine: bytes) -> dict:
+def _checked_precision(artifact_dir: Path, manifest: dict, engine: bytes) -> dict:
     """Run the candidate engine beside float32 ONNX Runtime (exporters/engine_precision.py).
 
-    The candidate is written next to the engine and removed afterwards, so a refused engine never
-    replaces the one already there. Returns the report for engine.json; raises ParityError when refused.
+    The candidate runs from memory (it is written only once it passes), so a refused engine never
+    replaces the one already there and nothing unlisted passes the artifact's trust boundary; the
+    plugin is the one this build registered. Returns the report for engine.json; raises ParityError
+    when refused.
     """
     from lbdeploy.exporters.engine_precision import check_engine_precision, ort_float32_runner
     from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
 
-    candidate = f"{section['engine']}.candidate"
-    (artifact_dir / candidate).write_bytes(engine)
+    backend = TensorRTBackend(artifact_dir, manifest, serialized_engine=engine)
     try:
-        backend = TensorRTBackend(artifact_dir, {**manifest, "tensorrt": {**section, "engine": candidate}})
-        try:
-            engine_run = lambda images: backend.run({backend.input_names[0]: images})  # noqa: E731
-            report = check_engine_precision(ort_float32_runner(artifact_dir, manifest), engine_run, manifest)
-        finally:
-            backend.close()
+        engine_run = lambda images: backend.run({backend.input_names[0]: images})  # noqa: E731
+        report = check_engine_precision(ort_float32_runner(artifact_dir, manifest), engine_run, manifest)
     finally:
-        (artifact_dir / candidate).unlink(missing_ok=True)
+        backend.close()
     return report.to_dict()
+
+
+def _verified_plugin(artifact_dir: Path, manifest: dict, section: dict, trust_plugin: bool) -> dict:
+    """The manifest once the plugin library is listed: listed already, or built here and `trust_plugin` given.
+
+    Raises:
+        ArtifactError: the library exists but is not listed and `trust_plugin` is False.
+    """
+    library = (section.get("plugin") or {}).get("library")
+    if not library or library in manifest["files"]:
+        return manifest
+    if not contained_path(artifact_dir, library, "TensorRT plugin library").is_file():
+        return manifest  # load_plugin_library says how to build it
+    if not trust_plugin:
+        raise ArtifactError(
+            f"the TensorRT plugin library {library} is not listed in the manifest, so it cannot be verified and was "
+            "not loaded; if you built it here with `bash tensorrt/build.sh`, run build-engine with --trust-plugin "
+            "to record it")
+    return record_files(artifact_dir, [library])
 
 
 def build_engine(
@@ -141,6 +157,7 @@ def build_engine(
     min_batch: int = 1,
     opt_batch: int = 1,
     max_batch: int = 1,
+    trust_plugin: bool = False,
 ) -> Path:
     """Build ARTIFACT/tensorrt/model.engine from ARTIFACT/model.onnx on this device.
 
@@ -151,11 +168,14 @@ def build_engine(
             (exporters/engine_precision.py).
         workspace_mb: TensorRT's workspace memory-pool limit in MiB.
         min_batch, opt_batch, max_batch: the batch sizes the engine accepts; tuned for opt_batch.
+        trust_plugin: list the plugin library that `tensorrt/build.sh` built here in the manifest
+            (its sha256) before loading it; without it an unlisted library is refused, never loaded.
     Returns:
         The path of the written engine.
     Raises:
         ConfigError: invalid batch profile or workspace, or a profile the model's input cannot take.
-        ArtifactError: no manifest, not a TensorRT artifact, or model.onnx missing.
+        ArtifactError: no manifest, not a TensorRT artifact, model.onnx missing, or a plugin library
+            that is not listed (without `trust_plugin`) or does not match its sha256.
         BackendUnavailable: TensorRT is not installed.
         KernelLibraryError: the plugin library is missing, unloadable, or not found by the parser.
         ExportError: the ONNX parser or the builder failed.
@@ -172,12 +192,16 @@ def build_engine(
     onnx_path = contained_path(artifact_dir, section.get("onnx", MODEL_FILE), "TensorRT ONNX file")
     if not onnx_path.is_file():
         raise ArtifactError(f"{onnx_path} is missing; re-export the model")
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise BackendUnavailable("build-engine reads model.onnx with the onnx package, which is not installed here; "
+                                 "pip install 'lbdeploy[tensorrt]' (a bundle's install.sh brings it)") from None
     check_ternary_initializers(onnx.load(onnx_path))  # the CUDA kernel would read code 3 as 0: refuse it here
+    manifest = _verified_plugin(artifact_dir, manifest, section, trust_plugin)
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
-    load_plugin_library(trt, artifact_dir, section)
+    load_plugin_library(trt, artifact_dir, section, manifest["files"])
 
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt))
@@ -208,7 +232,7 @@ def build_engine(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
     _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
-    precision = _checked_precision(artifact_dir, manifest, section, bytes(serialized)) if fp16 else None
+    precision = _checked_precision(artifact_dir, manifest, bytes(serialized)) if fp16 else None
     _write_atomically(engine_path, bytes(serialized))
     info = {
         "tensorrt": trt.__version__,

@@ -37,8 +37,21 @@ FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
+# The signature of the whole folder (docs/signing.md). It covers manifest.json, so the manifest
+# cannot list it; `list_files` leaves it out.
+SIGNATURE_NAME = "signature.sig"
+# Written into an export's temporary folder (its content: the folder's own name) so that only
+# folders that are provably an interrupted export's are ever cleaned up; removed before the swap.
+PARTIAL_MARKER = ".lbdeploy-partial"
+_UNLISTED = frozenset({MANIFEST_NAME, SIGNATURE_NAME, PARTIAL_MARKER})
 _CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# Bounds checked before anything is allocated from a manifest's numbers (item: absurd shapes).
+MAX_FILES = 10_000
+MAX_PATH_CHARS = 1024
+MAX_SIDE = 8192
+MAX_PIXELS = 8192 * 8192
+MAX_CHANNELS = 4096
 
 # field -> (accepted JSON types, required). Nested shapes are checked by `_check_nested`.
 _SCHEMA = {
@@ -47,7 +60,8 @@ _SCHEMA = {
     "files": ((dict,), True), "config": ((dict,), False), "target": ((str,), False), "ops": ((str,), False),
     "opset": ((int,), False), "custom_ops": ((list,), False), "kernel_library": ((dict, type(None)), False),
     "parity": ((dict,), False), "tools": ((dict,), False), "precision": ((str,), False),
-    "quantization": ((dict,), False), "accuracy": ((dict,), False),
+    "quantization": ((dict,), False), "accuracy": ((dict,), False), "kernels": ((dict,), False),
+    "reference": ((dict,), False),
 }
 _JSON_TYPE_NAMES = {str: "a string", int: "an integer", dict: "an object", list: "a list", type(None): "null",
                     bool: "true/false", float: "a number"}
@@ -74,23 +88,66 @@ def _require(value, expected: tuple, field: str):
     return value
 
 
+def _bounded_int(value, field: str, low: int, high: int) -> int:
+    _require(value, (int,), field)
+    if not low <= value <= high:
+        raise ArtifactError(f"manifest field {field!r} is {value}, outside {low}..{high}; re-export the model")
+    return value
+
+
+def _check_shape(shape: list, field: str) -> None:
+    """Dimensions after the batch: positive integers within MAX_CHANNELS / MAX_SIDE, at most MAX_PIXELS per map."""
+    if not 2 <= len(shape) <= 4:
+        raise ArtifactError(f"manifest field {field!r} must have 2 to 4 entries, not {len(shape)}")
+    dims = [_bounded_int(d, f"{field}[{i + 1}]", 1, MAX_CHANNELS if i == 0 else MAX_SIDE)
+            for i, d in enumerate(shape[1:])]
+    if len(dims) == 3 and dims[1] * dims[2] > MAX_PIXELS:
+        raise ArtifactError(f"manifest field {field!r} has {dims[1]}x{dims[2]} maps, above {MAX_PIXELS} pixels")
+
+
+def _check_numbers(values, field: str, count: int, positive: bool = False) -> None:
+    _require(values, (list,), field)
+    if len(values) != count:
+        raise ArtifactError(f"manifest field {field!r} must have {count} entries (one per input channel), "
+                            f"not {len(values)}")
+    for index, value in enumerate(values):
+        _require(value, (int, float), f"{field}[{index}]")
+        if value != value or value in (float("inf"), float("-inf")) or (positive and value <= 0):
+            raise ArtifactError(f"manifest field '{field}[{index}]' is {value}; it must be a finite "
+                                f"{'positive ' if positive else ''}number")
+
+
+def _check_file_key(relative) -> None:
+    """A `files` key is a printable, encodable relative path of bounded length."""
+    if (not relative or len(relative) > MAX_PATH_CHARS
+            or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in relative)):
+        raise ArtifactError(f"manifest field 'files' has the key {ascii(relative)[:80]}, which is not a file path "
+                            "of an artifact (empty, too long, or with control or unpaired surrogate characters)")
+
+
 def _check_nested(manifest: dict) -> None:
     spec = manifest["input"]
     _require(spec.get("name"), (str,), "input.name")
     shape = _require(spec.get("shape"), (list,), "input.shape")
     if len(shape) != 4:
         raise ArtifactError(f"manifest field 'input.shape' must have 4 entries (N, C, H, W), not {len(shape)}")
+    _check_shape(shape, "input.shape")
     for key in ("mean", "std"):
         if key in spec:
-            _require(spec[key], (list,), f"input.{key}")
+            _check_numbers(spec[key], f"input.{key}", shape[1], positive=key == "std")
+    if "pixel_scale" in spec:
+        _check_numbers([spec["pixel_scale"]], "input.pixel_scale", 1, positive=True)
     if not manifest["outputs"]:
         raise ArtifactError("manifest field 'outputs' is empty; re-export the model")
     for index, output in enumerate(manifest["outputs"]):
         _require(output, (dict,), f"outputs[{index}]")
         _require(output.get("name"), (str,), f"outputs[{index}].name")
-        _require(output.get("shape"), (list,), f"outputs[{index}].shape")
+        _check_shape(_require(output.get("shape"), (list,), f"outputs[{index}].shape"), f"outputs[{index}].shape")
         _require(output.get("final", False), (bool,), f"outputs[{index}].final")
+    if len(manifest["files"]) > MAX_FILES:
+        raise ArtifactError(f"manifest field 'files' lists {len(manifest['files'])} files, above {MAX_FILES}")
     for relative, digest in manifest["files"].items():
+        _check_file_key(relative)
         if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
             raise ArtifactError(f"manifest field 'files[{relative!r}]' must be a sha256 hex digest; re-export the model")
     library = manifest.get("kernel_library")
@@ -109,6 +166,17 @@ def _check_nested(manifest: dict) -> None:
             for key, types in spec.section_schema.items():
                 if key in section:
                     _require(section[key], types, f"{spec.section}.{key}")
+    for index, layer in enumerate(_require(manifest.get("kernels", {}).get("layers", []), (list,), "kernels.layers")):
+        _require(layer, (dict,), f"kernels.layers[{index}]")
+        _require(layer.get("name"), (str,), f"kernels.layers[{index}].name")
+        if layer.get("choice") not in ("ternary", "dense"):
+            raise ArtifactError(f"manifest field 'kernels.layers[{index}].choice' must be \"ternary\" or \"dense\"; "
+                                "re-export the model")
+    reference = manifest.get("reference")
+    if reference is not None:
+        _require(reference.get("inputs"), (str,), "reference.inputs")
+        for key, relative in _require(reference.get("arrays"), (dict,), "reference.arrays").items():
+            _require(relative, (str,), f"reference.arrays.{key}")
 
 
 def validate_manifest(manifest, where) -> dict:
@@ -146,18 +214,29 @@ def validate_manifest(manifest, where) -> dict:
 def loadable_files(manifest: dict) -> list[str]:
     """The artifact-relative paths that some backend may load as code or model.
 
-    model.onnx, the kernel library and the files each backend's record names in its manifest
-    section (`BackendSpec.loadable`: a TVM module, TensorRT's ONNX file). These must be listed in
-    `files` (and so hash-checked) whenever the manifest names them; a TensorRT engine and plugin
-    are named before they are built on the board, and are listed by `lbdeploy build-engine` when
-    it builds them.
+    model.onnx, the kernel library, the reference arrays (exporters.reference) and the files each
+    backend's record names in its manifest section (`BackendSpec.loadable`: a TVM module,
+    TensorRT's ONNX file). These must be listed in `files` (and so hash-checked) whenever the
+    manifest names them, with one exception: files a backend builds on the board
+    (`device_built_files`: TensorRT's engine and plugin library) are named before they are built;
+    they must then lie inside the folder, and are loaded only once `lbdeploy build-engine` has
+    listed them.
     """
     paths = [MODEL_FILE]
     if manifest.get("kernel_library"):
         paths.append(manifest["kernel_library"]["path"])
+    reference = manifest.get("reference")
+    if isinstance(reference, dict):
+        paths += [reference[key] for key in ("inputs", "outputs") if reference.get(key)]
     for spec in backends().values():
         paths += spec.loadable_files(manifest)
-    return paths
+    return paths + device_built_files(manifest)
+
+
+def device_built_files(manifest: dict) -> list:
+    """The loadable files a backend builds on the board, when its section names them
+    (`BackendSpec.built_on_device`: TensorRT's engine and plugin library)."""
+    return [path for spec in backends().values() for path in spec.device_built_files(manifest)]
 
 
 class Artifact(NamedTuple):
@@ -190,10 +269,35 @@ def contained_path(root, relative, what: str = "file") -> Path:
 
 
 def list_files(folder) -> dict:
-    """Every file under `folder` but the manifest, as {relative path: sha256}."""
+    """Every file under `folder` but the manifest, the signature and an export's marker, as {relative path: sha256}."""
     folder = Path(folder)
     return {p.relative_to(folder).as_posix(): file_sha256(p)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() not in _UNLISTED}
+
+
+def stray_entries(folder) -> list[str] | None:
+    """What in `folder` an lbdeploy artifact does not account for, or None when it is no artifact at all.
+
+    An artifact is a folder whose manifest.json passes `validate_manifest` and whose every entry is
+    the manifest, the signature, a file listed in `files` or a folder on the way to one. A symlink,
+    an unlisted file or an empty folder is a stray: `export --force` refuses to delete such a folder.
+    """
+    folder = Path(folder)
+    try:
+        listed = set(validate_manifest(json.loads((folder / MANIFEST_NAME).read_text()), folder / MANIFEST_NAME)["files"])
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, ArtifactError):
+        return None
+    parents = {parent.as_posix() for relative in listed for parent in Path(relative).parents}
+    strays = []
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        if path.is_symlink() or not (path.is_dir() or path.is_file()):
+            strays.append(relative)
+        elif path.is_dir() and relative not in parents:
+            strays.append(relative + "/")
+        elif path.is_file() and relative not in listed and relative not in (MANIFEST_NAME, SIGNATURE_NAME):
+            strays.append(relative)
+    return strays
 
 
 def verify_file(root: Path, relative: str, files: dict, what: str = "file") -> Path:
@@ -227,26 +331,39 @@ def verify_files(artifact_dir: Path, manifest: dict) -> None:
     files = manifest["files"]
     for relative in files:
         verify_file(artifact_dir, relative, files)
+    built_later = device_built_files(manifest)
     for relative in loadable_files(manifest):
-        if relative not in files:
+        if relative in built_later:
+            contained_path(artifact_dir, relative, "file built on the device")
+        elif relative not in files:
             raise ArtifactError(f"the manifest names {relative!r} without listing it in 'files'; refusing an "
                                 "artifact whose model or kernels cannot be verified (re-export the model)")
 
 
-def open_artifact(artifact_dir) -> Artifact:
+def open_artifact(artifact_dir, trusted_key=None) -> Artifact:
     """Read, validate and verify an artifact folder.
+
+    With a trusted public key (`trusted_key`, else $LBDEPLOY_TRUSTED_KEY; lbdeploy/signing.py) the
+    folder's signature is checked first, before the manifest is read.
 
     Args:
         artifact_dir: the folder `lbdeploy export` wrote.
+        trusted_key: a PEM public key file, or None for the environment's.
     Returns:
         The Artifact (resolved folder and manifest).
     Raises:
-        ArtifactError: no manifest, an unreadable or malformed manifest, or files that do not match it.
+        ArtifactError: no manifest, an unreadable or malformed manifest, files that do not match
+            it, or (with a trusted key) a missing or wrong signature.
     """
+    from lbdeploy.signing import trusted_key as configured_key, verify_signature
+
     root = Path(artifact_dir)
     manifest_path = root / MANIFEST_NAME
     if not manifest_path.is_file():
         raise ArtifactError(f"{root} has no {MANIFEST_NAME}; pass the folder written by `lbdeploy export`")
+    key = configured_key(trusted_key)
+    if key is not None:
+        verify_signature(root, key)
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:

@@ -55,6 +55,9 @@ class BackendSpec:
         exports_here: an artifact for this machine can be exported on the fly (eval/profile --compare).
         section: the manifest section it writes (None: none); section_schema: field -> accepted
             JSON types of that section; loadable: the fields of the section naming files it loads.
+        built_on_device: the fields of the section (dotted for nested ones, "plugin.library") naming
+            loadable files built on the board after export: they need not be listed in `files`
+            until built, but must lie inside the folder (lbdeploy.artifact.device_built_files).
         doctor_checks: extra `lbdeploy doctor` checks, each `check(context) -> Check` (runtime.doctor).
         serves: target name -> this backend's settings there, for targets of lbdeploy.targets whose
             records do not list it (a backend from another package); the built-in ones are listed
@@ -75,6 +78,7 @@ class BackendSpec:
     section: str | None = None
     section_schema: dict = field(default_factory=dict)
     loadable: tuple[str, ...] = ()
+    built_on_device: tuple[str, ...] = ()
     doctor_checks: tuple[Callable, ...] = ()
     serves: dict = field(default_factory=dict)
     imports: tuple[str, ...] = ()
@@ -111,6 +115,18 @@ class BackendSpec:
         if not isinstance(section, dict):
             return []
         return [section[key] for key in self.loadable if isinstance(section.get(key), str) and section[key]]
+
+    def device_built_files(self, manifest: dict) -> list[str]:
+        """The files its manifest section names that are built on the board (`built_on_device`)."""
+        section = manifest.get(self.section) if self.section else None
+        paths = []
+        for dotted in self.built_on_device if isinstance(section, dict) else ():
+            value = section
+            for key in dotted.split("."):
+                value = value.get(key) if isinstance(value, dict) else None
+            if value is not None:
+                paths.append(value)
+        return paths
 
 
 def _checkout_entry_points() -> list[metadata.EntryPoint]:

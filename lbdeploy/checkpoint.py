@@ -35,6 +35,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+# Upper bounds of a checkpoint's integer config values, checked before a network is built from them
+# (a 1 KB file saying feats=400000 would otherwise allocate hundreds of GiB). Each is far above any
+# preset of the paper (docs/models.md); a config key not named here is left to the model's builder.
+CONFIG_BOUNDS = {"stacks": 64, "modules": 16, "feats": 4096, "mid": 4096, "joints": 256, "cardinality": 256,
+                 "width": 1024, "channels": 1024, "classes": 100_000, "blocks_per_stage": 64, "depth": 8,
+                 "kernel_size": 15}
+MAX_INPUT_SIDE = 4096
 
 
 @dataclass
@@ -128,6 +135,47 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _side(value, where: str, path) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INPUT_SIDE:
+        raise CheckpointError(f"{path}: {where} is {value!r}; it must be an integer in 1..{MAX_INPUT_SIDE}")
+
+
+def check_config_bounds(ckpt: Checkpoint, path) -> None:
+    """Refuse config and metadata values that no network of ours has, before anything is allocated.
+
+    Raises:
+        CheckpointError: an integer option beyond CONFIG_BOUNDS, an input size beyond MAX_INPUT_SIDE,
+            mean/std that are not 3 finite numbers (std > 0), or joint names that do not match `joints`.
+    """
+    for key, bound in CONFIG_BOUNDS.items():
+        value = ckpt.config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
+            raise CheckpointError(f"{path}: config {key}={value!r} is outside 1..{bound}; this is not a network "
+                                  "lbdeploy builds (re-save the checkpoint)")
+    for where, size in (("config input_size", ckpt.config.get("input_size")),
+                        ("metadata input_size", ckpt.metadata.get("input_size"))):
+        if size is not None:
+            if not isinstance(size, (list, tuple)) or len(size) != 2:
+                raise CheckpointError(f"{path}: {where} must be (height, width), not {size!r}")
+            for value in size:
+                _side(value, where, path)
+    for key in ("mean", "std"):
+        values = ckpt.metadata.get(key)
+        if values is None:
+            continue
+        if (not isinstance(values, (list, tuple)) or len(values) != 3
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 for v in values)
+                or (key == "std" and min(values) <= 0)):
+            raise CheckpointError(f"{path}: metadata {key} must be 3 finite numbers{' above 0' if key == 'std' else ''}, "
+                                  f"not {str(values)[:60]}")
+    names, joints = ckpt.metadata.get("joints"), ckpt.config.get("joints")
+    if isinstance(names, (list, tuple)) and isinstance(joints, int) and len(names) != joints:
+        raise CheckpointError(f"{path}: metadata names {len(names)} joints but the network has {joints}; "
+                              "re-save the checkpoint with matching joint names")
+
+
 def load_checkpoint(path) -> Checkpoint:
     """Read a model.pt safely (weights only); imports pytorch-pose hourglass checkpoints too.
 
@@ -143,7 +191,11 @@ def load_checkpoint(path) -> Checkpoint:
         missing = [k for k in ("arch", "config", "state_dict") if k not in data]
         if missing:
             raise CheckpointError(f"{path}: checkpoint lacks {missing}")
-        return Checkpoint(data["arch"], dict(data["config"]), data["state_dict"], dict(data.get("metadata") or {}))
+        if not isinstance(data["config"], dict) or not isinstance(data.get("metadata") or {}, dict):
+            raise CheckpointError(f"{path}: the checkpoint's config and metadata must be dicts")
+        ckpt = Checkpoint(data["arch"], dict(data["config"]), data["state_dict"], dict(data.get("metadata") or {}))
+        check_config_bounds(ckpt, path)
+        return ckpt
     if isinstance(data.get("state_dict"), dict):
         return import_pytorch_pose(data["state_dict"], source=str(path))
     if data and all(isinstance(v, torch.Tensor) and "." in str(k) for k, v in data.items()):  # "layer.weight"
@@ -208,8 +260,59 @@ def import_state_dict(path, arch: str, **overrides):
         raise CheckpointError(f"{path}: the weights do not fit {arch} built with {given}: {'; '.join(problems)}; pass "
                               "the preset and options the network was built with (--stacks, --feats, --modules, "
                               "--joints, --input-size, ...; `lbdeploy models` lists the presets)")
+    if "density" not in overrides:
+        density = _file_density(model, state_dict)
+        if density is not None and density != model.config.get("density"):
+            model = build_model(arch, **overrides, density=density)
+    _check_ternary_draw(model, state_dict, path)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
+
+
+def _ternary_layers(model) -> list:
+    from lbdeploy.models.ternary import TernaryConv2d
+
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, TernaryConv2d)]
+
+
+def _nonzeros(density: float, count: int) -> int:
+    return int(density * count + 0.5)  # as draw_ternary: exactly round(density * n) non-zeros
+
+
+def _file_density(model, state_dict: dict) -> float | None:
+    """The density the file's ternary weights were drawn at (each layer has round(density * n) non-zeros):
+    the shortest decimal that gives every layer's count, else None (no ternary layer, or no such value)."""
+    counts = [(int(torch.count_nonzero(state_dict[f"{name}.weight"])), state_dict[f"{name}.weight"].numel())
+              for name, _ in _ternary_layers(model)]
+    if not counts:
+        return None
+    fraction = sum(c for c, _ in counts) / sum(n for _, n in counts)
+    for digits in range(1, 7):
+        candidate = round(fraction, digits)
+        if all(_nonzeros(candidate, n) == c for c, n in counts):
+            return candidate
+    return None
+
+
+def _check_ternary_draw(model, state_dict: dict, path: Path) -> None:
+    """The file's ternary weights must be the seeded draw that the model's config records (seed, density).
+
+    Raises:
+        CheckpointError: they are not; the message says which option to pass.
+    """
+    layers = _ternary_layers(model)
+    seed, density = model.config.get("seed"), model.config.get("density")
+    wrong_density = [name for name, module in layers
+                     if int(torch.count_nonzero(state_dict[f"{name}.weight"])) != _nonzeros(module.density, module.weight.numel())]
+    if wrong_density:
+        raise CheckpointError(f"{path}: the ternary weights do not have density {density} ({len(wrong_density)} of "
+                              f"{len(layers)} layers differ, e.g. {wrong_density[0]}); pass the --density they were "
+                              "drawn with, or leave it out to take it from the file")
+    differ = [name for name, module in layers if not torch.equal(module.weight, state_dict[f"{name}.weight"].to(module.weight.dtype))]
+    if differ:
+        raise CheckpointError(f"{path}: the ternary weights are not the draw of seed {seed} at density {density} "
+                              f"({len(differ)} of {len(layers)} layers differ, e.g. {differ[0]}); pass the --seed they "
+                              "were drawn with (a model.pt records it in its config)")
 
 
 def _mismatches(expected: dict, given: dict) -> list[str]:

@@ -52,3 +52,7 @@ class CalibrationError(ExportError):
 
 class AccuracyError(ExportError):
     """The int8 model's keypoints disagree with PyTorch fp32 beyond the accuracy gate (docs/export.md)."""
+
+
+class QuantizationError(LbdeployError):
+    """Quantization parameters no backend runs: a scale that is not finite and positive, a NaN bias."""

@@ -15,7 +15,7 @@ from lbdeploy.errors import LbdeployError
 
 EXTRA_OF_MODULE = {
     "torch": "torch", "torchvision": "torch", "onnx": "torch", "onnxscript": "torch", "scipy": "torch",
-    "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "ray": "ray",
+    "fastapi": "serve", "uvicorn": "serve", "multipart": "serve", "ray": "ray", "model_signing": "signing",
 }
 
 

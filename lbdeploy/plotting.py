@@ -37,13 +37,16 @@ def font(size: int = FONT_SIZE):
     return ImageFont.load_default(size=size)
 
 
-def nice_ticks(low: float, high: float, count: int = 8) -> list[float]:
-    """About `count` round tick values (steps of 1, 2 or 5 x 10^k) covering [low, high]."""
+def nice_ticks(low: float, high: float, count: int = 8, integer: bool = False) -> list[float]:
+    """About `count` round tick values (steps of 1, 2 or 5 x 10^k) covering [low, high]; with
+    `integer`, steps of at least 1 (for counts, which have no halves)."""
     if not math.isfinite(low) or not math.isfinite(high):
         return []
     if high <= low:
         high = low + 1.0
     raw = (high - low) / max(count - 1, 1)
+    if integer:
+        raw = max(raw, 1.0)
     magnitude = 10.0 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
     first = math.ceil(low / step - 1e-9) * step
@@ -97,11 +100,13 @@ class Axes:
         x_range, y_range: data ranges mapped onto the box.
         title, x_label, y_label: text around the box (units belong in the labels).
         y_ticks: False for a y axis without ticks (e.g. category bars labelled by `category`).
+        integer_y: y ticks at whole numbers only (counts).
     """
 
     def __init__(self, canvas: Canvas, box, x_range, y_range, title: str = "", x_label: str = "",
-                 y_label: str = "", y_ticks: bool = True):
+                 y_label: str = "", y_ticks: bool = True, integer_y: bool = False):
         self.canvas = canvas
+        self.integer_y = integer_y
         self.left, self.top, self.right, self.bottom = box
         self.x_range = _widened(x_range)
         self.y_range = _widened(y_range)
@@ -125,14 +130,32 @@ class Axes:
         low, high = self.y_range
         return self.bottom - (y - low) / (high - low) * (self.bottom - self.top)
 
-    def line(self, xs, ys, color, width: int = 2, markers: bool = True) -> None:
-        """A polyline through the finite points (x, y), with a dot on each point."""
-        points = [(self.px(x), self.py(y)) for x, y in zip(xs, ys) if math.isfinite(x) and math.isfinite(y)]
+    def line(self, xs, ys, color, width: int = 2, markers: bool = True, dash: int = 0, offset: float = 0.0) -> None:
+        """A polyline through the finite points (x, y), with a dot on each point.
+
+        `dash` > 0 draws it dashed (dashes of that many pixels); `offset` shifts it that many pixels
+        right and up, so that lines over the same points stay visible side by side.
+        """
+        points = [(self.px(x) + offset, self.py(y) - offset) for x, y in zip(xs, ys)
+                  if math.isfinite(x) and math.isfinite(y)]
         if len(points) > 1:
-            self.canvas.draw.line(points, fill=color, width=width)
+            if dash:
+                for start, end in zip(points, points[1:]):
+                    self._dashed(start, end, color, width, dash)
+            else:
+                self.canvas.draw.line(points, fill=color, width=width)
         if markers:
             for x, y in points:
                 self.canvas.draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+
+    def _dashed(self, start, end, color, width: int, dash: int) -> None:
+        length = math.dist(start, end)
+        steps = max(1, int(length // dash))
+        for step in range(0, steps, 2):
+            a, b = step / steps, min(step + 1, steps) / steps
+            self.canvas.draw.line([(start[0] + (end[0] - start[0]) * a, start[1] + (end[1] - start[1]) * a),
+                                   (start[0] + (end[0] - start[0]) * b, start[1] + (end[1] - start[1]) * b)],
+                                  fill=color, width=width)
 
     def vertical_marker(self, x: float, label: str, color=(120, 120, 120)) -> None:
         """A dashed vertical line at data x with a label at its top."""
@@ -178,7 +201,7 @@ class Axes:
             self.canvas.text((column, self.bottom + TICK + 2), tick_label(tick, x_step), anchor="mt")
         if not y_ticks:
             return
-        ticks = [t for t in nice_ticks(*self.y_range) if self.y_range[0] <= t <= self.y_range[1]]
+        ticks = [t for t in nice_ticks(*self.y_range, integer=self.integer_y) if self.y_range[0] <= t <= self.y_range[1]]
         y_step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
         for tick in ticks:
             row = self.py(tick)

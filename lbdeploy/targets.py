@@ -77,6 +77,7 @@ class Target:
         backends: backend name -> its settings; the first backend is the default. A backend
             registered elsewhere adds the targets it serves through its record (`BackendSpec.serves`).
         aliases: other names `--target` accepts for this record.
+        board_os: the system its board runs by default (a record of lbdeploy/board_os.py; `lbdeploy bundle`).
     """
 
     name: str
@@ -86,6 +87,7 @@ class Target:
     backends: dict = field(default_factory=dict)
     gpu: GPU | None = None
     aliases: tuple[str, ...] = ()
+    board_os: str = "debian12"
 
     @property
     def default_backend(self) -> str:
@@ -144,15 +146,16 @@ def _targets() -> list[Target]:
         Target("rpi5", "Raspberry Pi 5 (Cortex-A76, dotprod, fp16)", "aarch64", ("neon", "dotprod", "fullfp16"),
                {"ort": ort, "tvm": _arm_tvm("cortex-a76", "+dotprod", "+fullfp16")}),
         Target("jetson-orin-cpu", "Jetson Orin CPU cores only (Cortex-A78AE)", "aarch64", ("neon", "dotprod", "fullfp16"),
-               {"ort": ort, "tvm": _arm_tvm("cortex-a78ae", "+dotprod", "+fullfp16")}),
+               {"ort": ort, "tvm": _arm_tvm("cortex-a78ae", "+dotprod", "+fullfp16")}, board_os="jetpack6.1"),
         Target("jetson-orin", "Jetson Orin GPU (Ampere sm_87), aarch64 host", "aarch64", ("neon", "dotprod", "fullfp16"),
                {"tensorrt": TensorRTSettings("6.1+", "10.3"), "tvm": _jetson_tvm(ORIN, "cortex-a78ae")},
-               gpu=ORIN, aliases=("jetson",)),
-        Target("jetson-xavier", "Jetson Xavier GPU (Volta sm_72), aarch64 host", "aarch64", ("neon",),
-               {"tensorrt": TensorRTSettings("5.1", "8.5"), "tvm": _jetson_tvm(XAVIER, "carmel"), "ort": ort},
-               gpu=XAVIER),
+               gpu=ORIN, aliases=("jetson",), board_os="jetpack6.1"),
+        Target("jetson-xavier", "Jetson Xavier (Volta sm_72; JetPack 5 is unsupported: ort on its CPU cores, in a "
+               "Python 3.11 container)", "aarch64", ("neon",),
+               {"ort": ort, "tvm": _jetson_tvm(XAVIER, "carmel"), "tensorrt": TensorRTSettings("5.1", "8.5")},
+               gpu=XAVIER, board_os="jetpack5.1"),
         Target("jetson-nano", "Jetson Nano (Maxwell sm_53, TensorRT 8.2: too old for lbdeploy; ort runs on its Cortex-A57 CPU)", "aarch64", ("neon",),
-               {"ort": ort, "tensorrt": TensorRTSettings("4.6", "8.2")}, gpu=NANO),
+               {"ort": ort, "tensorrt": TensorRTSettings("4.6", "8.2")}, gpu=NANO, board_os="jetpack4.6"),
     ]
 
 

@@ -10,7 +10,12 @@ One request cannot starve the others nor outlive its timeout:
   small request waits for at most one batch of each running request, and memory per request is
   one batch whatever its box count. Before each batch, and while waiting for one, the request's
   deadline is checked: past it the request stops (`DeadlineExceeded`, 504), a batch not yet
-  started is dropped and only a batch already running finishes in the background.
+  started is dropped, and a job already running stops at its next `check_deadline`
+  (runtime.deadline: between HOG pyramid levels and person crops), so whole-image work is
+  abandoned with the request.
+- `read_within` bounds the time a request's body may take to arrive (`BodyTimeout`, 408); the
+  server reads bodies only once a request holds an admission slot, so at most `limit` bodies are
+  in memory at once.
 
 To change the scheduling (e.g. priorities), replace the `run` callable given to
 `predict_in_batches`; the batching and deadline checks stay.
@@ -22,13 +27,17 @@ import asyncio
 import dataclasses
 import time
 from contextlib import contextmanager
-from typing import Callable
+from typing import Awaitable, Callable
 
 import numpy as np
 
 from lbdeploy.errors import LbdeployError
 from lbdeploy.transforms import load_image
+from lbdeploy.runtime.deadline import DeadlineExceeded, late, run_until
 from lbdeploy.runtime.tasks.pose import PoseResult
+
+__all__ = ["Admission", "BodyTimeout", "DeadlineExceeded", "Overloaded", "predict_in_batches", "predict_whole_image",
+           "read_within"]
 
 
 class Overloaded(LbdeployError):
@@ -38,10 +47,10 @@ class Overloaded(LbdeployError):
     headers = {"Retry-After": "1"}
 
 
-class DeadlineExceeded(LbdeployError):
-    """A request ran past the server's timeout and was stopped (HTTP 504)."""
+class BodyTimeout(LbdeployError):
+    """A request's body did not arrive within the server's timeout (HTTP 408)."""
 
-    http_status = 504
+    http_status = 408
 
 
 class Admission:
@@ -84,22 +93,36 @@ def _merge(parts: list[PoseResult]) -> PoseResult:
     return PoseResult(**merged)
 
 
+async def read_within(reading: Awaitable, timeout_s: float):
+    """Await `reading` (the request body being received) for at most `timeout_s` seconds.
+
+    Raises:
+        BodyTimeout: the body had not fully arrived in time.
+    """
+    try:
+        return await asyncio.wait_for(reading, timeout=timeout_s)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout_s:g} s; send it faster "
+                          "or send a smaller image") from None
+
+
 async def _within(job: Callable, run: Callable, deadline: float, timeout_s: float):
-    """Run `job` through `run` unless the deadline has passed; stop waiting for it at the deadline."""
-    late = DeadlineExceeded(f"inference took longer than {timeout_s} s; retry, send a smaller image or fewer boxes")
+    """Run `job` through `run` unless the deadline has passed; stop waiting for it at the deadline
+    (the job itself stops at its next `check_deadline`)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise late
-    future = run(job)
+        raise late(timeout_s)
+    future = run(lambda: run_until(job, deadline, timeout_s))
     try:
         return await asyncio.wait_for(asyncio.shield(future), timeout=remaining)
     except asyncio.TimeoutError:
-        future.cancel()  # a batch that has not started yet is dropped; a running one finishes
-        raise late from None
+        future.cancel()  # a job that has not started yet is dropped; a running one stops at its next check
+        raise late(timeout_s) from None
 
 
 async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_heatmaps: bool,
-                             run: Callable, batch_crops: int, timeout_s: float) -> PoseResult:
+                             run: Callable, batch_crops: int, timeout_s: float,
+                             deadline: float | None = None) -> PoseResult:
     """Decode `data` and estimate the people of `boxes` batch by batch, within `timeout_s`.
 
     Args:
@@ -111,6 +134,7 @@ async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_h
         run: `run(job) -> asyncio future` running a no-argument callable on the inference pool.
         batch_crops: most crops per backend call.
         timeout_s: time limit from this call on.
+        deadline: the time.monotonic() value to stop at instead (e.g. from the request's admission).
 
     Returns:
         The PoseResult of all people, in box order (as `predictor.predict` would give).
@@ -118,7 +142,7 @@ async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_h
     Raises:
         InputError: an unreadable or too large image; DeadlineExceeded: past the time limit.
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s if deadline is None else deadline
     pixels = await _within(lambda: load_image(data, predictor.max_pixels), run, deadline, timeout_s)
     step = max(1, batch_crops // (2 if flip else 1))
     batches = [boxes] if not boxes else [boxes[i:i + step] for i in range(0, len(boxes), step)]
@@ -130,15 +154,18 @@ async def predict_in_batches(predictor, data: bytes, boxes, flip: bool, return_h
     return _merge(parts)
 
 
-async def predict_whole_image(predictor, data: bytes, run: Callable, timeout_s: float):
+async def predict_whole_image(predictor, data: bytes, run: Callable, timeout_s: float,
+                              deadline: float | None = None, present: Callable | None = None):
     """Decode `data` and run `predictor.predict(pixels)` on the whole image (one backend call, e.g. a
-    saliency map), each step one job through `run`, within `timeout_s`.
+    saliency map), then `present(result)` (e.g. PNG encoding), each step one job through `run`,
+    within `timeout_s` (or until `deadline`, a time.monotonic() value), so no step runs on the event loop.
 
     Returns:
-        What `predictor.predict` returns.
+        What `present` returns (`predictor.predict`'s result without it).
     Raises:
         InputError: an unreadable or too large image; DeadlineExceeded: past the time limit.
     """
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + timeout_s if deadline is None else deadline
     pixels = await _within(lambda: load_image(data, predictor.max_pixels), run, deadline, timeout_s)
-    return await _within(lambda: predictor.predict(pixels), run, deadline, timeout_s)
+    result = await _within(lambda: predictor.predict(pixels), run, deadline, timeout_s)
+    return result if present is None else await _within(lambda: present(result), run, deadline, timeout_s)

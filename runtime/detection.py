@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from lbdeploy.errors import BackendUnavailable, ConfigError
+from lbdeploy.transforms import DEFAULT_MAX_PIXELS, check_image_size
+from lbdeploy.runtime.deadline import check_deadline
 
 DEFAULT_NMS_IOU = 0.45
 DEFAULT_MAX_PEOPLE = 20
@@ -129,6 +131,9 @@ class HogDetector(Detector):
     name = "hog"
     default_score_threshold = 0.3
     WIN_STRIDE, PADDING, PYRAMID_SCALE = (8, 8), (8, 8), 1.05
+    # detectMultiScale's grouping (cv2.groupRectangles): clusters of more than 2 similar windows.
+    GROUP_THRESHOLD, GROUP_EPS = 2, 0.2
+    GROUP_MEMBER_IOU = 0.5  # a window this close to a grouped box lends it its score
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -144,24 +149,54 @@ class HogDetector(Detector):
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
 
     def raw_boxes(self, image):
-        """HOG windows over an image pyramid (OpenCV's own grouping off; NMS follows in `detect`).
+        """HOG windows over an image pyramid, grouped as OpenCV's detectMultiScale groups them (NMS
+        follows in `detect`).
 
-        An image smaller than the 64x128 window is enlarged to hold one first (OpenCV's HOG
-        crashes on smaller images).
+        The pyramid is walked level by level (as detectMultiScale walks it: each level the image
+        shrunk by PYRAMID_SCALE, down to the window size) with `check_deadline` between levels, so
+        a server request stopped at its deadline stops here too. An image smaller than the 64x128
+        window is enlarged to hold one first (OpenCV's HOG crashes on smaller images); the enlarged
+        image is held to the same size bounds as decoded images (lbdeploy.transforms.check_image_size).
+        Each grouped box scores the best SVM margin among the windows it groups.
         """
-        from PIL import Image
+        import cv2
 
         height, width = image.shape[:2]
         win_w, win_h = self._hog.winSize
         zoom = max(win_h / height, win_w / width, 1.0)
+        bgr = np.ascontiguousarray(image[..., ::-1])
         if zoom > 1.0:
             size = (int(np.ceil(width * zoom)), int(np.ceil(height * zoom)))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        boxes, weights = self._hog.detectMultiScale(
-            np.ascontiguousarray(image[..., ::-1]), hitThreshold=0.0, winStride=self.WIN_STRIDE,
-            padding=self.PADDING, scale=self.PYRAMID_SCALE, useMeanshiftGrouping=False)
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) / zoom
-        return boxes, np.asarray(weights, dtype=np.float32).reshape(-1)
+            check_image_size(*size, DEFAULT_MAX_PIXELS, "the image enlarged to the HOG window")
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
+        windows, weights = self._pyramid_windows(bgr)
+        if not windows:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        grouped, _ = cv2.groupRectangles(windows, self.GROUP_THRESHOLD, self.GROUP_EPS)
+        grouped = np.asarray(grouped, dtype=np.float32).reshape(-1, 4)
+        overlaps = box_iou(grouped, np.asarray(windows, dtype=np.float32))
+        scores = np.where(overlaps >= self.GROUP_MEMBER_IOU, np.asarray(weights)[None, :], -np.inf).max(axis=1)
+        return grouped / zoom, scores.astype(np.float32)
+
+    def _pyramid_windows(self, bgr: np.ndarray) -> tuple[list, list]:
+        """Every window scoring above 0 at every pyramid level, in the image's pixels, and its SVM margin."""
+        import cv2
+
+        height, width = bgr.shape[:2]
+        win_w, win_h = self._hog.winSize
+        windows, weights, scale = [], [], 1.0
+        for _ in range(self._hog.nlevels):
+            level_w, level_h = round(width / scale), round(height / scale)
+            if level_w < win_w or level_h < win_h:
+                break
+            check_deadline()
+            level = bgr if scale == 1.0 else cv2.resize(bgr, (level_w, level_h), interpolation=cv2.INTER_LINEAR_EXACT)
+            found, margins = self._hog.detect(level, hitThreshold=0.0, winStride=self.WIN_STRIDE, padding=self.PADDING)
+            for (x, y), margin in zip(np.asarray(found).reshape(-1, 2), np.asarray(margins).reshape(-1)):
+                windows.append([round(x * scale), round(y * scale), round(win_w * scale), round(win_h * scale)])
+                weights.append(float(margin))
+            scale *= self.PYRAMID_SCALE
+        return windows, weights
 
 
 class OnnxDetector(Detector):

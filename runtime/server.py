@@ -9,10 +9,13 @@ Endpoints (OpenAPI at /docs and /openapi.json, behind the token like the others)
     GET  /v1/model      manifest summary;  GET /healthz  liveness;  GET /metrics  Prometheus text
 
 Safety limits: request bodies above `max_body_bytes` get 413 (checked on Content-Length and while
-reading), images above `max_pixels` get 400, boxes that are not finite pixel coordinates get 400,
-more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more than `max_pending`
-requests at once get 503, and a request still running after `timeout_s` is stopped between two
-batches and gets 504 (runtime.admission). With a token every endpoint but /healthz needs
+reading), images above `max_pixels` or thinner than 1:100 get 400, boxes that are not finite pixel
+coordinates get 400, more boxes or crop pixels than `limits` allow get 413 (runtime.limits), more
+than `max_pending` requests at once get 503. A body is read only once its request is admitted, and
+must arrive within `body_timeout_s` (408); a request still running `timeout_s` after its body
+arrived gets 504 and its work stops at the next deadline check (runtime.admission,
+runtime.deadline). A connection must send its request head within `header_timeout_s`
+(runtime.connections). With a token every endpoint but /healthz needs
 `Authorization: Bearer <token>` (401 otherwise). Errors are JSON: {"error": {"type": ...,
 "message": ...}}, each counted once by type in /metrics. Inference runs on a thread pool of
 `workers` threads, so the event loop keeps answering while models run.
@@ -42,6 +45,7 @@ from lbdeploy.artifact import summarize
 from lbdeploy.errors import InputError, LbdeployError
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS
 from lbdeploy.runtime.admission import Admission
+from lbdeploy.runtime.connections import uvicorn_server
 from lbdeploy.runtime.limits import RequestLimits
 from lbdeploy.runtime.metrics import CONTENT_TYPE, ServerMetrics
 from lbdeploy.runtime.tasks import RUNTIME_TASKS, runtime_task
@@ -62,11 +66,14 @@ class ServerSettings:
         token: bearer token required on every endpoint but /healthz (None: open).
         max_body_bytes: largest accepted request body.
         max_pixels: largest accepted image (width * height).
-        timeout_s: per-request time limit (decoding and inference); the request stops past it.
+        timeout_s: per-request time limit (decoding and inference, from the body's arrival); the
+            request stops past it.
         workers: inference threads.
         limits: per-request caps (boxes, crop pixels) and the batch size requests run in.
-        max_pending: requests decoding or inferring at once (running or waiting for a thread);
-            more get 503.
+        max_pending: requests receiving their body, decoding or inferring at once (running or
+            waiting for a thread); more get 503.
+        body_timeout_s: seconds an admitted request has to send its whole body (408 past it).
+        header_timeout_s: seconds a connection has to send its request line and headers (`serve`).
     """
 
     token: str | None = None
@@ -76,6 +83,8 @@ class ServerSettings:
     workers: int = 1
     limits: RequestLimits = field(default_factory=RequestLimits)
     max_pending: int = 8
+    body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
 
 
 def _error(scope, status: int, kind: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -257,8 +266,18 @@ def create_app(predictor_factory: Callable, settings: ServerSettings | None = No
     return app
 
 
-def serve(predictor_factory: Callable, host: str, port: int, settings: ServerSettings, log_level: str = "info") -> None:
-    """Run the app with uvicorn in this process until interrupted."""
-    import uvicorn
+def serve(predictor_factory: Callable, host: str, port: int, settings: ServerSettings, log_level: str = "info",
+          announce: Callable[[str], None] | None = None) -> None:
+    """Run the app with uvicorn in this process until interrupted.
 
-    uvicorn.run(create_app(predictor_factory, settings), host=host, port=port, log_level=log_level)
+    `announce(url)` is called once the port is bound (e.g. to print where the server listens).
+
+    Raises:
+        runtime.connections.AddressUnavailable: the port is in use or the host is not local
+            (before anything is served).
+    """
+    server, sockets = uvicorn_server(create_app(predictor_factory, settings), host, port, settings.header_timeout_s,
+                                     log_level)
+    if announce is not None:
+        announce(f"http://{host}:{sockets[0].getsockname()[1]}")
+    server.run(sockets=sockets)

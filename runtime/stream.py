@@ -39,8 +39,11 @@ class StreamStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+NO_PERSON_FRAMES = 30  # frames without anybody before `no_person_warning` is shown
+
+
 def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int | None = None,
-               progress: bool = True) -> StreamStats:
+               progress: bool = True, no_person_warning: str | None = None) -> StreamStats:
     """Pose every frame of `source` with `tracker`.
 
     Args:
@@ -50,6 +53,8 @@ def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int
         draw_path: write the annotated frames to this video file (None: no video).
         max_frames: stop after this many posed frames (None: the whole source).
         progress: show a tqdm progress bar with frames/s on stderr.
+        no_person_warning: written once to stderr (with "{frames}" filled in) when nobody has been
+            found in the first NO_PERSON_FRAMES frames, or in a shorter source by its end.
 
     Returns:
         StreamStats of the run.
@@ -65,7 +70,14 @@ def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int
     writer = None
     total = min(filter(None, (source.frame_count, max_frames)), default=None)
     bar = tqdm(total=total, unit="frame", desc=str(source.name), disable=not progress, file=sys.stderr)
-    frames, start = 0, time.perf_counter()
+    frames, start, anybody = 0, time.perf_counter(), False
+
+    def warn_once_if_nobody() -> None:
+        nonlocal anybody
+        if not anybody and frames and no_person_warning:
+            bar.write(no_person_warning.format(frames=frames), file=sys.stderr)
+            anybody = True  # said once
+
     try:
         for frame in source:
             result = tracker.update(frame.image, frame.time_s)
@@ -76,12 +88,16 @@ def run_stream(source, tracker, json_lines=None, draw_path=None, max_frames: int
                 if writer is None:
                     height, width = frame.image.shape[:2]
                     writer = VideoWriter(draw_path, source.max_fps or source.fps, (width, height))
-                writer.write(np.asarray(draw_pose(frame.image, result, predictor.skeleton)))
+                writer.write(np.asarray(draw_pose(frame.image, result, predictor.skeleton, predictor.joint_names)))
             frames += 1
+            anybody = anybody or len(result.keypoints) > 0
+            if frames == NO_PERSON_FRAMES:
+                warn_once_if_nobody()
             bar.update(1)
             bar.set_postfix(people=len(result.keypoints), broken=source.broken, refresh=False)
             if max_frames and frames >= max_frames:
                 break
+        warn_once_if_nobody()
     except KeyboardInterrupt:  # Ctrl-C ends a camera run; what was written so far is kept
         pass
     finally:

@@ -1,6 +1,26 @@
 """Shared pytest fixtures for the lbdeploy test suite."""
 
+import os
+
 import pytest
+
+
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test` runs `-n auto`), give each worker its share of the cores.
+
+    torch, OpenMP and TVM otherwise start one thread per core in every worker, and threads that
+    spin-wait on cores taken by another worker multiply the CPU time (20 calibration tests: 15 s of
+    CPU with one thread each, over 3 min without, on the shared 2-core VM). Set before any test
+    module imports torch; subprocesses inherit it; an explicit `threads=` still wins.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS"):
+            os.environ.setdefault(name, str(max(1, cores // workers)))
+
+
+_share_the_cores_between_workers()
 
 
 @pytest.fixture(scope="session")

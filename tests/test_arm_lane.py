@@ -216,17 +216,23 @@ def test_qternary_conv_kernels_on_arm_onnxruntime_match_every_q_vector(arm_pytho
     cases = [load_case(path) for path in stored_paths()]
     large = QVectorCase(Q_LARGE[0], **Q_LARGE[1])
     cases.append((large, generate(large)))
-    runs = []
-    for case, arrays in cases:
-        path = _save(vector_model(case, arrays, batch="N"), tmp_path / f"{case.name}.onnx")
-        runs.append(OnnxRun(path, {"X": arrays["x"]}))
+    runs, checks = [], []
+    for case, arrays in cases:  # both layouts: the NEON tiles, epilogue and channels-last copy
+        for layout in ("NCHW", "NHWC"):
+            model = vector_model(case, arrays, batch="N", layout=layout)
+            path = _save(model, tmp_path / f"{case.name}-{layout}.onnx")
+            x, want = arrays["x"], arrays["y"]
+            if layout == "NHWC":
+                x, want = np.ascontiguousarray(x.transpose(0, 2, 3, 1)), want.transpose(0, 2, 3, 1)
+            runs.append(OnnxRun(path, {"X": x}))
+            checks.append((case.name + " " + layout, want))
     outputs = run_onnx_emulated(runs, library=library)
     failures = []
-    for result, (case, arrays) in zip(outputs, cases):
-        got, want = result["Y"], arrays["y"]
+    for result, (name, want) in zip(outputs, checks):
+        got = result["Y"]
         diff = np.abs(got.astype(np.int32) - want.astype(np.int32)) if got.shape == want.shape else None
         if got.dtype != np.uint8 or diff is None or diff.max() > QKERNEL_TOLERANCE:
-            failures.append(f"{case.name}: {got.dtype} {got.shape}, max |diff| {None if diff is None else diff.max()}")
+            failures.append(f"{name}: {got.dtype} {got.shape}, max |diff| {None if diff is None else diff.max()}")
     assert not failures, "aarch64 QTernaryConv results differ from the reference:\n" + "\n".join(failures)
 
 
@@ -309,7 +315,7 @@ def demo_artifacts(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo")
-    return {target: export_model(DEMO_MODEL, folder / target, target=target) and folder / target
+    return {target: export_model(DEMO_MODEL, folder / target, target=target, kernels="ternary") and folder / target
             for target in ("arm64", "x86")}
 
 
@@ -346,7 +352,8 @@ def demo_int8_artifacts(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     folder = tmp_path_factory.mktemp("demo-int8")
-    return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8") and folder / target
+    return {target: export_model(DEMO_MODEL, folder / target, target=target, quantize="int8", kernels="ternary")
+                    and folder / target
             for target in ("arm64", "x86")}
 
 

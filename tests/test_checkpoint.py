@@ -179,3 +179,33 @@ def test_model_pt_mode_follows_the_umask(tmp_path, small_model):
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644  # as any file the user creates, not mkstemp's 0600
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["config"].update(feats=400000), "feats=400000"),
+    (lambda d: d["config"].update(stacks=10 ** 9), "stacks"),
+    (lambda d: d["config"].update(input_size=[100000, 100000]), "input_size"),
+    (lambda d: d["metadata"].update(mean=["0.5", "0.5", "0.5"]), "mean"),
+    (lambda d: d["metadata"].update(joints=["a", "b", "c"]), "3 joints"),
+])
+def test_absurd_config_is_refused_before_anything_is_built(tmp_path, change, words):
+    """A tiny safe-to-load checkpoint whose config describes a gigantic network: one line, no allocation."""
+    data = {"format": FORMAT, "format_version": 1, "arch": "lbrn-s",
+            "config": {"stacks": 1, "feats": 16, "joints": 16, "input_size": [64, 64]},
+            "state_dict": {}, "metadata": {"task": "pose", "input_size": [64, 64], "mean": [0, 0, 0], "std": [1, 1, 1]}}
+    change(data)
+    torch.save(data, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=words):
+        load_model(tmp_path / "m.pt")
+def test_import_checks_seed_and_density_against_the_ternary_weights(tmp_path, small_model):
+    from lbdeploy.checkpoint import import_state_dict
+
+    torch.save(small_model.state_dict(), tmp_path / "weights.pth")  # drawn with seed 4 at density 0.3
+    imported = import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=4)
+    assert imported.config["density"] == 0.3 and imported.config["seed"] == 4  # the density comes from the file
+    with pytest.raises(CheckpointError, match=r"not the draw of seed 5 at density 0.3 \(\d+ of \d+ layers differ.*--seed"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=5)
+    with pytest.raises(CheckpointError, match=r"not the draw of seed 0"):  # the preset's seed, not the file's
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64))
+    with pytest.raises(CheckpointError, match=r"do not have density 0.1 .*--density"):
+        import_state_dict(tmp_path / "weights.pth", "lbrn-s", stacks=2, input_size=(64, 64), seed=4, density=0.1)

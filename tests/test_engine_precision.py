@@ -74,3 +74,92 @@ def test_classification_compares_top1_and_checks_shapes():
     assert not report.passed and report.agreeing == 1
     with pytest.raises(ParityError, match="shape"):
         compare_precision(logits, logits[:1], "classification")
+
+
+class _Registry:
+    """TensorRT's plugin registry as the backend uses it: creators by name, libraries loaded by path."""
+
+    def __init__(self, registered: bool):
+        self.registered, self.loaded = registered, []
+
+    def get_creator(self, name, version, namespace):
+        return object() if self.registered else None
+
+    def load_library(self, path):
+        self.loaded.append(path)
+        self.registered = True
+        return object()
+
+
+def _stand_in_tensorrt(monkeypatch, registered: bool):
+    """A stand-in for the `tensorrt` and cuda-python modules (neither runs here): records what the
+    backend deserializes and which plugin library it loads."""
+    import sys
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = "10.3.0"
+    trt.registry = _Registry(registered)
+    trt.deserialized = []
+    trt.Logger = type("Logger", (), {"ERROR": 0, "WARNING": 1, "INFO": 2, "__init__": lambda self, level: None})
+    trt.TensorIOMode = types.SimpleNamespace(INPUT=0, OUTPUT=1)
+    trt.get_plugin_registry = lambda: trt.registry
+    engine = types.SimpleNamespace(num_io_tensors=0, create_execution_context=lambda: object())
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            trt.deserialized.append(bytes(data))
+            return engine
+
+    trt.Runtime = Runtime
+    ok = types.SimpleNamespace(cudaSuccess=0)
+    cudart = types.SimpleNamespace(cudaError_t=ok, cudaStreamCreate=lambda: (0, 1), cudaStreamDestroy=lambda s: None)
+    cuda = types.ModuleType("cuda")
+    bindings = types.ModuleType("cuda.bindings")
+    bindings.runtime = cudart
+    for name, module in (("tensorrt", trt), ("cuda", cuda), ("cuda.bindings", bindings), ("cuda.bindings.runtime", cudart)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return trt
+
+
+def _first_build(tmp_path):
+    """A Jetson artifact right after build.sh: the plugin library exists but is not listed in `files`."""
+    from lbdeploy.artifact import open_artifact
+
+    plugin = {"name": "TernaryConv", "version": "1", "namespace": "", "library": "tensorrt/libternary_trt.so"}
+    manifest = {**pool_manifest(), "target": "jetson-orin", "backend": "tensorrt",
+                "tensorrt": {"plugin": plugin, "engine": "tensorrt/model.engine", "onnx": "model.onnx"}}
+    folder = write_artifact(tmp_path / "jetson", pool_model(), manifest)
+    (folder / "tensorrt" / "libternary_trt.so").parent.mkdir(exist_ok=True)
+    (folder / "tensorrt" / "libternary_trt.so").write_bytes(b"built on the board")
+    return open_artifact(folder)
+
+
+def test_fp16_gate_runs_the_candidate_from_memory_on_a_first_build(tmp_path, monkeypatch):
+    """build-engine --fp16 (issue 25): the candidate is neither a file nor listed, the plugin not listed yet;
+    the gate's backend runs the in-memory engine with the plugin this build registered."""
+    from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
+
+    trt = _stand_in_tensorrt(monkeypatch, registered=True)  # build_engine registered the plugin before building
+    root, manifest = _first_build(tmp_path)
+    backend = TensorRTBackend(root, manifest, serialized_engine=b"candidate engine")
+    assert trt.deserialized == [b"candidate engine"] and trt.registry.loaded == []
+    backend.close()
+    assert not (root / "tensorrt" / "model.engine").exists()
+
+
+def test_the_trust_boundary_still_guards_files_from_disk(tmp_path, monkeypatch):
+    from lbdeploy.errors import ArtifactError
+    from lbdeploy.runtime.backends.tensorrt import TensorRTBackend
+
+    trt = _stand_in_tensorrt(monkeypatch, registered=False)
+    root, manifest = _first_build(tmp_path)
+    (root / "tensorrt" / "model.engine").write_bytes(b"unlisted engine")
+    with pytest.raises(ArtifactError, match="does not list it in 'files'"):
+        TensorRTBackend(root, manifest)  # an engine file nobody recorded
+    with pytest.raises(ArtifactError, match="TensorRT plugin library"):
+        TensorRTBackend(root, manifest, serialized_engine=b"candidate")  # a plugin it would have to load
+    assert trt.registry.loaded == [] and trt.deserialized == []

@@ -1,6 +1,7 @@
 """`lbdeploy infer` on several images: --draw is a folder, bad images are reported at the end."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +66,41 @@ def test_json_message_counts_people_in_english(pool_artifact, tmp_path):
                                     "--json", str(tmp_path / "b.json")])
     assert two.exit_code == 0 and "(2 people)" in two.output
     assert np.array(json.loads((tmp_path / "b.json").read_text())["images"][0]["people"]).size == 2
+
+
+def test_output_paths_follow_one_convention(pool_artifact, tmp_path):
+    """Missing parent folders are made; paths that cannot be written are refused before any work."""
+    path = _images(tmp_path, 1)[0]
+    runner = CliRunner()
+    made = runner.invoke(main, ["infer", str(pool_artifact), str(path), "--detector", "none",
+                                "--draw", str(tmp_path / "new" / "deep" / "p.png"), "--json", str(tmp_path / "j" / "p.json")])
+    assert made.exit_code == 0, made.output
+    assert Image.open(tmp_path / "new" / "deep" / "p.png").size == (64, 48)
+    assert json.loads((tmp_path / "j" / "p.json").read_text())["images"][0]["image_id"] == str(path)
+    (tmp_path / "afile").write_text("a file")
+    for draw, message in ((tmp_path / "out.jpgx", ".jpgx is not an image format"), (tmp_path / "noext", "no suffix"),
+                          (tmp_path / "afile" / "p.png", "afile is a file, not a folder")):
+        refused = runner.invoke(main, ["infer", str(pool_artifact), str(path), "--detector", "none", "--draw", str(draw),
+                                       "--json", str(tmp_path / "never.json")])
+        assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output, refused.output
+        assert not (tmp_path / "never.json").exists() and not Path(draw).exists()
+    (tmp_path / "folder").mkdir()
+    into = runner.invoke(main, ["infer", str(pool_artifact), str(path), "--detector", "none", "--draw", str(tmp_path / "folder")])
+    assert into.exit_code == 0 and [p.name for p in (tmp_path / "folder").iterdir()] == ["img0.pose.png"]
+    refused = runner.invoke(main, ["infer", str(pool_artifact), str(path), "--json", str(tmp_path / "folder")])
+    assert refused.exit_code == 2 and "is a directory" in refused.output  # click checks this one
+
+
+def test_json_dash_is_standard_output(pool_artifact, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = _images(tmp_path, 1)[0]
+    result = CliRunner().invoke(main, ["infer", str(pool_artifact), str(path), "--detector", "none", "--json", "-"])
+    assert result.exit_code == 0 and not (tmp_path / "-").exists()
+    assert json.loads(result.stdout)["images"][0]["image_id"] == str(path)
+
+
+def test_export_into_a_path_under_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("a file")
+    result = CliRunner().invoke(main, ["export", str(tmp_path / "m.pt"), "-o", str(tmp_path / "afile" / "out")])
+    assert result.exit_code == 2 and "afile is a file, not a folder" in result.output
+    assert "Traceback" not in result.output

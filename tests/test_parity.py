@@ -62,7 +62,7 @@ class Exported:
 def exported(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
     model_pt = MODELS[request.param](tmp)
-    manifest = export_model(model_pt, tmp / "artifact", target="onnx")
+    manifest = export_model(model_pt, tmp / "artifact", target="onnx", kernels="ternary")
     model, ckpt = load_model(model_pt)
     pixels, _ = parity_images(ckpt.metadata["input_size"])
     images = normalize(pixels, {"mean": ckpt.metadata["mean"], "std": ckpt.metadata["std"]})

@@ -261,7 +261,8 @@ def test_torch_and_ort_predictions_agree(small_lbrn, tmp_path, ops):
     if ops == "custom":
         _compiler_or_skip()
     _, path = small_lbrn
-    manifest = export_model(path, tmp_path / "artifact", target="x86" if host_arch() == "x86_64" else "onnx", ops=ops)
+    manifest = export_model(path, tmp_path / "artifact", target="x86" if host_arch() == "x86_64" else "onnx", ops=ops,
+                            kernels="ternary" if ops == "custom" else "auto")
     assert (manifest["kernel_library"] is not None) == (ops == "custom")
     torch_predictor, ort_predictor = Predictor(path), Predictor(tmp_path / "artifact")
     assert type(ort_predictor.backend).__name__ == "OrtBackend"

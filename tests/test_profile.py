@@ -52,7 +52,8 @@ def model_pt(tmp_path_factory):
 def _export(model_pt, out, backend):
     from lbdeploy.exporters.export import export_model
 
-    export_model(model_pt, out, target="x86" if host_arch() == "x86_64" else "arm64", backend=backend)
+    export_model(model_pt, out, target="x86" if host_arch() == "x86_64" else "arm64", backend=backend,
+                 kernels="ternary")
     return out
 
 

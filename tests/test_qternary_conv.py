@@ -128,4 +128,70 @@ def test_registered_schema_names():
     register_schema()
     schema = onnx.defs.get_schema(OP_TYPE, OP_VERSION, DOMAIN)
     assert [i.name for i in schema.inputs] == list(INPUTS)
-    assert {"kernel_shape", "strides", "pads", "dilations", "group", "activation"} == set(schema.attributes)
+    assert {"kernel_shape", "strides", "pads", "dilations", "group", "activation", "layout"} == set(schema.attributes)
+
+
+def test_rounding_repros_follow_the_spec():
+    # (a) m in float32 (just above 0.5: ties round up), (b) one rounding of m * acc + b (100.50195 -> 101).
+    case, a = _by_name("q_round_m_float32")
+    assert a["y"].ravel().tolist() == [0, 1, 2, 2, 2, 3, 4, 4, 4]
+    case, a = _by_name("q_round_fused_multiply_add")
+    assert a["y"].ravel().tolist() == [101]
+
+
+def test_fused_multiply_add_rounds_once():
+    from fractions import Fraction
+
+    from lbdeploy.ops.qternary_conv import fused_multiply_add32
+
+    rng = np.random.default_rng(3)
+    m = rng.uniform(-2, 2, 400).astype(np.float32)
+    acc = rng.integers(-(2**23), 2**23, 400)
+    # b puts m * acc + b near a float32 midpoint, where rounding s = fl64(m * acc + b) again goes wrong.
+    b = (np.round(-m.astype(np.float64) * acc) + 0.5 + rng.uniform(-1e-9, 1e-9, 400)).astype(np.float32)
+    # Exact float32 midpoints in float64 plus a bias below float64's resolution there: a float64 sum
+    # rounded again to float32 ties to even (12582914, 12582910); one rounding goes by the bias' sign.
+    m = np.append(m, np.float32([1.5, 1.5]))
+    acc = np.append(acc, [8388609, 8388607])
+    b = np.append(b, np.float32([-(2.0**-31), 2.0**-31]))
+    got = fused_multiply_add32(m, acc, b)
+    assert got[-2:].tolist() == [12582913.0, 12582911.0]
+    for mi, ai, bi, gi in zip(m, acc, b, got):
+        exact = Fraction(float(mi)) * int(ai) + Fraction(float(bi))
+        below = np.float32(float(exact))
+        candidates = {np.nextafter(below, np.float32(-np.inf)), below, np.nextafter(below, np.float32(np.inf))}
+        best = min(abs(Fraction(float(c)) - exact) for c in candidates)
+        nearest = [c for c in candidates if abs(Fraction(float(c)) - exact) == best]
+        if len(nearest) > 1:
+            nearest = [c for c in nearest if not np.frombuffer(np.float32(c).tobytes(), np.uint32)[0] & 1]
+        assert gi == nearest[0], (mi, ai, bi)
+
+
+@pytest.mark.parametrize("name,value", [("y_scale", 0.0), ("y_scale", -1.0), ("y_scale", float("nan")),
+                                        ("x_scale", float("inf")), ("scale", float("nan")), ("bias", float("nan"))])
+def test_degenerate_scales_are_refused(name, value):
+    from lbdeploy.errors import QuantizationError
+
+    case, a = _by_name("q_relu")
+    a = {**a, name: np.full_like(a[name], value)}
+    with pytest.raises(QuantizationError, match="must be finite"):
+        qternary_conv_reference(*inputs_of(a), case.attrs())
+
+
+def test_nhwc_layout_is_the_transposed_op():
+    from onnx.reference import ReferenceEvaluator
+
+    from lbdeploy.ops.qonnx_schema import ReferenceQTernaryConv
+
+    case, a = _by_name("q_stride2")
+    model = vector_model(case, a, "N", layout="NHWC")
+    onnx.checker.check_model(model, full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    dims = inferred.graph.output[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N"
+    assert [d.dim_value for d in dims[1:]] == [a["y"].shape[2], a["y"].shape[3], a["y"].shape[1]]
+    x = np.ascontiguousarray(a["x"].transpose(0, 2, 3, 1))
+    (y,) = ReferenceEvaluator(model, new_ops=[ReferenceQTernaryConv]).run(None, {"X": x})
+    np.testing.assert_array_equal(y, a["y"].transpose(0, 2, 3, 1))
+    with pytest.raises(TernaryWeightError, match="layout"):
+        qternary_conv_reference(*inputs_of(a), case.attrs(), layout="NWHC")

@@ -86,7 +86,8 @@ def with_qternary(library):
 
 
 def _producers(model):
-    return {out: node for node in model.graph.node for out in node.output}
+    graph = getattr(model, "graph", model)
+    return {out: node for node in graph.node for out in node.output}
 
 
 def test_every_ternary_conv_becomes_qternary_conv(demo_int8):
@@ -106,12 +107,40 @@ def test_no_float_detour_between_1x1_and_ternary_conv(demo_int8):
             consumers.setdefault(name, []).append(node)
     assert requantize_pairs(demo_int8) == []
     for node in (n for n in demo_int8.graph.node if n.op_type == "QTernaryConv"):
-        before = producers[node.input[0]]
+        # Channels-last for ONNX Runtime: a Transpose on each side, nothing else.
+        assert {a.name: a.s for a in node.attribute}["layout"] == b"NHWC"
+        to_nhwc = producers[node.input[0]]
+        assert to_nhwc.op_type == "Transpose" and list(to_nhwc.attribute[0].ints) == [0, 2, 3, 1]
+        before = producers[to_nhwc.input[0]]
         assert before.op_type == "QuantizeLinear"  # the 1x1 conv's Q: ORT fuses DQ->Conv->Q to QLinearConv
         assert producers[before.input[0]].op_type == "Conv"
-        for user in consumers[node.output[0]]:  # read back only by the next 1x1 conv's DQ
+        (to_nchw,) = consumers[node.output[0]]
+        assert to_nchw.op_type == "Transpose" and list(to_nchw.attribute[0].ints) == [0, 3, 1, 2]
+        for user in consumers[to_nchw.output[0]]:  # read back only by the next 1x1 conv's DQ
             assert user.op_type == "DequantizeLinear"
             assert {c.op_type for c in consumers[user.output[0]]} == {"Conv"}
+
+
+def test_onnx_runtime_runs_the_ternary_layers_channels_last(demo_int8, with_qternary, tmp_path):
+    # ORT's layout optimizer cancels the export's Transposes against its channels-last QLinearConvs:
+    # no Transpose touches a QTernaryConv and every MaxPool runs channels-last (issue 23).
+    import onnx
+    import onnxruntime as ort
+
+    from lbdeploy.runtime.backends.ort import session_options
+
+    options = session_options(1, with_qternary)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(demo_int8.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(options.optimized_model_filepath).graph
+    producers = _producers(graph)
+    ternary = [n for n in graph.node if n.op_type == "QTernaryConv"]
+    assert len(ternary) == 17
+    for node in ternary:
+        assert producers[node.input[0]].op_type == "QLinearConv" and producers[node.input[0]].domain == "com.microsoft"
+        assert all(user.op_type != "Transpose" for user in graph.node if node.output[0] in user.input)
+    assert not [n for n in graph.node if n.op_type == "MaxPool" and n.domain == ""]
+    assert sum(n.op_type == "Transpose" for n in graph.node) <= 2  # the network's input and output
 
 
 def test_real_layers_have_per_channel_int8_weights(demo_int8):
@@ -302,7 +331,8 @@ def _export_demo(out: Path) -> dict:
     from lbdeploy.exporters.calibration import CalibrationOptions
     from lbdeploy.exporters.export import export_model
 
-    return export_model(DEMO, out, target="x86", quantize="int8", calibration=CalibrationOptions(images=16))
+    return export_model(DEMO, out, target="x86", quantize="int8", calibration=CalibrationOptions(images=16),
+                        kernels="ternary")
 
 
 def test_gate_passes_on_demo_and_runtime_takes_the_artifact(tmp_path, with_qternary):

@@ -32,7 +32,7 @@ def artifact(tmp_path_factory):
     from lbdeploy.exporters.export import export_model
 
     out = tmp_path_factory.mktemp("cpd") / "out"
-    export_model(DEMO, out, target="x86")
+    export_model(DEMO, out, target="x86", kernels="ternary")
     return out
 
 
@@ -77,6 +77,17 @@ def test_results_png_overlay_and_json():
     assert (overlay[8, 15] == 100).all()  # untouched outside the box and the map
 
 
+def test_overlay_stays_visible_on_a_red_object():
+    from lbdeploy.runtime.predictor import SaliencyResult
+
+    image = np.full((10, 20, 3), 100, np.uint8)
+    image[2:5, 4:9] = (230, 20, 20)  # a red object, where the map is salient
+    prob = np.zeros((10, 20), dtype=np.float32)
+    prob[2:5, 4:9] = 0.9
+    overlay = np.asarray(draw_saliency(image, SaliencyResult(prob, (20, 10)))).astype(int)
+    assert np.abs(overlay[3, 6] - image[3, 6]).max() > 80  # a red tint would change it by under 20
+
+
 def test_cli_infer_writes_map_overlay_and_json(artifact, tmp_path):
     runner = CliRunner()
     result = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--draw", str(tmp_path / "sal.png"),
@@ -94,6 +105,16 @@ def test_cli_infer_writes_map_overlay_and_json(artifact, tmp_path):
     assert {p.name for p in folder.iterdir()} == {"sample.saliency.png", "sample.overlay.png"}
     refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--box", "1,2,3,4", "--flip"])
     assert refused.exit_code == 2 and "--box and --flip are pose options" in refused.output
+    refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--detector", "none", "--smooth"])
+    assert refused.exit_code == 2 and "--detector and --smooth are pose options" in refused.output
+    (tmp_path / "clip.mp4").write_bytes(b"not decoded: refused by its suffix first")
+    refused = runner.invoke(main, ["infer", str(artifact), str(tmp_path / "clip.mp4")])
+    assert refused.exit_code == 2 and "videos are not supported for saliency" in refused.output
+    refused = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--draw", str(tmp_path / "sal.jpgx")])
+    assert refused.exit_code == 2 and ".jpgx is not an image format" in refused.output
+    assert not (tmp_path / "sal.jpgx").exists()
+    one = runner.invoke(main, ["infer", str(artifact), str(SAMPLE), "--json", str(tmp_path / "one.json")])
+    assert one.exit_code == 0 and f"Wrote {tmp_path / 'one.json'} (1 image)" in one.output
 
 
 def test_cli_eval_compares_torch_and_ort(tmp_path):

@@ -23,6 +23,7 @@ pytest.importorskip("fastapi", reason="fastapi is not installed (pip install 'lb
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'lbdeploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
+from lbdeploy.runtime.connections import uvicorn_server  # noqa: E402
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
 from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
 from lbdeploy.runtime.server import ServerSettings, create_app  # noqa: E402
@@ -47,15 +48,17 @@ def _png(array) -> bytes:
 
 
 class _LiveServer:
-    """uvicorn serving `create_app` on a free 127.0.0.1 port in a background thread."""
+    """uvicorn serving `create_app` on a free 127.0.0.1 port in a background thread, with the
+    connection handling of `lbdeploy serve` (runtime.connections). `source` is an artifact folder
+    or a predictor factory."""
 
-    def __init__(self, artifact, settings):
-        self.port = _free_port()
+    def __init__(self, source, settings):
+        factory = source if callable(source) else (lambda: Predictor(source))
+        self.server, sockets = uvicorn_server(create_app(factory, settings), "127.0.0.1", 0,
+                                              settings.header_timeout_s, log_level="warning")
+        self.port = sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(lambda: Predictor(artifact), settings), host="127.0.0.1",
-                                port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets}, daemon=True)
 
     def __enter__(self):
         self.thread.start()

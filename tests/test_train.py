@@ -85,7 +85,10 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
 
 
 def test_training_changes_real_weights_but_never_ternary_ones(tmp_path):
-    result = train(_config(tmp_path / "run", epochs=1), log=lambda _: None)
+    lines = []
+    result = train(_config(tmp_path / "run", epochs=1), log=lines.append)
+    assert any(line.startswith("About ") and "per epoch (2 batches of 4)" in line and "for 1 epoch " in line
+               for line in lines), lines  # estimated up front, before the first epoch's line
     trained, ckpt = load_model(result.last)
     fresh = build_model("lbrn-s", **{**TINY, "seed": 5})
     assert ckpt.metadata["training"]["epoch"] == 1
@@ -236,3 +239,33 @@ def test_resume_with_a_bad_state_is_one_line(one_epoch_run, tmp_path, damage):
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
     assert "start a new run" in result.output
     assert damage != "wrong-shape" or "does not fit" in result.output
+
+
+def test_the_duration_estimate_leaves_model_and_random_streams_untouched():
+    from lbdeploy.checkpoint import default_metadata
+    from lbdeploy.data import open_dataset
+    from lbdeploy.training.tasks import task_for
+    from lbdeploy.training.trainer import _setup_distributed, duration_estimate
+
+    config = _config("unused", epochs=250)
+    task = task_for(config, open_dataset(config.data, "train", config.seed))
+    model = task.build().train()
+    train_set = task.training_set(default_metadata(model.config), (64, 64))
+    before, rng = {k: v.clone() for k, v in model.state_dict().items()}, torch.get_rng_state()
+    line = duration_estimate(model, task, train_set, config, _setup_distributed(), 250)
+    assert line.startswith("About ") and "for 250 epochs" in line
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # BatchNorm statistics too
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_init_starts_a_new_run_from_a_trained_model(tmp_path):
+    first = train(_config(tmp_path / "first", epochs=1), log=lambda _: None)
+    tuned = train(_config(tmp_path / "tuned", epochs=1, lr=1e-12, init=str(first.last)), log=lambda _: None)
+    start, after = load_model(first.last)[0].state_dict(), load_model(tuned.last)[0].state_dict()
+    fresh = build_model("lbrn-s", **{**TINY, "seed": 5}).state_dict()
+    trainable = [k for k in start if k.endswith(".weight") and start[k].is_floating_point()]
+    assert all(torch.allclose(start[k], after[k], atol=1e-6) for k in trainable)  # a tiny lr: the --init weights
+    assert not all(torch.allclose(fresh[k], after[k], atol=1e-6) for k in trainable)  # not a fresh start
+    with pytest.raises(ConfigError, match=r"--init .* other options \(feats"):
+        train(_config(tmp_path / "other", model_options={**TINY, "feats": 32}, init=str(first.last)), log=lambda _: None)

@@ -118,6 +118,22 @@ def test_wide_rows_and_a_partial_channel_block_match_the_reference():
     _assert_within_tolerance(_run(executable, x), expected)
 
 
+def test_channels_last_form_runs_as_the_nchw_kernel_between_transposes():
+    case, arrays = load_case(next(p for p in QVECTORS if p.stem == "q_stride2"))
+    executable = build(vector_model(case, arrays, layout="NHWC"), preset_of("x86"), batch=case.n)
+    y = _run(executable, np.ascontiguousarray(arrays["x"].transpose(0, 2, 3, 1)))
+    _assert_within_tolerance(y, arrays["y"].transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("name,value", [("y_scale", 0.0), ("y_scale", float("nan")), ("bias", float("nan"))])
+def test_degenerate_scales_are_refused(name, value):
+    # The op's one behaviour (docs/ops/QTernaryConv.md): refused, like ONNX Runtime and the reference.
+    case, arrays = load_case(next(p for p in QVECTORS if p.stem == "q_relu"))
+    arrays = {**arrays, name: np.full_like(arrays[name], value)}
+    with pytest.raises(ExportError, match="must be finite"):
+        import_onnx(vector_model(case, arrays))
+
+
 def test_computed_quantization_parameters_are_refused():
     rng = np.random.default_rng(0)
     x, w, quant = _random_layer(rng, 8, 8, 6, 6)

@@ -181,6 +181,7 @@ def test_infer_on_a_clip_writes_jsonl_with_stable_ids_and_an_annotated_video(dem
                                        "--draw", str(out_video), "--json", str(out_jsonl), "--detect-every", "6",
                                        "--smooth", "--threads", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
+    assert "no person found" not in result.output
     detections = int(re.search(r"24 frames in .* frames/s, detector on (\d+)\)", result.output).group(1))
     assert 4 <= detections <= 8  # frames 0, 6, 12, 18, and after a lost track
     lines = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
@@ -198,6 +199,20 @@ def test_infer_on_a_clip_writes_jsonl_with_stable_ids_and_an_annotated_video(dem
         frames = list(drawn)
     assert len(frames) == 24 and drawn.size == (384, 256)
     assert np.abs(frames[5].image.astype(int) - clip[5].image).mean() > 0.5  # skeletons and boxes drawn
+
+
+def test_a_video_without_people_warns_once_with_the_fix(demo_artifact, scene_detector, clip, tmp_path):
+    from click.testing import CliRunner
+
+    from lbdeploy.cli import main
+
+    video = _write(tmp_path / "empty.avi", [np.full_like(clip[0].image, BACKGROUND)] * 4)
+    result = CliRunner().invoke(main, ["infer", str(demo_artifact), str(video), "--detector", str(scene_detector),
+                                       "--json", "-", "--threads", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if "no person found" in line]
+    assert len(warnings) == 1 and "in the first 4 frames" in warnings[0] and "--detector none" in warnings[0]
+    assert [json.loads(line)["people"] for line in result.stdout.splitlines()] == [[]] * 4  # --json -: stdout
 
 
 def test_scene_files_for_the_demo(tmp_path):

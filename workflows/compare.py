@@ -49,9 +49,27 @@ def _open_source(source: Path) -> dict:
     raise ArtifactError(f"{source} does not exist; pass an artifact folder or a model.pt")
 
 
+# What tells artifacts of one backend apart in a label, in this order: int8 vs fp32, custom vs standard ops.
+_DISTINGUISHING = ("precision", "ops")
+
+
 def _unique_labels(targets: list[ProfiledModel]) -> list[ProfiledModel]:
-    counts = collections.Counter(t.label for t in targets)
-    seen = collections.Counter()
+    """Labels that say what each source is: the backend, then what differs among the sources that
+    share it (precision int8/fp32, ops custom/standard, else the folder's name), #n as a last resort."""
+    groups = collections.defaultdict(list)
+    for target in targets:
+        groups[target.label].append(target)
+    for label, group in groups.items():
+        if len(group) == 1:
+            continue
+        keys = [key for key in _DISTINGUISHING if len({t.manifest.get(key) for t in group}) > 1]
+        for target in group:
+            parts = [str(target.manifest.get(key)) for key in keys if target.manifest.get(key)]
+            target.label = " ".join([label, *parts])
+        if len({t.label for t in group}) < len(group) and len({t.source.name for t in group}) == len(group):
+            for target in group:
+                target.label = f"{target.label} {target.source.name}"
+    counts, seen = collections.Counter(t.label for t in targets), collections.Counter()
     for target in targets:
         if counts[target.label] > 1:
             seen[target.label] += 1

@@ -4,6 +4,7 @@
 
 using lbdeploy::tile::Large;
 using lbdeploy::tile::QVecNeon;
+using lbdeploy::tile::EpilogueNeon;
 
 extern "C" void mca_tap_loop(const int16_t* base, int64_t row_stride, const int32_t* offsets, int count, int16_t* out) {
   Large::Reg sums[1][Large::kVectors];
@@ -32,4 +33,10 @@ extern "C" void mca_combine_loop(const int16_t* pattern_sums, int count, int16_t
   for (int o = 0; o < 4; ++o)
     #pragma GCC unroll 8
     for (int v = 0; v < Large::kVectors; ++v) vst1q_s16(out + 8 * (o * Large::kVectors + v), total[o][v]);
+}
+
+// The requantize epilogue over one channel row (qepilogue_kernel.h, NEON): 4 outputs per iteration.
+extern "C" void mca_requantize_loop(const int32_t* acc, int64_t count, uint8_t* out) {
+  const lbdeploy::tile::QEpilogue e{0.01f, 3.0f, -10.0f, 245.0f, 10};
+  lbdeploy::tile::RequantizeImpl<lbdeploy::tile::EpilogueNeon>::run(acc, 0, &e, 1, count, out, 0, 1);
 }

@@ -15,7 +15,9 @@ class ExportStep:
 
     Args:
         target: the target record (lbdeploy.targets). settings: this backend's settings on it.
-        custom_ops: whether model.onnx uses ai.lbdeploy ops (else plain ONNX ops only).
+        custom_ops: whether model.onnx may use ai.lbdeploy ops (`--ops custom`): the step then adds
+            what runs them (the kernel library, the plugin), even if the kernel choice left none in
+            the graph, so `lbdeploy tune` can bring them back; False: plain ONNX ops only.
     """
 
     def __init__(self, target: Target, settings, custom_ops: bool):

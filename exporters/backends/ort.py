@@ -24,8 +24,7 @@ class OrtExport(ExportStep):
         from lbdeploy.kernels.elf import host_arch
 
         arch = self.target.arch or host_arch()
-        progress(f"building the ONNX Runtime kernel library for {arch}")
-        library = build_ort_library(arch=None if arch == host_arch() else arch)
+        library = build_ort_library(arch=None if arch == host_arch() else arch, progress=progress)
         (work / KERNEL_FILE).parent.mkdir(exist_ok=True)
         shutil.copy2(library, work / KERNEL_FILE)
         return {"kernel_library": {"path": KERNEL_FILE, "arch": arch}}

@@ -36,4 +36,5 @@ BACKEND = BackendSpec("tensorrt", "a TensorRT engine with our TernaryConv plugin
                       TensorRTBackend, TensorRTExport, section="tensorrt",
                       section_schema={"onnx": (str,), "engine": (str,), "board": (str,), "cuda_arch": (int,),
                                       "plugin": (dict, type(None))},
-                      loadable=("onnx",), imports=("tensorrt", "cuda"), rank=3)
+                      loadable=("onnx",), built_on_device=("engine", "plugin.library"),
+                      imports=("tensorrt", "cuda"), rank=3)

@@ -108,19 +108,31 @@ def _convert_ternary_conv(importer, inputs, attrs):
 
 
 def _convert_qternary_conv(importer, inputs, attrs):
-    """ai.lbdeploy::QTernaryConv -> our integer kernel (every input but X a constant)."""
+    """ai.lbdeploy::QTernaryConv -> our integer kernel (every input but X a constant); the NHWC form
+    runs as the NCHW kernel between two layout transposes."""
+    from tvm import relax
+
     from lbdeploy.exporters.tvm.qternary_kernel import emit_qternary_conv
 
     op, name = qternary_conv.OP_TYPE, attrs["tvm_custom"]["name"]
     named = dict(zip(qternary_conv.INPUTS, inputs))
+    layout = attrs.get("layout", b"NCHW")
+    layout = layout.decode() if isinstance(layout, bytes) else layout
+    try:
+        channels_last = qternary_conv.check_layout(layout) == "NHWC"
+    except LbdeployError as err:
+        raise ExportError(f"{op} {name!r}: {err}") from err
+    if channels_last:
+        named["X"] = importer.bb.emit(relax.op.permute_dims(named["X"], [0, 3, 1, 2]))
     op_attrs, weights = _ternary_weights(op, named["X"], named["W"], named["scale"], attrs)
     try:
         qternary_conv.check_attrs(op_attrs)
     except LbdeployError as err:
         raise ExportError(f"{op} {name!r}: {err}") from err
     quant = {key: _constant(named[key], op, name, key) for key in qternary_conv.INPUTS if key not in ("X", "W")}
-    return emit_qternary_conv(importer.bb, named["X"], weights, quant, op_attrs, importer._gpu,
-                              importer._vector_floats, importer._vector_registers)
+    y = emit_qternary_conv(importer.bb, named["X"], weights, quant, op_attrs, importer._gpu,
+                           importer._vector_floats, importer._vector_registers)
+    return relax.op.permute_dims(importer.bb.emit(y), [0, 2, 3, 1]) if channels_last else y
 
 
 _CONVERTERS = {OP_TYPE: _convert_ternary_conv, qternary_conv.OP_TYPE: _convert_qternary_conv}

@@ -10,11 +10,14 @@ sums over 4-channel blocks, the uint16 tap lists of `encode_weights`, the regist
                     widened), exact: |raw| <= 255 * K <= 255 * 65536 < 2^31
     acc[o]          raw[o] - zsum[o], zsum[o] = x_zero_point * sum_k W[o, k] (a per-channel
                     constant, since the padding holds x_zero_point too): acc = sum W * (Xpad - x_zp)
-    v               m[o] * float32(acc) + b[o]; max(v, 0) for relu (real-domain relu)
-    Y               saturate_uint8(round_half_to_even(v) + y_zero_point)
+    v               fma(m[o], float32(acc), b[o]) (one rounding: llvm.fma, never a separate
+                    multiply and add); max(v, 0) for relu (real-domain relu)
+    Y               round_half_to_even(clamp(v, low, 255 - y_zero_point)) + y_zero_point
 
-with m = scale * x_scale / y_scale and b = bias / y_scale computed in float32 at import time
-(lbdeploy.ops.qternary_conv's contract). Accumulators are int32, as wide as the float kernel's
+with m and b the float32 constants of the op's specified rounding, computed at import time by
+lbdeploy.ops.qternary_conv.requantization_constants (which refuses degenerate scales), and the
+clamp of the C++ epilogue (qepilogue_kernel.h): low = 0 for relu, else -y_zero_point. Bit-exact to
+the reference. Accumulators are int32, as wide as the float kernel's
 lanes: no input-channel chunks are needed for exactness, and a uint8 tile input of 128 channels
 (3 x 66 bytes each at 64x64) fits L1, so the kernel runs one chunk (no partial sums to keep).
 
@@ -30,15 +33,9 @@ import numpy as np
 from lbdeploy.exporters.tvm.ternary_kernel import (
     BLOCK, KERNEL_ATTR, PATTERNS, TernaryGeometry, cpu_tile, encode_weights, pattern_pass_macro,
 )
-from lbdeploy.errors import ExportError
+from lbdeploy.errors import ExportError, QuantizationError
+from lbdeploy.ops.qternary_conv import requantization_constants
 from lbdeploy.ops.ternary_conv import TernaryConvAttrs
-
-
-def requantization_constants(scale, bias, x_scale, y_scale) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 multiplier m[o] = scale[o] * x_scale / y_scale and offset b[o] = bias[o] / y_scale."""
-    scale, bias = np.asarray(scale, np.float32), np.asarray(bias, np.float32)
-    x_scale, y_scale = np.float32(x_scale), np.float32(y_scale)
-    return (scale * x_scale / y_scale).astype(np.float32), (bias / y_scale).astype(np.float32)
 
 
 def zero_point_sums(weights: np.ndarray, x_zero_point: int) -> np.ndarray:
@@ -48,12 +45,11 @@ def zero_point_sums(weights: np.ndarray, x_zero_point: int) -> np.ndarray:
 
 
 def _requantize(T, raw, zsum, m, b, activation: str, y_zero_point: int):
-    v = T.Cast("float32", raw - zsum) * m + b
-    if activation == "relu":
-        v = T.max(v, T.float32(0))
-    # nearbyint rounds half to even (the default rounding mode); the zero point is added after.
-    q = T.nearbyint(v) + T.float32(y_zero_point)
-    return T.Cast("uint8", T.min(T.max(q, T.float32(0)), T.float32(255)))
+    v = T.call_llvm_pure_intrin("float32", "llvm.fma", T.Cast("float32", raw - zsum), m, b)
+    low = 0 if activation == "relu" else -y_zero_point
+    v = T.min(T.max(v, T.float32(low)), T.float32(255 - y_zero_point))
+    # nearbyint rounds half to even (the default rounding mode); the bounds are integers, so the sum is in [0, 255].
+    return T.Cast("uint8", T.nearbyint(v) + T.float32(y_zero_point))
 
 
 @functools.lru_cache(maxsize=None)  # layers of the same geometry and output zero point share one PrimFunc
@@ -142,7 +138,10 @@ def emit_qternary_conv(bb, x, weights: np.ndarray, quant: dict, attrs: TernaryCo
     pt, pl, pb, pr = attrs.pads
     if pt or pl or pb or pr:
         x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, pt, pb, pl, pr], pad_value=float(x_zp)))
-    m, b = requantization_constants(quant["scale"], quant["bias"], quant["x_scale"], quant["y_scale"])
+    try:
+        m, b = requantization_constants(quant["scale"], quant["bias"], quant["x_scale"], quant["y_scale"])
+    except QuantizationError as err:
+        raise ExportError(f"the TVM QTernaryConv kernel refuses this layer: {err}") from err
     func = qcpu_kernel(geom, attrs.activation, int(quant["y_zero_point"]), vector_floats, vector_registers)
     gvar = bb.add_func(func, "qternary_conv")
     consts = [relax.const(a) for a in (tables.idx, tables.ptr, tables.offsets, zero_point_sums(weights, x_zp), m, b)]

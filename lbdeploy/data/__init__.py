@@ -42,6 +42,9 @@ def _synthetic_sizes(arg: str, defaults: dict, name: str) -> dict:
             values = [int(v) for v in arg.split(",")]
         except ValueError:
             raise ConfigError(f"{name} sizes must be integers like {name}:2000,200, got {arg!r}") from None
+        if len(values) > len(SPLITS) or min(values) < 0:
+            raise ConfigError(f"{name}:{arg}: give at most {len(SPLITS)} sizes, none negative "
+                              f"(TRAIN,VAL people, like {name}:2000,200)")
         sizes.update(zip(SPLITS, values))
     return sizes
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from lbdeploy.errors import KernelLibraryError
 from lbdeploy.kernels.elf import elf_arch, host_arch
 from lbdeploy.kernels.headers import find_ort_headers
+from lbdeploy.kernels.locking import cache_lock
 
 KERNELS_DIR = Path(__file__).resolve().parent
 CORE_DIR = KERNELS_DIR / "core"
@@ -56,7 +57,7 @@ class _Toolchain:
 TOOLCHAINS = {
     "x86_64": _Toolchain("x86_64", "x86_64-linux-gnu-g++", {
         "core/tile_avx512.cc": ("-mavx512f",), "core/tile_avx2.cc": ("-mavx2",),
-        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2",),
+        "core/qtile_avx512.cc": ("-mavx512f", "-mavx512bw"), "core/qtile_avx2.cc": ("-mavx2", "-mfma"),
     }),
     "aarch64": _Toolchain("aarch64", "aarch64-linux-gnu-g++", {"core/tile_neon.cc": (), "core/qtile_neon.cc": ()}),
 }
@@ -137,7 +138,8 @@ def _compile(compiler: str, include: Path, units, work: Path) -> Path:
     return library
 
 
-def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None, ort_include: str | Path | None = None) -> Path:
+def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None, ort_include: str | Path | None = None,
+                      progress=None) -> Path:
     """Build (or reuse from the cache) libternary_ort.so.
 
     Args:
@@ -145,6 +147,7 @@ def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None
             cross-compiled with <arch>-linux-gnu-g++.
         out_dir: copy the library into this folder; None returns the cached file.
         ort_include: ONNX Runtime include folder (else see `find_ort_headers`).
+        progress: called with a message when the library is compiled (not when it comes from the cache).
     Returns:
         Path of the library.
     Raises:
@@ -157,12 +160,16 @@ def build_ort_library(arch: str | None = None, out_dir: str | Path | None = None
     units = _units(toolchain)
     cached = build_cache_dir() / f"{arch}-{_build_key(arch, compiler, include, units)}" / LIBRARY_NAME
     if not cached.is_file():
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cached.parent) as work:
-            built = _compile(compiler, include, units, Path(work))
-            if elf_arch(built) != arch:
-                raise KernelLibraryError(f"{compiler} produced a {elf_arch(built)} library, expected {arch}")
-            os.replace(built, cached)
+        with cache_lock(cached.parent):  # another process may be building the same library
+            if not cached.is_file():
+                if progress:
+                    progress(f"building the ONNX Runtime kernel library for {arch} (cached for the next export)")
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=cached.parent) as work:
+                    built = _compile(compiler, include, units, Path(work))
+                    if elf_arch(built) != arch:
+                        raise KernelLibraryError(f"{compiler} produced a {elf_arch(built)} library, expected {arch}")
+                    os.replace(built, cached)
     if out_dir is None:
         return cached
     out = Path(out_dir)

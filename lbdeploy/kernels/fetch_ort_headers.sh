@@ -3,12 +3,15 @@
 # folder and print the include folder on stdout.
 #
 # Usage: bash lbdeploy/kernels/fetch_ort_headers.sh [CACHE_DIR]   (run by lbdeploy.kernels.headers)
-#   CACHE_DIR defaults to $LBDEPLOY_CACHE/ort-headers, else <repo>/.cache/ort-headers.
+#   CACHE_DIR defaults to $LBDEPLOY_CACHE/ort-headers, else ~/.cache/lbdeploy/ort-headers
+#   (lbdeploy.kernels.headers.header_cache, the folder it looks in first).
 #
 # Source: Debian's libonnxruntime-dev package (headers only, ~120 kB) from the unstable suite,
 # downloaded with a private apt configuration, so the system's apt state is left untouched.
 # Headers at C API version N work with every runtime that serves API >= N (onnxruntime >= 1.N-ish).
-# Needs apt-get and dpkg-deb (any Debian/Ubuntu) and access to a Debian mirror.
+# Needs apt-get and dpkg-deb (any Debian/Ubuntu), Debian's archive keyring (Ubuntu and Jetson Linux
+# lack it: `apt install debian-archive-keyring`) and access to a Debian mirror. A board needs none of
+# this: `lbdeploy bundle` carries the headers and install.sh puts them into the cache folder.
 set -euo pipefail
 
 if [[ $# -ge 1 ]]; then
@@ -37,12 +40,18 @@ if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
   mirror=${found:-$mirror}
 fi
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+if [[ ! -f $keyring ]]; then
+  echo "fetch-ort-headers: Debian's archive keyring ($keyring) is missing (Ubuntu, Jetson Linux), so Debian's" \
+       "package cannot be verified; install it (sudo apt install debian-archive-keyring), set ORT_INCLUDE_DIR to a" \
+       "folder holding onnxruntime_c_api.h, or use a bundle made by \`lbdeploy bundle\`, which carries the headers" >&2
+  exit 1
+fi
 {
   echo "Types: deb"
   echo "URIs: $mirror"
   echo "Suites: sid"
   echo "Components: main"
-  [[ -f $keyring ]] && echo "Signed-By: $keyring"
+  echo "Signed-By: $keyring"
 } > "$work/sources/sid.sources"
 
 apt_opts=(-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts="$work/sources"

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from lbdeploy.errors import KernelLibraryError
+from lbdeploy.kernels.locking import cache_lock
 
 FETCH_SCRIPT = Path(__file__).resolve().parent / "fetch_ort_headers.sh"
 FETCH_TIMEOUT_S = 600
@@ -77,12 +78,15 @@ def fetch_ort_headers() -> Path:
     cached = header_cache() / "hdr" / "usr" / "include" / "onnxruntime"
     if _has_headers(cached):
         return cached
-    try:
-        done = subprocess.run(["bash", str(FETCH_SCRIPT), str(header_cache())], capture_output=True, text=True,
-                              timeout=FETCH_TIMEOUT_S)
-        ok, reason = done.returncode == 0, (done.stderr.strip().splitlines() or ["no output"])[-1]
-    except (OSError, subprocess.TimeoutExpired) as err:
-        ok, reason = False, str(err)
+    with cache_lock(header_cache()):  # another process may be fetching into the same folder
+        if _has_headers(cached):
+            return cached
+        try:
+            done = subprocess.run(["bash", str(FETCH_SCRIPT), str(header_cache())], capture_output=True, text=True,
+                                  timeout=FETCH_TIMEOUT_S)
+            ok, reason = done.returncode == 0, (done.stderr.strip().splitlines() or ["no output"])[-1]
+        except (OSError, subprocess.TimeoutExpired) as err:
+            ok, reason = False, str(err)
     if not ok or not _has_headers(cached):
         raise KernelLibraryError(f"could not fetch the ONNX Runtime headers ({reason}); set ORT_INCLUDE_DIR to a "
                                  "folder holding onnxruntime_c_api.h and onnxruntime_cxx_api.h")

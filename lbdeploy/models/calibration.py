@@ -92,14 +92,20 @@ def calibrate_batchnorm(model: nn.Module, input_size=None, images: int | None = 
     return model
 
 
-def create_model(name: str, **overrides) -> nn.Module:
+def create_model(name: str, progress=None, **overrides) -> nn.Module:
     """A fresh, untrained network that runs sanely: `build_model(name, **overrides)` with its
     BatchNorm statistics calibrated on synthetic images (seeded by the model's `seed`).
 
+    Args:
+        progress: called with a message once the network is built, before the calibration.
     Returns:
         The module in eval mode with `model.config` set (see `build_model`).
     Raises:
         ConfigError: unknown preset or option, or an impossible value.
     """
     model = build_model(name, **overrides)
+    if progress:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        progress(f"Built {name} ({trainable:,} trainable parameters); calibrating its BatchNorm statistics on "
+                 f"{calibration_images(*model.config['input_size'])} synthetic images...")
     return calibrate_batchnorm(model, seed=int(model.config.get("seed", 0)))

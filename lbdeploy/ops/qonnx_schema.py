@@ -16,7 +16,7 @@ from onnx import defs, helper
 from onnx.reference.op_run import OpRun
 
 from lbdeploy.ops.onnx_schema import conv_shape_inference, geometry_attributes, optional_attribute, run_attrs
-from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION, check_attrs, qternary_conv_reference
+from lbdeploy.ops.qternary_conv import OP_TYPE, OP_VERSION, check_attrs, check_layout, qternary_conv_reference
 from lbdeploy.ops.ternary_conv import DOMAIN, TernaryConvAttrs
 
 _DOC = ("TernaryConv on uint8 tensors: exact integer sums of W * (X - x_zero_point), per-channel float "
@@ -33,7 +33,7 @@ def build_schema() -> defs.OpSchema:
         OP_VERSION,
         _DOC,
         inputs=[
-            P("X", "T", "input [N, C, H, W]"),
+            P("X", "T", "input [N, C, H, W] (layout NHWC: [N, H, W, C])"),
             P("x_scale", "tensor(float)", "scale of X, scalar"),
             P("x_zero_point", "T", "zero point of X, scalar (padding holds it)"),
             P("W", "tensor(uint8)", "packed ternary weights [Cout, ceil(K/4)] (TernaryConv's layout)"),
@@ -42,12 +42,53 @@ def build_schema() -> defs.OpSchema:
             P("y_scale", "tensor(float)", "scale of Y, scalar"),
             P("y_zero_point", "T", "zero point of Y, scalar"),
         ],
-        outputs=[P("Y", "T", "output [N, Cout, OH, OW]")],
+        outputs=[P("Y", "T", "output [N, Cout, OH, OW] (layout NHWC: [N, OH, OW, Cout])")],
         type_constraints=[("T", ["tensor(uint8)"], "quantized activations")],
-        attributes=[*geometry_attributes(), optional_attribute("activation", "none", "fused activation: none or relu")],
+        attributes=[*geometry_attributes(), optional_attribute("activation", "none", "fused activation: none or relu"),
+                    optional_attribute("layout", "NCHW", "memory order of X and Y: NCHW or NHWC")],
     )
-    schema.set_type_and_shape_inference_function(conv_shape_inference(_SCALE_INPUT))
+    schema.set_type_and_shape_inference_function(_infer_shape)
     return schema
+
+
+def _infer_shape(ctx) -> None:
+    """TernaryConv's shape inference, in channels-last order for layout NHWC."""
+    layout = ctx.get_attribute("layout")
+    if layout is None or layout.s.decode() != "NHWC":
+        conv_shape_inference(_SCALE_INPUT)(ctx)
+        return
+    x_type = ctx.get_input_type(0)
+    if not x_type.tensor_type.HasField("shape"):
+        return
+    n, h, w, c = x_type.tensor_type.shape.dim
+    as_nchw = onnx.TypeProto()
+    as_nchw.tensor_type.elem_type = x_type.tensor_type.elem_type
+    for dim in (n, c, h, w):
+        as_nchw.tensor_type.shape.dim.add().CopyFrom(dim)
+    inner = _PermutedContext(ctx, as_nchw)
+    conv_shape_inference(_SCALE_INPUT)(inner)
+    out = onnx.TypeProto()
+    out.tensor_type.elem_type = x_type.tensor_type.elem_type
+    dims = inner.output.tensor_type.shape.dim
+    for axis in (0, 2, 3, 1):
+        out.tensor_type.shape.dim.add().CopyFrom(dims[axis])
+    ctx.set_output_type(0, out)
+
+
+class _PermutedContext:
+    """A shape-inference context that shows input 0 as NCHW and keeps the output it is given."""
+
+    def __init__(self, ctx, x_type):
+        self._ctx, self._x_type, self.output = ctx, x_type, None
+
+    def get_input_type(self, index):
+        return self._x_type if index == 0 else self._ctx.get_input_type(index)
+
+    def get_attribute(self, name):
+        return self._ctx.get_attribute(name)
+
+    def set_output_type(self, index, value):
+        self.output = value
 
 
 def register_schema() -> None:
@@ -60,10 +101,13 @@ def register_schema() -> None:
     defs.register_schema(build_schema())
 
 
-def make_node(inputs, outputs, attrs: TernaryConvAttrs, name: str | None = None) -> onnx.NodeProto:
-    """An ONNX QTernaryConv node (inputs in `qternary_conv.INPUTS` order) with every attribute written out."""
+def make_node(inputs, outputs, attrs: TernaryConvAttrs, name: str | None = None, layout: str = "NCHW") -> onnx.NodeProto:
+    """An ONNX QTernaryConv node (inputs in `qternary_conv.INPUTS` order) with every attribute written out
+    (`layout` only when NHWC, so an NCHW node reads as every QTernaryConv written before)."""
     check_attrs(attrs)
     values = {key: value for key, value in attrs.onnx_attributes().items() if not key.startswith("plugin_")}
+    if check_layout(layout) != "NCHW":
+        values["layout"] = layout
     return helper.make_node(OP_TYPE, inputs, outputs, name=name, domain=DOMAIN, **values)
 
 
@@ -73,9 +117,11 @@ class ReferenceQTernaryConv(OpRun):
     op_domain = DOMAIN
 
     def _run(self, X, x_scale, x_zero_point, W, scale, bias, y_scale, y_zero_point, kernel_shape=None,
-             strides=None, pads=None, dilations=None, group=None, activation=None):
+             strides=None, pads=None, dilations=None, group=None, activation=None, layout=None):
         attrs = run_attrs(kernel_shape, strides, pads, dilations, group, activation)
-        return (qternary_conv_reference(X, x_scale, x_zero_point, W, scale, bias, y_scale, y_zero_point, attrs),)
+        layout = (layout.decode() if isinstance(layout, bytes) else layout) or "NCHW"
+        return (qternary_conv_reference(X, x_scale, x_zero_point, W, scale, bias, y_scale, y_zero_point, attrs,
+                                        layout),)
 
 
 # The class name is the op type onnx.reference matches nodes against.

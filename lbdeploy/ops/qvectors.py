@@ -34,7 +34,8 @@ class QVectorCase(VectorCase):
     x_value: -1 for random uint8 inputs, else every input equals it. worst_case: output channel o
     gets all +1 weights (o even) or all -1 (o odd), and bias cancels the sum so that the exact
     result is y = 100 (any error in the sum saturates). spread: the real outputs' range covers
-    spread * 256 steps of y_scale, so spread > 1 saturates at both ends.
+    spread * 256 steps of y_scale, so spread > 1 saturates at both ends. fixed: (x_scale, y_scale,
+    scale, bias) given exactly, every weight +1 and X = 1, 2, ... (or x_value): the rounding repros.
     """
 
     x_zero_point: int = 128
@@ -42,6 +43,7 @@ class QVectorCase(VectorCase):
     x_value: int = -1
     worst_case: bool = False
     spread: float = 1.25
+    fixed: tuple = ()
 
 
 CASES = (
@@ -66,6 +68,12 @@ CASES = (
     # The same with a 3x3 kernel: K = 7281 * 9 = 65529, 2x2 outputs.
     QVectorCase("q_worst_case_3x3", n=1, cin=MAX_K // 9, cout=6, h=4, w=4, k=3, pad=0, x_value=255,
                 x_zero_point=0, y_zero_point=0, worst_case=True),
+    # m = fl32(fl32(3 * 0.1) / 0.6) is just above 0.5, so 1.5, 2.5, ... round up (float64 m: down).
+    QVectorCase("q_round_m_float32", n=1, cin=1, cout=1, h=1, w=9, k=1, pad=0, x_zero_point=0, y_zero_point=0,
+                fixed=(0.1, 0.6, 3.0, 0.0)),
+    # 26 * 2623.6807 - 68115.195 = 100.50195 exactly: one rounding gives 101 (m * acc rounded first: 100).
+    QVectorCase("q_round_fused_multiply_add", n=1, cin=1, cout=1, h=1, w=1, k=1, pad=0, x_value=26,
+                x_zero_point=0, y_zero_point=0, fixed=(1.0, 1.0, 2623.6807, -68115.195)),
 )
 
 
@@ -77,10 +85,14 @@ def generate(case: QVectorCase) -> dict[str, np.ndarray]:
     x_shape = (case.n, case.cin, case.h, case.w)
     if case.x_value >= 0:
         x = np.full(x_shape, case.x_value, np.uint8)
+    elif case.fixed:
+        x = (np.arange(np.prod(x_shape)) % 255 + 1).astype(np.uint8).reshape(x_shape)
     else:
         x = rng.integers(0, 256, x_shape, dtype=np.uint8)
     shape = (case.cout, cin_g, case.k, case.k)
-    if case.worst_case:
+    if case.fixed:
+        w = np.ones(shape, np.int8)
+    elif case.worst_case:
         w = np.where(np.arange(case.cout) % 2 == 0, 1, -1)[:, None, None, None] * np.ones(shape, np.int8)
     else:
         w = (rng.random(shape) < case.density) * np.where(rng.random(shape) < 0.5, -1, 1)
@@ -88,7 +100,11 @@ def generate(case: QVectorCase) -> dict[str, np.ndarray]:
     w[: case.zero_filters] = 0
     x_zp, y_zp = np.uint8(case.x_zero_point), np.uint8(case.y_zero_point)
     acc = accumulate(x, x_zp, w, attrs)
-    if case.worst_case:
+    if case.fixed:
+        x_scale, y_scale = np.float32(case.fixed[0]), np.float32(case.fixed[1])
+        scale = np.full(case.cout, case.fixed[2], np.float32)
+        bias = np.full(case.cout, case.fixed[3], np.float32)
+    elif case.worst_case:
         x_scale, y_scale = np.float32(1.0), np.float32(1.0)
         scale = np.ones(case.cout, np.float32)
         bias = (100.0 - acc[0, :, 0, 0]).astype(np.float32)  # exact: |acc| < 2^24
@@ -123,9 +139,11 @@ def inputs_of(arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
                                       "y_scale", "y_zero_point")]
 
 
-def vector_model(case: QVectorCase, arrays: dict[str, np.ndarray], batch: int | str | None = None):
+def vector_model(case: QVectorCase, arrays: dict[str, np.ndarray], batch: int | str | None = None,
+                 layout: str = "NCHW"):
     """A one-node QTernaryConv ONNX model of a vector: input X (batch dim `batch`, default the case's
-    N), every other input a constant initializer, output Y with unknown spatial dims. Needs onnx."""
+    N), every other input a constant initializer, output Y with unknown spatial dims; with layout
+    "NHWC" the node is channels-last and so are X and Y. Needs onnx."""
     from onnx import TensorProto, helper, numpy_helper
 
     from lbdeploy.ops.qonnx_schema import make_node, register_schema
@@ -134,11 +152,12 @@ def vector_model(case: QVectorCase, arrays: dict[str, np.ndarray], batch: int | 
 
     register_schema()
     batch = case.n if batch is None else batch
-    x_info = helper.make_tensor_value_info("X", TensorProto.UINT8, [batch, case.cin, case.h, case.w])
+    x_dims = [batch, case.h, case.w, case.cin] if layout == "NHWC" else [batch, case.cin, case.h, case.w]
+    x_info = helper.make_tensor_value_info("X", TensorProto.UINT8, x_dims)
     y_info = helper.make_tensor_value_info("Y", TensorProto.UINT8, [batch, None, None, None])
     constants = dict(zip(INPUTS[1:], inputs_of(arrays)[1:]))
     graph = helper.make_graph(
-        [make_node(list(INPUTS), ["Y"], case.attrs(), name=case.name)], case.name, [x_info], [y_info],
+        [make_node(list(INPUTS), ["Y"], case.attrs(), name=case.name, layout=layout)], case.name, [x_info], [y_info],
         initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
     )
     opsets = [helper.make_opsetid("", 18), helper.make_opsetid(DOMAIN, OP_VERSION)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lbdeploy.errors import ArtifactError
 from lbdeploy.pose.decode import decode_heatmaps
 from lbdeploy.tasks.base import Agreement, Task, top1_ties
 
@@ -70,11 +71,22 @@ class PoseTask(Task):
         return section
 
     def check_section(self, manifest: dict, require) -> None:
-        """The pose section is an object with list fields."""
+        """The pose section is an object with list fields; in a pose manifest, joint names (when
+        given) name every channel of the final heatmaps (no mislabeled output)."""
         super().check_section(manifest, require)
+        pose = manifest.get("pose", {})
         for key in ("joints", "flip_pairs", "skeleton"):
-            if key in manifest.get("pose", {}):
-                require(manifest["pose"][key], (list,), f"pose.{key}")
+            if key in pose:
+                require(pose[key], (list,), f"pose.{key}")
+        if manifest["task"] != self.name or "joints" not in pose:
+            return
+        for index, name in enumerate(pose["joints"]):
+            require(name, (str,), f"pose.joints[{index}]")
+        final = [out for out in manifest["outputs"] if out.get("final")]
+        channels = final[-1]["shape"][1] if final else None
+        if channels is not None and len(pose["joints"]) != channels:
+            raise ArtifactError(f"manifest field 'pose.joints' names {len(pose['joints'])} joints but the model's "
+                                f"final output has {channels} heatmaps; re-export the model")
 
     def parity(self, reference, output, tolerance) -> Agreement:
         """Every joint keeps its argmax, or ties within the map's tolerance."""

@@ -2,10 +2,13 @@
 
 The final logit map [N, 1, H, W] becomes probabilities through the manifest's output activation
 (ACTIVATIONS; the sigmoid). Agreement rules, all on probabilities: a pixel agrees when it lies on
-the same side of 0.5 as the reference's, or the reference is within the rule's tie of 0.5 --
-parity also bounds every pixel's probability error by SALIENCY_PROB_ATOL (maps are shown and
-thresholded as 8-bit images: a quarter of one level changes no pixel of the PNG by more than one
-level, while a wrong layer moves many pixels by far more).
+the same side of 0.5 as the reference's, or the reference is within the rule's tie of 0.5.
+
+Parity's probability tolerance is derived from the gate's logit tolerance: the sigmoid's slope is
+at most 1/4, so a logit within tolerance t gives a probability within t/4 (SIGMOID_MAX_SLOPE * t),
+and the logit and probability checks never disagree. The int8 accuracy gate counts ties within
+SALIENCY_PROB_ATOL of 0.5 (maps are shown and thresholded as 8-bit images: a quarter of one level
+changes no pixel of the PNG by more than one level).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 from lbdeploy.tasks.base import Agreement, Task
 
 SALIENCY_PROB_ATOL = 1e-3
+# |sigmoid(a) - sigmoid(b)| <= |a - b| / 4: a pixel's parity probability tolerance is its logit tolerance / 4.
+SIGMOID_MAX_SLOPE = 0.25
 PRECISION_TIE = 1e-2  # fp16 rounding of a probability near 0.5
 
 
@@ -33,11 +38,24 @@ def same_side(ref_logits: np.ndarray, out_logits: np.ndarray, tie: float) -> tup
     return agree, np.abs(out - ref)
 
 
-def saliency_agreement(ref_logits: np.ndarray, out_logits: np.ndarray) -> tuple[float, float]:
-    """(fraction of pixels on the same side of 0.5 as the reference, ties within SALIENCY_PROB_ATOL of
-    0.5 agreeing; max |probability difference|) of two final logit maps [N, 1, H, W]."""
-    agree, error = same_side(ref_logits, out_logits, SALIENCY_PROB_ATOL)
-    return float(agree.mean()), float(error.max())
+def saliency_agreement(ref_logits: np.ndarray, out_logits: np.ndarray,
+                       logit_tolerance: np.ndarray) -> tuple[float, float, float]:
+    """Per-pixel parity agreement of two final logit maps [N, 1, H, W] after the sigmoid.
+
+    Args:
+        ref_logits: PyTorch's final map; out_logits: the exported model's, same shape.
+        logit_tolerance: the gate's logit tolerance, broadcastable to the maps.
+    Returns:
+        (fraction of pixels on the same side of 0.5 as the reference, ties within the probability
+        tolerance SIGMOID_MAX_SLOPE * logit_tolerance of 0.5 agreeing; max |probability
+        difference|; max of that difference over the probability tolerance).
+    """
+    ref, out = sigmoid(ref_logits), sigmoid(out_logits)
+    prob_tolerance = np.broadcast_to(SIGMOID_MAX_SLOPE * np.asarray(logit_tolerance, np.float64), ref.shape)
+    error = np.abs(out - ref)
+    agree = ((ref >= 0.5) == (out >= 0.5)) | (np.abs(ref - 0.5) <= prob_tolerance)
+    worst = float(np.nan_to_num(error / prob_tolerance, nan=np.inf).max())
+    return float(agree.mean()), float(error.max()), worst
 
 
 class SaliencyTask(Task):
@@ -61,12 +79,13 @@ class SaliencyTask(Task):
                 "map_size": [int(d) for d in output_shapes[-1][2:]]}
 
     def parity(self, reference, output, tolerance) -> Agreement:
-        """Every pixel on PyTorch's side of 0.5 and within SALIENCY_PROB_ATOL of its probability."""
-        agreement, error = saliency_agreement(reference, output)
-        return Agreement(agreement == 1.0 and error <= SALIENCY_PROB_ATOL,
-                         {"saliency_agreement": agreement, "saliency_max_prob_error": error},
-                         [f"saliency pixels on the same side of 0.5: {agreement:.2%}, max |prob err| {error:.2e} "
-                          f"(tol {SALIENCY_PROB_ATOL:.0e})"])
+        """Every pixel on PyTorch's side of 0.5 and within its probability tolerance (logit tolerance / 4)."""
+        agreement, error, worst = saliency_agreement(reference, output, tolerance)
+        return Agreement(agreement == 1.0 and worst <= 1.0,
+                         {"saliency_agreement": agreement, "saliency_max_prob_error": error,
+                          "saliency_prob_worst_ratio": worst},
+                         [f"saliency pixels on the same side of 0.5: {agreement:.2%}, max |prob err| {error:.2e}, "
+                          f"worst prob err/tol {worst:.2e} (tol = logit tol / 4)"])
 
     def accuracy(self, reference, output) -> Agreement:
         """Share of pixels on PyTorch fp32's side of 0.5 (ties within SALIENCY_PROB_ATOL)."""

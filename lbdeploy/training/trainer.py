@@ -58,6 +58,8 @@ class TrainConfig:
         from 1 at 64x64). augment: augmentation ranges. val_limit: validate on at most this many
         people (None: the whole split). threads: torch CPU threads (None: torch's default).
         progress: show a tqdm bar. resume: continue the run in `output`.
+        init: a model.pt whose weights the new run starts from (fine-tuning; its config must be the
+            one this run builds, ternary weights included).
     """
 
     output: str
@@ -76,6 +78,7 @@ class TrainConfig:
     threads: int | None = None
     progress: bool = True
     resume: bool = False
+    init: str | None = None
 
     def resume_view(self) -> dict:
         """The options a resumed run must share with the original one (JSON-friendly)."""
@@ -105,6 +108,24 @@ class _Dist:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def _start_from(model: torch.nn.Module, init: str) -> None:
+    """Load the weights of the model.pt `init` into `model` (a new run fine-tuning a trained model).
+
+    Raises:
+        ConfigError: `init` was built with another architecture or config (the differences named).
+    """
+    from lbdeploy.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(init)
+    built = json.loads(json.dumps(model.config))
+    given = json.loads(json.dumps(checkpoint.config))
+    different = sorted(key for key in set(built) | set(given) if built.get(key) != given.get(key))
+    if different or checkpoint.arch != model.config.get("arch", checkpoint.arch):
+        raise ConfigError(f"--init {init} was built with other options ({', '.join(different) or 'arch'}: "
+                          f"{ {k: given.get(k) for k in different} }); pass the same model options and --seed")
+    model.load_state_dict(checkpoint.state_dict)
 
 
 def _setup_distributed() -> _Dist:
@@ -201,6 +222,39 @@ def _loader(train_set: torch.utils.data.Dataset, config: TrainConfig, dist: _Dis
                                        pin_memory=dist.device.type == "cuda")
 
 
+LONG_RUN_S = 3600.0  # above this, the estimate says how to shorten the run
+
+
+def duration_estimate(net, task, train_set, config: TrainConfig, dist, epochs: int) -> str:
+    """One line with the expected training time, from one timed batch (its samples and a forward and
+    backward pass) before the first epoch, as `lbdeploy eval` estimates before evaluating.
+
+    The timed pass runs in eval mode and no optimizer steps, so BatchNorm statistics, weights and
+    the random streams are left as they were (runs stay bit-identical with and without it).
+    """
+    from torch.utils.data import default_collate
+
+    from lbdeploy.durations import format_duration
+
+    started = time.perf_counter()
+    images, *targets = (t.to(dist.device) for t in default_collate([train_set[i] for i in range(config.batch_size)]))
+    was_training = net.training
+    net.eval()
+    try:
+        task.loss(net(images), *targets).backward()
+    finally:
+        net.zero_grad(set_to_none=True)
+        net.train(was_training)
+    batches = -(-len(train_set) // (config.batch_size * dist.world))
+    per_epoch = (time.perf_counter() - started) * batches
+    line = (f"About {format_duration(per_epoch)} per epoch ({batches:,} batches of {config.batch_size}), "
+            f"{format_duration(per_epoch * epochs)} for {epochs} epoch{'s' if epochs != 1 else ''} on this machine, "
+            "validation not included (from one timed batch).")
+    if per_epoch * epochs > LONG_RUN_S:
+        line += " To shorten it: fewer --epochs, a smaller model (--stacks, --feats) or less data."
+    return line
+
+
 def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Train a pose or saliency network with `config`; see the module docstring for what is written.
 
@@ -230,6 +284,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     if len(train_set) < config.batch_size * dist.world:
         raise ConfigError(f"{train_data.describe()} is smaller than one batch of {config.batch_size}; lower --batch-size")
 
+    if config.init:
+        _start_from(model, config.init)
     optimizer = make_optimizer(model, config.lr)
     scheduler = make_scheduler(optimizer, tuple(config.lr_drops))
     start_epoch, history, best_pck = 0, [], None
@@ -255,6 +311,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         log(f"Training {config.arch} ({sum(p.numel() for p in model.parameters()):,} trainable parameters) on "
             f"{train_data.describe()}, validating on {val_data.describe()}, input {width}x{height}{task.describe()}, "
             f"{dist.world} process(es) on {dist.device}")
+
+        log(duration_estimate(net, task, train_set, config, dist, config.epochs - start_epoch))
 
     for epoch in range(start_epoch, config.epochs):
         net.train()

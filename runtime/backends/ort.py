@@ -4,20 +4,32 @@ When the manifest lists custom ops, our kernel library (manifest["kernel_library
 the artifact folder) is registered on the session first; it is refused up front if it is missing,
 outside the folder or built for another CPU architecture. A graph with TernaryConv nodes but no kernel library gets our error instead of
 ONNX Runtime's. torch is never imported here.
+
+For an artifact (a manifest with `files`), ONNX Runtime loads private copies made from the
+verified bytes (runtime/verified.py): model.onnx, every external-data file it names (each must
+be listed, inside the folder and match its sha256; runtime/onnx_external.py finds them) and the
+kernel library, so a file swapped after the check is never what runs. A manifest without `files`
+(an exporter's own freshly written folder) is loaded in place.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from lbdeploy.artifact import MODEL_FILE, contained_path
-from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError
+from lbdeploy.errors import ArtifactError, BackendUnavailable, KernelLibraryError, TernaryWeightError
 from lbdeploy.kernels.elf import require_host_arch
 from lbdeploy.ops.ternary_conv import DOMAIN, OP_TYPE
+from lbdeploy.runtime.onnx_external import external_data_locations
+from lbdeploy.runtime.verified import copy_verified, private_folder
+
+# ONNX Runtime's message when our kernel's constructor refuses packed weights holding the invalid code 3
+_INVALID_CODE = "invalid 2-bit code 3"
 
 
 def check_kernel_library(path: Path) -> None:
@@ -79,24 +91,56 @@ class OrtBackend:
         if not model_path.is_file():
             raise ArtifactError(f"{artifact_dir} has no {MODEL_FILE}; it was not exported for ONNX Runtime")
         registered = bool(manifest.get("custom_ops"))
-        library_path = custom_op_library
-        if registered and library_path is None:
-            library = manifest.get("kernel_library")
-            if not library or not library.get("path"):
-                raise KernelLibraryError(
-                    "the manifest lists custom ops but no kernel_library; re-export with `lbdeploy export --backend ort`"
-                )
-            library_path = contained_path(artifact_dir, library["path"], "kernel library")
-            check_kernel_library(library_path)
-        options = session_options(threads, library_path)
-        if profile_prefix:
-            options.enable_profiling = True
-            options.profile_file_prefix = profile_prefix
-        try:
-            self.session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
+        library = manifest.get("kernel_library")
+        if registered and custom_op_library is None and (not library or not library.get("path")):
+            raise KernelLibraryError(
+                "the manifest lists custom ops but no kernel_library; re-export with `lbdeploy export --backend ort`"
             )
+        own_library = library["path"] if registered and custom_op_library is None else None
+        with self._loadable(own_library) as (model, lib):
+            if lib is not None:
+                check_kernel_library(lib)
+            options = session_options(threads, custom_op_library or lib)
+            if profile_prefix:
+                options.enable_profiling = True
+                options.profile_file_prefix = profile_prefix
+            shown = custom_op_library or (self.artifact_dir / own_library if own_library else None)
+            self.session = self._session(ort, model, options, providers, registered, shown, model_path)
+        self.input_names = [item.name for item in self.session.get_inputs()]
+        self.output_names = [item.name for item in self.session.get_outputs()]
+
+    @contextmanager
+    def _loadable(self, library: str | None):
+        """Yield (model path, kernel library path or None) to hand to ONNX Runtime.
+
+        With `files` in the manifest: private copies of the verified bytes of model.onnx, its
+        external-data files and the library; otherwise the files in place.
+        """
+        files = self.manifest.get("files")
+        if files is None:
+            yield (contained_path(self.artifact_dir, MODEL_FILE, "model"),
+                   contained_path(self.artifact_dir, library, "kernel library") if library else None)
+            return
+        with private_folder() as folder:
+            model = copy_verified(self.artifact_dir, MODEL_FILE, files, folder, "model")
+            for location in external_data_locations(model.read_bytes()):
+                copy_verified(self.artifact_dir, location, files, folder, "external data file of model.onnx")
+            lib = copy_verified(self.artifact_dir, library, files, folder, "kernel library") if library else None
+            yield model, lib
+
+    def _session(self, ort, model: Path, options, providers, registered: bool, library_path, model_path: Path):
+        """The InferenceSession, ONNX Runtime's errors turned into ours for the causes we know.
+
+        `library_path` and `model_path` are the artifact's files, named in messages (not the private copies).
+        """
+        try:
+            return ort.InferenceSession(str(model), sess_options=options,
+                                        providers=providers or ["CPUExecutionProvider"])
         except Exception as err:  # ORT raises its own exception types; re-raise ours for known causes
+            manifest = self.manifest
+            if _INVALID_CODE in str(err):
+                raise TernaryWeightError(f"{model_path} holds packed TernaryConv weights with the invalid 2-bit code "
+                                         "3 (docs/ops/TernaryConv.md); re-export the model") from None
             missing = [op for op in manifest.get("custom_ops", []) if op.get("op_type") and op["op_type"] in str(err)]
             if registered and missing:
                 raise KernelLibraryError(
@@ -110,8 +154,6 @@ class OrtBackend:
                     "export with `--backend ort` so the artifact carries kernels/libternary_ort.so"
                 ) from err
             raise ArtifactError(f"ONNX Runtime cannot load {model_path}: {err}") from err
-        self.input_names = [item.name for item in self.session.get_inputs()]
-        self.output_names = [item.name for item in self.session.get_outputs()]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the session; returns all outputs by name."""

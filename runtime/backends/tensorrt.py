@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lbdeploy.artifact import contained_path, verify_file
+from lbdeploy.artifact import contained_path
+from lbdeploy.runtime.verified import private_copies
 from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError, KernelLibraryError
 
 PLUGIN_NOT_FOUND_HINT = "run `bash tensorrt/build.sh` in the artifact on this device first"
@@ -53,15 +54,19 @@ def tensorrt_section(manifest: dict) -> dict:
     return section
 
 
-def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
+def load_plugin_library(trt, artifact_dir: Path, section: dict, files: dict) -> None:
     """Register the artifact's TernaryConv plugin with TensorRT's plugin registry (once per process).
+
+    TensorRT loads a private copy of the library's verified bytes (runtime/verified.py): the
+    library must be listed in `files` (`lbdeploy build-engine` lists it) with a matching sha256.
 
     Args:
         trt: the imported tensorrt module.
         artifact_dir: the artifact folder.
-        section: the manifest's "tensorrt" section.
+        section: the manifest's "tensorrt" section; files: the manifest's "files".
     Raises:
         KernelLibraryError: the library is not built, cannot be loaded, or does not provide the plugin.
+        ArtifactError: the library is not listed in `files` or does not match its sha256.
     """
     plugin = section.get("plugin")
     if plugin is None:
@@ -72,7 +77,9 @@ def load_plugin_library(trt, artifact_dir: Path, section: dict) -> None:
     library = contained_path(artifact_dir, plugin["library"], "TensorRT plugin library")
     if not library.is_file():
         raise KernelLibraryError(f"TensorRT plugin library {library} not found; {PLUGIN_NOT_FOUND_HINT}")
-    if registry.load_library(str(library)) is None:
+    with private_copies(artifact_dir, files, [plugin["library"]], "TensorRT plugin library") as copies:
+        loaded = registry.load_library(str(copies[plugin["library"]]))
+    if loaded is None:
         raise KernelLibraryError(
             f"TensorRT could not load {library} (see the TensorRT log above); rebuild it on this device with "
             "`bash tensorrt/build.sh` against the installed TensorRT (>= 10.3)"
@@ -98,16 +105,33 @@ def import_cudart():
         except ImportError:
             raise BackendUnavailable(
                 "the TensorRT backend needs cuda-python for device buffers: pip install 'lbdeploy[tensorrt]' "
-                "(cuda-python 12.x for JetPack 6), or use the ort backend; `lbdeploy doctor` checks the rest"
+                "(cuda-python 12.6 for JetPack 6.1/6.2, 12.2 for 6.0), or use the ort backend; `lbdeploy doctor` checks the rest"
             ) from None
     return cudart
+
+
+def numpy_dtype(trt, dtype) -> np.dtype:
+    """The numpy dtype of a TensorRT DataType, from our own table (TensorRT 8.x's helper uses `np.bool`,
+    which numpy >= 1.24 removed).
+
+    Raises:
+        ArtifactError: a tensor type the backend cannot hand to numpy.
+    """
+    table = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "INT64": np.int64,
+             "BOOL": np.bool_, "UINT8": np.uint8}
+    for name, numpy_type in table.items():
+        if getattr(trt.DataType, name, None) == dtype:
+            return np.dtype(numpy_type)
+    raise ArtifactError(f"the engine has a tensor of type {dtype}, which the TensorRT backend cannot read; "
+                        "rebuild it from a float32 model.onnx")
 
 
 def _checked(cudart, result, what: str):
     """Unpack a cuda-python (err, *values) result, raising on a CUDA error."""
     err, *values = result
     if err != cudart.cudaError_t.cudaSuccess:
-        hint = ("cuda-python is newer than this driver's CUDA: pip install 'cuda-python>=12,<13' on JetPack 6"
+        hint = ("cuda-python is newer than this driver's CUDA: install the one of JetPack's CUDA, e.g. "
+                "pip install 'cuda-python==12.6.*' on JetPack 6.1/6.2 (`lbdeploy doctor` names it)"
                 if "InsufficientDriver" in str(err) else "run `lbdeploy doctor` to see what this machine lacks")
         raise BackendUnavailable(f"CUDA {what} failed with {err}; {hint}")
     return values[0] if len(values) == 1 else values
@@ -125,7 +149,9 @@ class TensorRTBackend:
         Args:
             artifact_dir: the artifact folder.
             manifest: its parsed manifest.json.
-            **opts: `log_level` ("error", "warning", "info"; default "warning").
+            **opts: `log_level` ("error", "warning", "info"; default "warning"); `serialized_engine`:
+                an engine built in this process (build-engine's precision gate), run instead of the
+                engine file, so no unlisted file is read.
         Raises:
             BackendUnavailable: tensorrt or cuda-python missing, or no usable GPU.
             ArtifactError: not a TensorRT artifact, engine not built, or built for another GPU/TensorRT.
@@ -139,17 +165,18 @@ class TensorRTBackend:
         levels = {"error": trt.Logger.ERROR, "warning": trt.Logger.WARNING, "info": trt.Logger.INFO}
         self._logger = trt.Logger(levels[opts.get("log_level", "warning")])
         engine_path = contained_path(artifact_dir, section["engine"], "TensorRT engine")
-        if not engine_path.is_file():
-            raise ArtifactError(
-                f"{engine_path} not found: engines are built on the device; run `lbdeploy build-engine "
-                f"{artifact_dir}` here first"
-            )
-        verify_file(artifact_dir, section["engine"], manifest.get("files", {}), "TensorRT engine")
-        if (section.get("plugin") or {}).get("library"):
-            verify_file(artifact_dir, section["plugin"]["library"], manifest.get("files", {}), "TensorRT plugin library")
-        load_plugin_library(trt, artifact_dir, section)
+        serialized = opts.get("serialized_engine")
+        if serialized is None:
+            if not engine_path.is_file():
+                raise ArtifactError(
+                    f"{engine_path} not found: engines are built on the device; run `lbdeploy build-engine "
+                    f"{artifact_dir}` here first"
+                )
+            with private_copies(artifact_dir, manifest.get("files", {}), [section["engine"]], "TensorRT engine") as copy:
+                serialized = copy[section["engine"]].read_bytes()
+        load_plugin_library(trt, artifact_dir, section, manifest.get("files", {}))
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(serialized)
         if self._engine is None:
             raise ArtifactError(
                 f"TensorRT {trt.__version__} cannot load {engine_path} (built for another GPU or TensorRT "
@@ -191,7 +218,7 @@ class TensorRTBackend:
         for name in self.input_names:
             if name not in inputs:
                 raise InputError(f"missing input {name!r}; the engine takes {self.input_names}")
-            dtype = trt.nptype(self._engine.get_tensor_dtype(name))
+            dtype = numpy_dtype(trt, self._engine.get_tensor_dtype(name))
             array = np.ascontiguousarray(inputs[name], dtype=dtype)
             if not self._context.set_input_shape(name, array.shape):
                 raise InputError(
@@ -205,7 +232,7 @@ class TensorRTBackend:
         outputs = {}
         for name in self.output_names:
             shape = tuple(self._context.get_tensor_shape(name))
-            array = np.empty(shape, dtype=trt.nptype(self._engine.get_tensor_dtype(name)))
+            array = np.empty(shape, dtype=numpy_dtype(trt, self._engine.get_tensor_dtype(name)))
             self._context.set_tensor_address(name, self._device_buffer(name, array.nbytes))
             outputs[name] = array
         if not self._context.execute_async_v3(int(stream)):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from lbdeploy.artifact import contained_path
+from lbdeploy.runtime.verified import private_copies
 from lbdeploy.errors import ArtifactError, BackendUnavailable, InputError
 from lbdeploy.kernels.elf import require_host_arch
 
@@ -81,7 +82,12 @@ class TVMBackend:
         _set_threads(threads)
         self._tvm = tvm
         self._device = _device(tvm, info.get("device", "cpu"), device_id)
-        self._vm = VirtualMachine(tvm.runtime.load_module(str(path)), self._device)
+        if "files" in manifest:  # an artifact: load a private copy of the verified bytes (runtime/verified.py)
+            with private_copies(artifact_dir, manifest["files"], [info["module"]], "TVM module") as copies:
+                module = tvm.runtime.load_module(str(copies[info["module"]]))
+        else:  # an exporter's own freshly written folder
+            module = tvm.runtime.load_module(str(path))
+        self._vm = VirtualMachine(module, self._device)
         self._main = self._vm["main"]
         self._gpu = info.get("device", "cpu") != "cpu"
         self.input_names = list(info["inputs"])

@@ -1,7 +1,7 @@
 """Drawing a profile report as a PNG (`lbdeploy profile --plot out.png`), with Pillow.
 
 The image has a latency histogram (runs per millisecond bin, one colour per result, a legend with
-each result's median) and, below it, one horizontal bar chart per result of its largest op types
+each result's median; outliers beyond Q3 + 3 IQR are counted in the last bin and named in the title) and, below it, one horizontal bar chart per result of its largest op types
 (milliseconds per run). The axes, ticks, labels and legends come from `lbdeploy.plotting`, shared
 with `lbdeploy eval --plot`; to change the layout, edit the constants and `_draw_*` helpers.
 """
@@ -21,21 +21,38 @@ BAR_ROW = 24
 OPS_LEFT = 280  # room for op names left of the bars
 MARGIN = 30
 BINS = 30
+OUTLIER_IQR = 3.0  # runs above Q3 + this x IQR of their result are outliers (counted in the last bin)
+
+
+def histogram_range(samples: list[np.ndarray]) -> tuple[float, float]:
+    """The latency range the histogram shows: from the fastest run to the slowest run that is not
+    an outlier of its result (above Q3 + OUTLIER_IQR x IQR), so that one slow run does not squeeze
+    every result into the first bin. Runs above it are counted in the last bin."""
+    low = min(float(s.min()) for s in samples)
+    high = low
+    for s in samples:
+        q1, q3 = np.percentile(s, [25, 75])
+        high = max(high, min(float(s.max()), q3 + OUTLIER_IQR * max(q3 - q1, 0.01 * q3)))
+    return low, high if high > low else low + 1e-3
 
 
 def _draw_histogram(canvas: Canvas, report: ProfileReport) -> None:
     samples = [np.asarray(r.samples_s) * 1e3 for r in report.results]
-    low, high = min(s.min() for s in samples), max(s.max() for s in samples)
-    edges = np.linspace(low, high if high > low else low + 1e-3, BINS + 1)
-    counts = [np.histogram(s, edges)[0] for s in samples]
+    low, high = histogram_range(samples)
+    edges = np.linspace(low, high, BINS + 1)
+    counts = [np.histogram(np.minimum(s, high), edges)[0] for s in samples]
+    above = [s[s > high] for s in samples]
     tallest = max(int(c.max()) for c in counts) or 1
     batch = report.results[0].batch
     box = (90, 50, WIDTH - MARGIN, HIST_HEIGHT - 60)
     # headroom so that the tallest bar stays below the legend in the top-right corner
     free = 1.0 - (legend_height(len(samples)) + 12) / (box[3] - box[1])
+    slow = sum(len(a) for a in above)
+    note = (f"; {slow} slower run{'s' if slow != 1 else ''} (up to {max(a.max() for a in above if len(a)):.1f} ms) "
+            "in the last bin") if slow else ""
     axes = Axes(canvas, box, (edges[0], edges[-1]), (0, tallest / max(free, 0.3)),
-                title=f"Latency of {report.runs} timed runs per result (batch {batch})",
-                x_label="latency per run (ms)", y_label="runs per bin")
+                title=f"Latency of {report.runs} timed runs per result (batch {batch}){note}",
+                x_label="latency per run (ms)", y_label="runs per bin", integer_y=True)
     slot = (edges[1] - edges[0]) / len(counts)
     for index, count in enumerate(counts):
         color = COLORS[index % len(COLORS)]

@@ -78,6 +78,7 @@ class Measurement:
             "latency_ms": self.latency_ms(), "throughput": self.throughput(),
             "memory": {"rss_growth_mb": self.rss_growth_mb},
             "breakdown": self.breakdown.to_dict(),
+            "kernels": self.model.manifest.get("kernels"),
             "samples_ms": [s * 1e3 for s in self.samples_s],
         }
 

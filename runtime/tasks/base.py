@@ -78,7 +78,8 @@ class RuntimeTask:
         endpoints: the server paths it adds (the first is where its images are posted).
         metric: what `evaluate` reports, in words.
         options: predictor options beyond backend, threads and max_pixels (e.g. the pose detector's).
-        infer_options: the `lbdeploy infer` options that apply (others are refused for its models).
+        infer_options: the `lbdeploy infer` options that apply, by parameter name (others are refused
+            for its models when given); "video": it runs on videos and cameras too.
         eval_options: the `lbdeploy eval` options that apply.
     """
 
@@ -119,8 +120,8 @@ class RuntimeTask:
         """A line for the user about one image's result (e.g. nobody found), or None."""
         return None
 
-    def drawings(self, pixels: np.ndarray, result, predictor, draw: str, image: Path, several: bool) -> list:
-        """[(path, Pillow image, what)] that `--draw draw` writes for `image` (a folder when `several`)."""
+    def drawings(self, pixels: np.ndarray, result, predictor, draw: str, image: Path, folder: bool) -> list:
+        """[(path, Pillow image, what)] that `--draw draw` writes for `image` (`draw` a folder when `folder`)."""
         raise NotImplementedError
 
     def add_routes(self, app, settings, dependencies: list) -> None:

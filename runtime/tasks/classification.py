@@ -118,9 +118,9 @@ class ClassificationRuntime(RuntimeTask):
         """classification_to_json (the top five classes)."""
         return classification_to_json(result, image_id=image_id)
 
-    def drawings(self, pixels, result, predictor, draw: str, image: Path, several: bool) -> list:
-        """The labelled picture at `draw`, or `<draw>/<image stem>.classes.png` for several images."""
-        target = Path(draw) / f"{image.stem}.classes.png" if several else Path(draw)
+    def drawings(self, pixels, result, predictor, draw: str, image: Path, folder: bool) -> list:
+        """The labelled picture at `draw`, or `<draw>/<image stem>.classes.png` in a folder."""
+        target = Path(draw) / f"{image.stem}.classes.png" if folder else Path(draw)
         return [(target, draw_classes(pixels, result), "top classes")]
 
     def add_routes(self, app, settings, dependencies: list) -> None:

@@ -2,17 +2,19 @@
 
 The image comes as the raw body or the multipart field `file`; `top_k` (1..classes, default 5)
 says how many classes to answer, most likely first (classification_to_json). The server's limits
-apply unchanged; a model of another task answers WrongTask (404).
+apply unchanged (the body is read once admitted, within `body_timeout_s`; the deadline runs from
+its arrival); a model of another task answers WrongTask (404).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import FastAPI, Request
 
 from lbdeploy.errors import InputError
-from lbdeploy.runtime.admission import predict_whole_image
+from lbdeploy.runtime.admission import predict_whole_image, read_within
 from lbdeploy.runtime.image_request import read_image_request
 from lbdeploy.runtime.limits import check_work
 from lbdeploy.runtime.schemas import image_request_body
@@ -50,12 +52,13 @@ def add_classification_routes(app: FastAPI, settings, dependencies: list) -> Non
     async def classify(request: Request):
         predictor = request.app.state.predictor
         require_task(predictor, "classification", CLASSIFY_ENDPOINT)
-        data, options = await read_image_request(request, ("top_k",))
-        top_k = _top_k(options["top_k"], len(predictor.labels))
-        check_work(1, False, predictor.input_size, settings.limits)
         loop = asyncio.get_running_loop()
         with request.app.state.admission.slot():
-            result = await predict_whole_image(
+            data, options = await read_within(read_image_request(request, ("top_k",)), settings.body_timeout_s)
+            deadline = time.monotonic() + settings.timeout_s
+            top_k = _top_k(options["top_k"], len(predictor.labels))
+            check_work(1, False, predictor.input_size, settings.limits)
+            return await predict_whole_image(
                 predictor, data, run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-                timeout_s=settings.timeout_s)
-        return classification_to_json(result, top_k=top_k)
+                timeout_s=settings.timeout_s, deadline=deadline,
+                present=lambda result: classification_to_json(result, top_k=top_k))

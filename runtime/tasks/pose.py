@@ -37,15 +37,23 @@ from lbdeploy.pose.affine import (BOX_PADDING, apply_affine, box_to_center_scale
 from lbdeploy.pose.decode import average_flip, decode_heatmaps, heatmap_to_input
 from lbdeploy.tasks import get_task
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, crop, load_image, normalize
+from lbdeploy.runtime.deadline import check_deadline
 from lbdeploy.runtime.detection import create_detector
 from lbdeploy.runtime.loading import PredictorRecipe
 from lbdeploy.runtime.tasks.base import RuntimeTask, TaskPredictor
 
 # Joints whose score is at or below this are not drawn (a flat or negative heatmap).
 DRAW_MIN_SCORE = 0.0
-_LINE_COLOR = (0, 220, 255)
-_JOINT_COLOR = (255, 60, 60)
-_BOX_COLOR = (120, 255, 120)
+# The person's left and right in two colours and the body's axis in a third, as MMPose draws them
+# (left green, right orange, centre blue); a joint's side comes from its name ("l_..." / "r_...").
+SIDE_COLORS = {"left": (0, 255, 0), "right": (255, 128, 0), "centre": (51, 153, 255)}
+_BOX_COLOR = (255, 255, 255)
+# Marks scale with the person (box or keypoint extent): dot radius and line width = extent / this,
+# the id label's height = extent / _LABEL_DIVISOR, within _LABEL_PX.
+_MARK_DIVISOR = 60
+_LABEL_DIVISOR = 8
+_LABEL_PX = (8, 28)
+
 
 
 @dataclass
@@ -146,6 +154,15 @@ class Predictor(TaskPredictor):
             raise InputError("no person to estimate: boxes / center_scale is empty")
         return people
 
+    def _crops(self, pixels: np.ndarray, matrices: list) -> list[np.ndarray]:
+        """The model-input crop of each matrix; a server request past its deadline stops between crops."""
+        source = Image.fromarray(pixels)  # converted once, not once per person
+        crops = []
+        for matrix in matrices:
+            check_deadline()
+            crops.append(crop(source, matrix, self.input_size))
+        return crops
+
     def predict(self, image, boxes=None, center_scale=None, flip: bool = False,
                 return_heatmaps: bool = False) -> PoseResult:
         """Estimate the pose of each person in an image.
@@ -173,7 +190,7 @@ class Predictor(TaskPredictor):
                 return self.nobody(pixels)
         people = self._people(pixels, boxes, center_scale)
         matrices = [crop_matrix(center, scale, self.input_size) for center, scale in people]
-        batch = normalize(np.stack([crop(pixels, m, self.input_size) for m in matrices]), self.manifest["input"])
+        batch = normalize(np.stack(self._crops(pixels, matrices)), self.manifest["input"])
         if flip:
             heatmaps = self.run_final(np.concatenate([batch, batch[..., ::-1]]))
             heatmaps = average_flip(heatmaps[:len(people)], heatmaps[len(people):], self.flip_pairs, self.heatmap_stride)
@@ -248,35 +265,61 @@ def pose_to_json(result, joint_names, skeleton=(), image_id=None) -> dict:
             "skeleton": [list(edge) for edge in skeleton], "people": people}
 
 
-def draw_pose(image: np.ndarray, result, skeleton, min_score: float = DRAW_MIN_SCORE) -> Image.Image:
+def joint_sides(joint_names) -> list[str]:
+    """'left', 'right' or 'centre' per joint, from the names' l_ / r_ prefixes (MPII and LSP names)."""
+    return ["left" if name.startswith("l_") else "right" if name.startswith("r_") else "centre"
+            for name in joint_names]
+
+
+def _person_extent(keypoints: np.ndarray, visible: np.ndarray, box) -> float:
+    if box is not None:
+        return float(max(box[2], box[3]))
+    points = keypoints[visible] if visible.any() else keypoints
+    return float(np.ptp(points, axis=0).max()) if len(points) else 0.0
+
+
+def draw_pose(image: np.ndarray, result, skeleton, joint_names=(), min_score: float = DRAW_MIN_SCORE) -> Image.Image:
     """Overlay skeleton lines and joint dots on a copy of the image (and each person's box and id when known).
+
+    Left and right limbs and joints get two colours and the body's axis a third (SIDE_COLORS); dots,
+    lines and the id label scale with the person, so a small figure is not covered by its marks.
 
     Args:
         image: HxWx3 uint8 RGB array (the image that was predicted on).
         result: its PoseResult.
         skeleton: (a, b) joint index pairs to connect.
+        joint_names: the joints' names, which tell their side (empty: everything in the centre colour).
         min_score: joints scoring at or below this are skipped.
 
     Returns:
         A Pillow RGB image.
     """
+    from PIL import ImageFont
+
     canvas = Image.fromarray(image).convert("RGB")
     draw = ImageDraw.Draw(canvas)
-    size = max(1, round(max(canvas.size) / 160))
+    joints = np.asarray(result.keypoints).shape[1] if np.asarray(result.keypoints).ndim == 3 else 0
+    sides = joint_sides(joint_names) if len(joint_names) else ["centre"] * joints
     for index, (keypoints, scores) in enumerate(zip(result.keypoints, result.scores)):
-        if result.boxes is not None:
-            x, y, w, h = (float(v) for v in result.boxes[index])
+        visible = scores > min_score
+        box = result.boxes[index] if result.boxes is not None else None
+        extent = _person_extent(keypoints, visible, box)
+        size = max(1, round(extent / _MARK_DIVISOR))
+        if box is not None:
+            x, y, w, h = (float(v) for v in box)
             draw.rectangle([x, y, x + w, y + h], outline=_BOX_COLOR, width=max(1, size // 2))
             label = result.track_ids[index] if result.track_ids is not None else index
-            draw.text((x + 2, y + 1), f"#{label}", fill=_BOX_COLOR)
-        visible = scores > min_score
+            font = ImageFont.load_default(size=int(np.clip(extent / _LABEL_DIVISOR, *_LABEL_PX)))
+            draw.text((x + 2, y + 1), f"#{label}", fill=_BOX_COLOR, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
         for a, b in skeleton:
             if visible[a] and visible[b]:
-                draw.line([tuple(map(float, keypoints[a])), tuple(map(float, keypoints[b]))], fill=_LINE_COLOR, width=size)
-        for (x, y), seen in zip(keypoints, visible):
+                side = sides[a] if sides[a] == sides[b] else "centre"
+                draw.line([tuple(map(float, keypoints[a])), tuple(map(float, keypoints[b]))], fill=SIDE_COLORS[side],
+                          width=size)
+        for (x, y), seen, side in zip(keypoints, visible, sides):
             if seen:
-                r = size + 1
-                draw.ellipse([x - r, y - r, x + r, y + r], fill=_JOINT_COLOR)
+                r = size
+                draw.ellipse([x - r, y - r, x + r, y + r], fill=SIDE_COLORS[side], outline=(0, 0, 0))
     return canvas
 
 
@@ -289,7 +332,8 @@ class PoseRuntime(RuntimeTask):
     metric = "PCK"
     endpoints = ("/v1/pose", "/v1/pose/batch", "/v1/heatmaps")
     options = ("detector", "detector_options", "box_padding")
-    infer_options = ("box", "flip", "camera", "video")
+    infer_options = ("boxes", "camera", "detector", "score_threshold", "nms_iou", "max_people", "box_padding", "flip",
+                     "detect_every", "smooth", "max_fps", "max_frames", "video")
     eval_options = ("flip", "threshold", "norm", "plot")
 
     def model_fields(self, predictor) -> dict:
@@ -316,10 +360,10 @@ class PoseRuntime(RuntimeTask):
         return (f"No person found in {image} by the {detector} detector; pass --box, --detector none (the whole "
                 "image) or another --detector")
 
-    def drawings(self, pixels, result, predictor, draw: str, image: Path, several: bool) -> list:
-        """The skeleton overlay: at `draw`, or `<draw>/<image stem>.pose.png` for several images."""
-        target = Path(draw) / f"{image.stem}.pose.png" if several else Path(draw)
-        return [(target, draw_pose(pixels, result, predictor.skeleton), "")]
+    def drawings(self, pixels, result, predictor, draw: str, image: Path, folder: bool) -> list:
+        """The skeleton overlay: at `draw`, or `<draw>/<image stem>.pose.png` in a folder."""
+        target = Path(draw) / f"{image.stem}.pose.png" if folder else Path(draw)
+        return [(target, draw_pose(pixels, result, predictor.skeleton, predictor.joint_names), "")]
 
     def add_routes(self, app, settings, dependencies: list) -> None:
         """POST /v1/pose, /v1/pose/batch and /v1/heatmaps."""

@@ -13,8 +13,8 @@ the manifest's output activation (lbdeploy.tasks.saliency.ACTIVATIONS) on the fi
 the map resized (bilinear) back to the image.
 
 Presenting a result: `saliency_map_image` (the probabilities as a grayscale image, 0 = background,
-255 = salient), `draw_saliency` (salient pixels tinted, opacity proportional to the probability,
-and the 0.5 region's box outlined), `saliency_to_json` (mean probability, salient fraction at the
+255 = salient), `draw_saliency` (salient pixels tinted, opacity proportional to the probability;
+red, or green / blue when the salient object itself is red; and the 0.5 region's box outlined), `saliency_to_json` (mean probability, salient fraction at the
 threshold, box of the salient pixels; the full map is the PNG).
 """
 
@@ -32,11 +32,14 @@ from lbdeploy.errors import ConfigError
 from lbdeploy.tasks import get_task
 from lbdeploy.tasks.saliency import ACTIVATIONS
 from lbdeploy.transforms import DEFAULT_MAX_PIXELS, load_image, normalize
+from lbdeploy.runtime.deadline import check_deadline
 from lbdeploy.runtime.loading import PredictorRecipe
 from lbdeploy.runtime.tasks.base import RuntimeTask, TaskPredictor
 
 SALIENT_THRESHOLD = 0.5  # a pixel is salient where its probability is >= this
-_TINT = np.array([255, 40, 40], dtype=np.float32)
+# The tint of salient pixels: of these, the one farthest from the image's mean colour under the map
+# (red, unless the salient object is red itself: then green or blue stays visible).
+TINTS = np.array([[255, 40, 40], [40, 255, 40], [40, 120, 255]], dtype=np.float32)
 _TINT_OPACITY = 0.6
 _BOX_COLOR = (255, 230, 0)
 @dataclass
@@ -102,6 +105,7 @@ class SaliencyPredictor(TaskPredictor):
         """
         pixels = load_image(image, self.max_pixels)
         prob = self.predict_batch(resize_image(pixels, self.input_size)[None])[0]
+        check_deadline()  # a server request past its deadline stops before the map is enlarged to the image
         height, width = pixels.shape[:2]
         return SaliencyResult(resize_probabilities(prob, (height, width)).astype(np.float32), (int(width), int(height)))
 
@@ -135,6 +139,14 @@ def salient_box(probabilities: np.ndarray, threshold: float = SALIENT_THRESHOLD)
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
+def overlay_tint(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The TINTS colour farthest from the mean colour of `image` weighted by the saliency `weights`."""
+    total = float(weights.sum())
+    mean = (image.reshape(-1, 3).astype(np.float32) * weights.reshape(-1, 1)).sum(axis=0) / total if total > 0 \
+        else image.reshape(-1, 3).mean(axis=0)
+    return TINTS[int(np.argmax(np.linalg.norm(TINTS - mean, axis=1)))]
+
+
 def draw_saliency(image: np.ndarray, result) -> Image.Image:
     """The image with salient pixels tinted and the salient region's box outlined.
 
@@ -143,8 +155,9 @@ def draw_saliency(image: np.ndarray, result) -> Image.Image:
     Returns:
         A Pillow RGB image.
     """
-    alpha = (np.clip(result.probabilities, 0.0, 1.0) * _TINT_OPACITY)[..., None]
-    blended = image.astype(np.float32) * (1.0 - alpha) + _TINT * alpha
+    weights = np.clip(result.probabilities, 0.0, 1.0)
+    alpha = (weights * _TINT_OPACITY)[..., None]
+    blended = image.astype(np.float32) * (1.0 - alpha) + overlay_tint(image, weights) * alpha
     canvas = Image.fromarray(np.round(blended).astype(np.uint8), mode="RGB")
     box = salient_box(result.probabilities)
     if box is not None:
@@ -182,10 +195,10 @@ class SaliencyRuntime(RuntimeTask):
         """saliency_to_json."""
         return saliency_to_json(result, image_id=image_id)
 
-    def drawings(self, pixels, result, predictor, draw: str, image: Path, several: bool) -> list:
-        """The map at `draw` and the overlay beside it as `<stem>.overlay.png`; for several images
+    def drawings(self, pixels, result, predictor, draw: str, image: Path, folder: bool) -> list:
+        """The map at `draw` and the overlay beside it as `<stem>.overlay.png`; in a folder
         `<draw>/<image stem>.saliency.png` and `<draw>/<image stem>.overlay.png`."""
-        if several:
+        if folder:
             map_path, overlay = Path(draw) / f"{image.stem}.saliency.png", Path(draw) / f"{image.stem}.overlay.png"
         else:
             map_path = Path(draw)

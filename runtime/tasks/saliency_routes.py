@@ -3,19 +3,21 @@
 The request is the image as the raw body or the multipart field `file` (as /v1/pose);
 `format=png` (default) answers the saliency map as an 8-bit grayscale PNG at the image's size,
 `format=json` the statistics of saliency_to_json. The server's limits apply unchanged (body size,
-pixels, admission 503, deadline 504, JSON errors counted in /metrics); a model of another task
-answers WrongTask (404).
+pixels, admission 503, deadline 504, JSON errors counted in /metrics); the answer is encoded on the
+inference pool, within the deadline, so a large map does not stall the event loop (/healthz). A
+model of another task answers WrongTask (404).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from lbdeploy.errors import InputError
-from lbdeploy.runtime.admission import predict_whole_image
+from lbdeploy.runtime.admission import predict_whole_image, read_within
 from lbdeploy.runtime.image_request import read_image_request
 from lbdeploy.runtime.limits import check_work
 from lbdeploy.runtime.schemas import image_request_body
@@ -24,11 +26,21 @@ from lbdeploy.runtime.tasks.saliency import saliency_png, saliency_to_json
 
 SALIENCY_ENDPOINT = "/v1/saliency"
 FORMATS = ("png", "json")
+_PRESENT = {"png": saliency_png, "json": saliency_to_json}
 _SALIENCY_BODY = {
     "requestBody": image_request_body({"format": {"type": "string", "enum": list(FORMATS)}}),
     "parameters": [{"name": "format", "in": "query", "required": False,
                     "schema": {"type": "string", "enum": list(FORMATS), "default": "png"}}],
 }
+
+
+async def _read_saliency_request(request: Request) -> tuple[bytes, str]:
+    """The image bytes and the answer format of a raw-body or multipart request."""
+    data, options = await read_image_request(request, ("format",))
+    answer = (options["format"] or "png").strip().lower()
+    if answer not in FORMATS:
+        raise InputError(f"format must be one of {list(FORMATS)}, got {answer!r}")
+    return data, answer
 
 
 def add_saliency_routes(app: FastAPI, settings, dependencies: list) -> None:
@@ -44,16 +56,15 @@ def add_saliency_routes(app: FastAPI, settings, dependencies: list) -> None:
     async def saliency(request: Request):
         predictor = request.app.state.predictor
         require_task(predictor, "saliency", SALIENCY_ENDPOINT)
-        data, options = await read_image_request(request, ("format",))
-        answer = (options["format"] or "png").strip().lower()
-        if answer not in FORMATS:
-            raise InputError(f"format must be one of {list(FORMATS)}, got {answer!r}")
-        check_work(1, False, predictor.input_size, settings.limits)
         loop = asyncio.get_running_loop()
         with request.app.state.admission.slot():
-            result = await predict_whole_image(
+            data, answer = await read_within(_read_saliency_request(request), settings.body_timeout_s)
+            deadline = time.monotonic() + settings.timeout_s
+            check_work(1, False, predictor.input_size, settings.limits)
+            # encoding the answer (a PNG of up to max_pixels) is a pool job too: the event loop stays free
+            body = await predict_whole_image(
                 predictor, data, run=lambda job: loop.run_in_executor(request.app.state.executor, job),
-                timeout_s=settings.timeout_s)
+                timeout_s=settings.timeout_s, deadline=deadline, present=_PRESENT[answer])
         if answer == "json":
-            return JSONResponse(saliency_to_json(result))
-        return Response(saliency_png(result), media_type="image/png")
+            return JSONResponse(body)
+        return Response(body, media_type="image/png")

@@ -9,6 +9,7 @@ docs/arm-lane.md. This module finds or builds that lane and runs things in it:
     outputs = run_onnx_emulated([OnnxRun("m.onnx", {"x": x})], library=aarch64_lib)
     outputs = run_artifact_emulated("out/", batch)      # a whole exported artifact, via runtime/
     pose = predict_emulated("out/", "person.jpg")       # the Predictor, image to keypoints
+    bare = write_bare_python("tools/")                  # tools/python3: the bare interpreter, venvs work
 
 The repo root is on the lane's PYTHONPATH, so `lbdeploy` and `runtime` import there (pure Python);
 torch does not, as on a board. To run a new kind of workload, write a function that prepares files
@@ -155,6 +156,39 @@ def run_arm_python(
     return subprocess.run(
         [str(python), *args], env=lane_environment(env), capture_output=True, text=True, timeout=timeout, check=check
     )
+
+
+_BARE_SITECUSTOMIZE = """\"\"\"Bare emulated python: venvs made from it point at the wrapper, not the aarch64 ELF.\"\"\"
+import sys
+
+sys._base_executable = {wrapper!r}
+"""
+
+
+def write_bare_python(folder: str | Path) -> Path:
+    """Write `folder/python3`: the lane's aarch64 interpreter without the lane's wheels, as on a fresh board.
+
+    Unlike `arm-python`, nothing of the lane's site-packages is on its path, and a venv made with it
+    (`python3 -m venv --without-pip V`) works: V/bin/python links to this wrapper, which starts qemu
+    with that path as argv[0], so the emulated interpreter finds V/pyvenv.cfg (there is no
+    binfmt_misc for aarch64 on the host to run the ELF directly). Put `folder` first on PATH to run a
+    board's shell script (e.g. a bundle's install.sh) under emulation.
+
+    Returns:
+        The wrapper's path. Raises: BackendUnavailable when the lane cannot be built here.
+    """
+    lane = require_arm_lane().parent
+    folder = Path(folder).resolve()
+    (folder / "site").mkdir(parents=True, exist_ok=True)
+    wrapper = folder / "python3"
+    (folder / "site" / "sitecustomize.py").write_text(_BARE_SITECUSTOMIZE.format(wrapper=str(wrapper)))
+    sysroot = lane / "sysroot"
+    wrapper.write_text(
+        "#!/bin/sh\n# the emulated ARM lane's bare aarch64 python (runtime/testing/arm_lane.py: write_bare_python)\n"
+        f'exec env -u PYTHONHOME PYTHONNOUSERSITE=1 PYTHONPATH="{folder / "site"}" qemu-aarch64-static '
+        f'-L "{sysroot}" -0 "$0" "{sysroot}/usr/bin/python3.11" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
 
 
 def run_onnx_emulated(

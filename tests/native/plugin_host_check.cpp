@@ -4,7 +4,9 @@
 // TensorRT's own header-defined interfaces. Prints "plugin host check passed" or the first failure.
 //
 // Build: g++ -std=c++17 -isystem <TensorRT include> -isystem <CUDA include> plugin_host_check.cpp -ldl
-// Run:   ./plugin_host_check path/to/libternary_trt.so
+// Run:   ./plugin_host_check path/to/libternary_trt.so DEVICE
+//   DEVICE 1: a CUDA device is present, so onShapeChange's tap-list allocation must succeed; 0: none is,
+//   so it must fail with the plugin's cudaMalloc message (the shapes having passed its checks).
 #include "NvInferRuntime.h"
 
 #include <dlfcn.h>
@@ -28,6 +30,14 @@ void check(bool ok, char const* what)
         ++gFailures;
     }
 }
+
+// Keeps the plugin's last log message (it logs through the logger TensorRT hands to setLoggerFinder).
+class LastMessage : public ILogger, public ILoggerFinder {
+public:
+    void log(Severity /*severity*/, AsciiChar const* msg) noexcept override { text = msg; }
+    ILogger* findLogger() override { return this; }
+    std::string text;
+};
 
 Dims dims(std::vector<int64_t> const& values)
 {
@@ -84,10 +94,11 @@ DynamicPluginTensorDesc desc(DataType type, Dims const& d)
 
 int main(int argc, char** argv)
 {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: %s libternary_trt.so\n", argv[0]);
+    if (argc != 3) {
+        std::fprintf(stderr, "usage: %s libternary_trt.so DEVICE(0|1)\n", argv[0]);
         return 2;
     }
+    bool const device = std::strcmp(argv[2], "1") == 0;
     void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
     if (lib == nullptr) {
         std::fprintf(stderr, "dlopen failed: %s\n", dlerror());
@@ -101,7 +112,8 @@ int main(int argc, char** argv)
     if (getCreators == nullptr) {
         return 1;
     }
-    setLoggerFinder(nullptr);
+    LastMessage messages;
+    setLoggerFinder(&messages);
 
     int32_t nbCreators = 0;
     IPluginCreatorInterface* const* creators = getCreators(nbCreators);
@@ -174,7 +186,18 @@ int main(int argc, char** argv)
 
     PluginTensorDesc in[4] = {io[0].desc, io[1].desc, io[2].desc, io[3].desc};
     in[2].dims = dims({8});
-    check(runtime->onShapeChange(in, 4, &io[4].desc, 1) == 0, "onShapeChange accepts the real shapes");
+    in[0].dims = dims({1, 15, 9, 10});
+    check(runtime->onShapeChange(in, 4, &io[4].desc, 1) != 0 && messages.text.find("group") != std::string::npos,
+        "onShapeChange rejects channels that group does not divide");
+    in[0].dims = x;
+    messages.text.clear();
+    int32_t const reserved = runtime->onShapeChange(in, 4, &io[4].desc, 1);
+    if (device) {
+        check(reserved == 0, "onShapeChange accepts the real shapes and allocates the tap lists");
+    } else {
+        check(reserved != 0 && messages.text.find("cudaMalloc of") != std::string::npos,
+            "onShapeChange accepts the real shapes, then allocates the tap lists (no device here: cudaMalloc fails)");
+    }
 
     // Serialize -> recreate in the runtime phase (what engine deserialization does).
     PluginFieldCollection const* saved = runtime->getFieldsToSerialize();

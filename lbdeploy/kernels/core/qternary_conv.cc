@@ -21,13 +21,13 @@ namespace {
 tile::QTileKernel choose_qtile_kernel(const std::string& wanted) {
 #if defined(__x86_64__) || defined(__i386__)
   const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  const bool has_avx2 = __builtin_cpu_supports("avx2");
+  const bool has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   if (wanted == "avx512" || (wanted == "optimized" && has_avx512)) {
     if (!has_avx512) throw KernelError("LBDEPLOY_KERNEL=avx512 but this CPU has no AVX-512BW; unset it");
     return tile::avx512bw_qkernel();
   }
   if (wanted == "avx2" || (wanted == "optimized" && has_avx2)) {
-    if (!has_avx2) throw KernelError("LBDEPLOY_KERNEL=avx2 but this CPU has no AVX2; unset it");
+    if (!has_avx2) throw KernelError("LBDEPLOY_KERNEL=avx2 but this CPU has no AVX2 with FMA; unset it");
     return tile::avx2_qkernel();
   }
 #elif defined(__aarch64__)
@@ -39,9 +39,9 @@ tile::QTileKernel choose_qtile_kernel(const std::string& wanted) {
                     "(avx512, avx2 on x86-64; neon on aarch64)");
 }
 
-// Copies channel c of batch item n into its flat-layout place in buffer (plan.h's InputLayout with
-// one lane: plane (a, b) row rr column q holds padded input (rr * sH + a, q * sW + b)) as
-// x - x_zero_point; positions outside the input are never written, so they stay real 0.
+// Copies channel c of batch item n (NCHW input) into its flat-layout place in buffer (plan.h's
+// InputLayout with one lane: plane (a, b) row rr column q holds padded input (rr * sH + a, q * sW + b))
+// as x - x_zero_point; positions outside the input are never written, so they stay real 0.
 void copy_channel(const ConvParams& p, const InputLayout& l, const uint8_t* x, int zero_point, int64_t n,
                   int64_t c, int16_t* buffer) {
   const Shape4& s = l.input;
@@ -69,6 +69,76 @@ void copy_channel(const ConvParams& p, const InputLayout& l, const uint8_t* x, i
   }
 }
 
+using Int16x8 = int16_t __attribute__((vector_size(16)));
+using Uint8x8 = uint8_t __attribute__((vector_size(8)));
+
+// In-register transpose of 8 vectors of 8 int16 (r[i][j] becomes r[j][i]): three rounds of
+// interleaves (16-, 32-, then 64-bit), portable vector code (SSE2 unpacks, NEON zips).
+inline void transpose8x8(Int16x8 (&r)[8]) {
+  constexpr Int16x8 lo16 = {0, 8, 1, 9, 2, 10, 3, 11}, hi16 = {4, 12, 5, 13, 6, 14, 7, 15};
+  constexpr Int16x8 lo32 = {0, 1, 8, 9, 2, 3, 10, 11}, hi32 = {4, 5, 12, 13, 6, 7, 14, 15};
+  constexpr Int16x8 lo64 = {0, 1, 2, 3, 8, 9, 10, 11}, hi64 = {4, 5, 6, 7, 12, 13, 14, 15};
+  Int16x8 a[8], b[8];
+  for (int i = 0; i < 4; ++i) {
+    a[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], lo16);
+    a[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], hi16);
+  }
+  for (int h = 0; h < 2; ++h) {
+    for (int i = 0; i < 2; ++i) {
+      b[4 * h + 2 * i] = __builtin_shuffle(a[4 * h + i], a[4 * h + 2 + i], lo32);
+      b[4 * h + 2 * i + 1] = __builtin_shuffle(a[4 * h + i], a[4 * h + 2 + i], hi32);
+    }
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[2 * i] = __builtin_shuffle(b[i], b[4 + i], lo64);
+    r[2 * i + 1] = __builtin_shuffle(b[i], b[4 + i], hi64);
+  }
+}
+
+// Copies input row iy of batch item n of an NHWC input into the flat layout (every channel's
+// plane row), as x - x_zero_point: blocks of 8 pixels x 8 channels are transposed in registers.
+void copy_row_nhwc(const ConvParams& p, const InputLayout& l, const uint8_t* x, int zero_point, int64_t n,
+                   int64_t iy, int16_t* buffer) {
+  const Shape4& s = l.input;
+  const int64_t channels = s.c, sw = p.stride_w;
+  const uint8_t* src = x + (n * s.h + iy) * s.w * channels;
+  const int64_t py = iy + p.pad_top, a = py % p.stride_h, rr = py / p.stride_h;
+  const Int16x8 zp = {static_cast<int16_t>(zero_point), static_cast<int16_t>(zero_point), static_cast<int16_t>(zero_point),
+                      static_cast<int16_t>(zero_point), static_cast<int16_t>(zero_point), static_cast<int16_t>(zero_point),
+                      static_cast<int16_t>(zero_point), static_cast<int16_t>(zero_point)};
+  for (int64_t b = 0; b < sw; ++b) {
+    int16_t* dst = buffer + n * l.batch_stride + (a * sw + b) * l.plane_stride + rr * l.row_stride;
+    const int64_t first = p.pad_left - b, last = s.w - 1 + p.pad_left - b;  // q * sW in [first, last]
+    const int64_t q_begin = first > 0 ? (first + sw - 1) / sw : 0;
+    const int64_t q_end = last >= 0 ? std::min(l.wq, last / sw + 1) : 0;
+    // Element (c, q) is src[(q * sW - first) * C + c]; it goes to dst[c * channel_stride + q].
+    int64_t c0 = 0;
+    for (; c0 + 8 <= channels; c0 += 8) {
+      int64_t q = q_begin;
+      for (; q + 8 <= q_end; q += 8) {
+        Int16x8 r[8];
+        for (int i = 0; i < 8; ++i) {
+          Uint8x8 bytes;
+          __builtin_memcpy(&bytes, src + ((q + i) * sw - first) * channels + c0, 8);
+          r[i] = __builtin_convertvector(bytes, Int16x8) - zp;
+        }
+        transpose8x8(r);
+        for (int j = 0; j < 8; ++j) __builtin_memcpy(dst + (c0 + j) * l.channel_stride + q, &r[j], 16);
+      }
+      for (; q < q_end; ++q) {
+        for (int64_t c = c0; c < c0 + 8; ++c) {
+          dst[c * l.channel_stride + q] = static_cast<int16_t>(src[(q * sw - first) * channels + c] - zero_point);
+        }
+      }
+    }
+    for (int64_t c = c0; c < channels; ++c) {
+      for (int64_t q = q_begin; q < q_end; ++q) {
+        dst[c * l.channel_stride + q] = static_cast<int16_t>(src[(q * sw - first) * channels + c] - zero_point);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 class QTernaryConvImpl {
@@ -78,7 +148,9 @@ class QTernaryConvImpl {
   std::vector<uint8_t> packed;
   int64_t row_bytes = 0;
   bool reference = false;
+  bool channels_last = false;
   tile::QTileKernel kernel{};
+  tile::QRequantizeFn requantize = nullptr;
 
   // One input shape's tiles with their program (the chunk size follows the tiles' footprint).
   struct Plan {
@@ -104,6 +176,7 @@ class QTernaryConvImpl {
     const std::string wanted = wanted_kernel();
     reference = wanted == "reference";
     if (!reference) kernel = choose_qtile_kernel(wanted);
+    requantize = reference ? tile::scalar_requantize() : kernel.requantize;
   }
 
   // Decoded int8 weights [cout][K] for cin_per_group input channels per group (cached; packed
@@ -190,10 +263,18 @@ class QTernaryConvImpl {
 
 namespace {
 
+// Element strides of a 4-D tensor of logical shape s in NCHW or NHWC memory order.
+struct Strides {
+  int64_t n, c, h, w;
+  static Strides of(const Shape4& s, bool channels_last) {
+    return channels_last ? Strides{s.h * s.w * s.c, 1, s.w * s.c, s.c} : Strides{s.c * s.h * s.w, s.h * s.w, s.w, 1};
+  }
+};
+
 // Exact sums acc[oy][ox] = sum W * (x - zp) over the in-bounds taps of output channel o (padding
 // is real 0), one add or subtract per non-zero weight.
 void reference_sums(const ConvParams& p, const std::vector<int8_t>& weights, int64_t cout, const uint8_t* x,
-                    const Shape4& xs, const Shape4& ys, int zp, int64_t n, int64_t o, int32_t* acc) {
+                    const Shape4& xs, const Strides& st, const Shape4& ys, int zp, int64_t n, int64_t o, int32_t* acc) {
   const int64_t cin_g = xs.c / p.group;
   const int64_t g = o / (cout / p.group);
   const int8_t* w = weights.data() + o * cin_g * p.kernel_h * p.kernel_w;
@@ -201,7 +282,7 @@ void reference_sums(const ConvParams& p, const std::vector<int8_t>& weights, int
     for (int64_t ox = 0; ox < ys.w; ++ox) {
       int32_t sum = 0;
       for (int64_t c = 0; c < cin_g; ++c) {
-        const uint8_t* plane = x + ((n * xs.c + g * cin_g + c) * xs.h) * xs.w;
+        const uint8_t* plane = x + n * st.n + (g * cin_g + c) * st.c;
         for (int64_t i = 0; i < p.kernel_h; ++i) {
           const int64_t iy = oy * p.stride_h + i * p.dilation_h - p.pad_top;
           if (iy < 0 || iy >= xs.h) continue;
@@ -209,7 +290,7 @@ void reference_sums(const ConvParams& p, const std::vector<int8_t>& weights, int
             const int64_t ix = ox * p.stride_w + j * p.dilation_w - p.pad_left;
             if (ix < 0 || ix >= xs.w) continue;
             const int8_t weight = w[(c * p.kernel_h + i) * p.kernel_w + j];
-            const int32_t value = static_cast<int32_t>(plane[iy * xs.w + ix]) - zp;
+            const int32_t value = static_cast<int32_t>(plane[iy * st.h + ix * st.w]) - zp;
             if (weight > 0) sum += value;
             if (weight < 0) sum -= value;
           }
@@ -228,8 +309,9 @@ QTernaryConv& QTernaryConv::operator=(QTernaryConv&&) noexcept = default;
 QTernaryConv::~QTernaryConv() = default;
 
 QTernaryConv QTernaryConv::from_packed(const ConvParams& params, const uint8_t* data, int64_t cout,
-                                       int64_t row_bytes) {
+                                       int64_t row_bytes, bool channels_last) {
   auto impl = std::make_unique<QTernaryConvImpl>(params, cout);
+  impl->channels_last = channels_last;
   if (row_bytes < 1) throw KernelError("packed QTernaryConv weights need at least one byte per output channel");
   check_code_bytes(data, cout, row_bytes);
   impl->packed.assign(data, data + cout * row_bytes);
@@ -258,13 +340,15 @@ void QTernaryConv::run(const uint8_t* x, const Shape4& xs, const Quantization& q
   const auto weights = impl.weights_for(xs.c / p.group);
   const Requantizer requantizer(q, scale, bias, ys.c, p.activation == Activation::kRelu);
   const int64_t plane = ys.h * ys.w;
+  const Strides out = Strides::of(ys, impl.channels_last);
   if (impl.reference) {
+    const Strides in = Strides::of(xs, impl.channels_last);
     parallel_for(static_cast<size_t>(ys.n * ys.c), [&](size_t item) {
       const int64_t n = static_cast<int64_t>(item) / ys.c, o = static_cast<int64_t>(item) % ys.c;
       thread_local std::vector<int32_t> acc;
       acc.resize(static_cast<size_t>(plane));
-      reference_sums(p, *weights, ys.c, x, xs, ys, q.x_zero_point, n, o, acc.data());
-      requantizer.row(o, acc.data(), plane, y + (n * ys.c + o) * plane);
+      reference_sums(p, *weights, ys.c, x, xs, in, ys, q.x_zero_point, n, o, acc.data());
+      impl.requantize(acc.data(), 0, requantizer.channel(o), 1, plane, y + n * out.n + o * out.c, out.c, out.w);
     });
     return;
   }
@@ -276,16 +360,22 @@ void QTernaryConv::run(const uint8_t* x, const Shape4& xs, const Quantization& q
   std::unique_lock<std::mutex> scratch_lock;
   std::vector<int16_t> local;
   int16_t* buffer = impl.scratch_for(layout, scratch_lock, local);
+  // NCHW: one item per channel; NHWC: one per input row (all its channels, transposed).
+  const int64_t per_batch = impl.channels_last ? xs.h : xs.c;
   const auto copy = [&](size_t item) {
-    copy_channel(p, layout, x, q.x_zero_point, static_cast<int64_t>(item) / xs.c, static_cast<int64_t>(item) % xs.c,
-                 buffer);
+    const int64_t n = static_cast<int64_t>(item) / per_batch, i = static_cast<int64_t>(item) % per_batch;
+    if (impl.channels_last) {
+      copy_row_nhwc(p, layout, x, q.x_zero_point, n, i, buffer);
+    } else {
+      copy_channel(p, layout, x, q.x_zero_point, n, i, buffer);
+    }
   };
   // A small input is copied by the calling thread: waking the pool for it costs more than it saves.
   constexpr int64_t kSerialCopyElements = 32 * 1024;
   if (xs.n * xs.c * xs.h * xs.w <= kSerialCopyElements) {
-    for (size_t item = 0; item < static_cast<size_t>(xs.n * xs.c); ++item) copy(item);
+    for (size_t item = 0; item < static_cast<size_t>(xs.n * per_batch); ++item) copy(item);
   } else {
-    parallel_for(static_cast<size_t>(xs.n * xs.c), copy);
+    parallel_for(static_cast<size_t>(xs.n * per_batch), copy);
   }
 
   // Work items as for TernaryConv (WorkSplit, steps_per_pass); each item's int32 sums go to a
@@ -328,9 +418,10 @@ void QTernaryConv::run(const uint8_t* x, const Shape4& xs, const Quantization& q
           for (int64_t oy = f / layout.wq, ox = f % layout.wq, k = 0; k < tiles.width && oy < ys.h; ++oy, ox = 0) {
             const int64_t segment = std::min<int64_t>(tiles.width - k, layout.wq - ox);
             const int64_t count = std::max<int64_t>(0, std::min(segment, ys.w - ox));
-            for (int64_t o = 0; o < valid; ++o) {
-              requantizer.row(first + o, block_sums + (o * tiles.rows + r) * split.sums_row + k, count,
-                              y + ((item.n * ys.c + first + o) * ys.h + oy) * ys.w + ox);
+            if (count > 0) {
+              impl.requantize(block_sums + r * split.sums_row + k, tiles.rows * split.sums_row,
+                              requantizer.channel(first), static_cast<int>(valid), count,
+                              y + item.n * out.n + first * out.c + oy * out.h + ox * out.w, out.c, out.w);
             }
             k += segment;
           }

@@ -2,7 +2,8 @@
 // quantized TernaryConv, in the runtime-independent core next to TernaryConv.
 //
 //   acc = sum W * (Xpad - x_zero_point)   exact, in integers (Xpad padded with x_zero_point)
-//   v   = m[o] * acc + b[o],  m[o] = scale[o] * x_scale / y_scale,  b[o] = bias[o] / y_scale (float32)
+//   m[o] = fl32(fl32(scale[o] * x_scale) / y_scale),  b[o] = fl32(bias[o] / y_scale)
+//   v   = fl32(m[o] * acc + b[o]) (one rounding: fused multiply-add)
 //   v   = max(v, 0) for relu;  Y = saturate_uint8(round_half_to_even(v) + y_zero_point)
 //
 // Only integer additions and subtractions touch the weights: the optimized path (qtile_kernel.h)
@@ -37,8 +38,10 @@ class QTernaryConvImpl;
 // One QTernaryConv node; safe to run from several threads at once.
 class QTernaryConv {
  public:
-  // Packed uint8 weights [cout][row_bytes] (TernaryConv's 2-bit layout; code 3 is rejected here).
-  static QTernaryConv from_packed(const ConvParams& params, const uint8_t* data, int64_t cout, int64_t row_bytes);
+  // Packed uint8 weights [cout][row_bytes] (TernaryConv's 2-bit layout; code 3 is rejected here);
+  // channels_last: X and Y are NHWC (shapes are still passed as Shape4 {n, c, h, w}).
+  static QTernaryConv from_packed(const ConvParams& params, const uint8_t* data, int64_t cout, int64_t row_bytes,
+                                  bool channels_last = false);
 
   QTernaryConv(QTernaryConv&&) noexcept;
   QTernaryConv& operator=(QTernaryConv&&) noexcept;
@@ -47,7 +50,8 @@ class QTernaryConv {
   int64_t out_channels() const;
   // Output shape for input shape x; throws KernelError if x does not fit these weights or limits.
   Shape4 output_shape(const Shape4& x) const;
-  // y[N, Cout, OH, OW] (uint8) from x (uint8); scale and bias have out_channels() values.
+  // y[N, Cout, OH, OW] (uint8; NHWC memory order when channels_last) from x (uint8, likewise);
+  // scale and bias have out_channels() values. Throws KernelError for degenerate scales.
   void run(const uint8_t* x, const Shape4& x_shape, const Quantization& q, const float* scale, const float* bias,
            uint8_t* y, const ParallelFor& parallel_for) const;
 

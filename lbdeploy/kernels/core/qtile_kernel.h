@@ -10,11 +10,13 @@
 // One variant per instruction set, each in its own translation unit (qtile_avx512.cc needs
 // AVX-512BW, qtile_avx2.cc, qtile_neon.cc, qtile_scalar.cc). To add one, define a vector type with
 // In = int16_t, Out = int32_t, kWidening and finish() (see Totals in tile_kernel.h), instantiate
-// three TileImpl shapes and list the file in build.py.
+// three TileImpl shapes, define the epilogue's vector type (qepilogue_kernel.h) and list the file in
+// build.py.
 #pragma once
 
 #include <cstdint>
 
+#include "qepilogue_kernel.h"
 #include "tile_kernel.h"
 
 namespace lbdeploy {
@@ -34,6 +36,7 @@ struct QTileShape {
 struct QTileKernel {
   int lanes;                       // int16 values per vector
   QTileShape shapes[kTileShapes];  // widest first, as TileKernel's
+  QRequantizeFn requantize;        // the epilogue (qepilogue_kernel.h) at this instruction set
 
   // The tile geometry for make_tile_plan (which reads only lanes and shapes; the quantized path
   // plans with flat_only, so lanes only weighs the tile shapes' costs in vectors).
@@ -50,12 +53,16 @@ QTileKernel avx2_qkernel();
 QTileKernel neon_qkernel();
 QTileKernel scalar_qkernel();
 
-template <class Large, class Medium, class Small>
+// The epilogue alone, for the reference path (qtile_scalar.cc).
+QRequantizeFn scalar_requantize();
+
+template <class Large, class Medium, class Small, class Epilogue>
 static QTileKernel make_qtile_kernel() {
   return {Large::kLanes,
           {{Large::kRows, Large::kWidth, &Large::run},
            {Medium::kRows, Medium::kWidth, &Medium::run},
-           {Small::kRows, Small::kWidth, &Small::run}}};
+           {Small::kRows, Small::kWidth, &Small::run}},
+          &RequantizeImpl<Epilogue>::run};
 }
 
 }  // namespace tile

@@ -32,13 +32,37 @@ struct QVecNeon {
   }
 };
 
+// The epilogue's 4 float / int32 lanes (fused multiply-add and rounding to nearest even are base
+// aarch64).
+struct EpilogueNeon {
+  using FReg = float32x4_t;
+  using IReg = int32x4_t;
+  static constexpr int kLanes = 4;
+  static IReg load(const int32_t* p) { return vld1q_s32(p); }
+  static void store(int32_t* p, IReg a) { vst1q_s32(p, a); }
+  static FReg to_float(IReg a) { return vcvtq_f32_s32(a); }
+  static FReg fma(FReg m, FReg x, FReg b) { return vfmaq_f32(b, m, x); }
+  static FReg min(FReg a, FReg b) { return vminq_f32(a, b); }
+  static FReg max(FReg a, FReg b) { return vmaxq_f32(a, b); }
+  static IReg round(FReg a) { return vcvtnq_s32_f32(a); }
+  static IReg add(IReg a, IReg b) { return vaddq_s32(a, b); }
+  static FReg set1(float a) { return vdupq_n_f32(a); }
+  static IReg set1i(int32_t a) { return vdupq_n_s32(a); }
+  static IReg shift_or(IReg a, IReg b, int bits) { return vorrq_s32(a, vshlq_s32(b, vdupq_n_s32(bits))); }
+  static void store_bytes(uint8_t* p, IReg a) {  // values in [0, 255]
+    const uint16x4_t words = vmovn_u32(vreinterpretq_u32_s32(a));
+    const uint8x8_t bytes = vmovn_u16(vcombine_u16(words, words));
+    vst1_lane_u32(reinterpret_cast<uint32_t*>(p), vreinterpret_u32_u8(bytes), 0);
+  }
+};
+
 using Large = TileImpl<QVecNeon, 2, 2>;
 using Medium = TileImpl<QVecNeon, 4, 1>;
 using Small = TileImpl<QVecNeon, 1, 1, 4>;
 
 }  // namespace
 
-QTileKernel neon_qkernel() { return make_qtile_kernel<Large, Medium, Small>(); }
+QTileKernel neon_qkernel() { return make_qtile_kernel<Large, Medium, Small, EpilogueNeon>(); }
 
 }  // namespace tile
 }  // namespace lbdeploy

@@ -110,6 +110,26 @@ struct Totals<V, decltype(void(V::kWidening))> {
   static void finish(Out* p, typename V::Reg total, bool accumulate) { V::finish(p, total, accumulate); }
 };
 
+// Keeps a running sum in its vector register: an empty asm that reads and writes it there, so the
+// compiler neither reassociates the add chain nor moves the sum to another register each tap
+// (GCC 12 did both: 6 register copies per 6 adds in the AVX-512 tap loop, bench/tap_loop.py).
+// Plain C++ register types (the scalar kernels: V::kPlain) are left alone.
+template <class V, class = void>
+struct Pin {
+  static inline __attribute__((always_inline)) void keep(typename V::Reg& r) {
+#if defined(__aarch64__)
+    asm("" : "+w"(r));
+#else
+    asm("" : "+v"(r));
+#endif
+  }
+};
+
+template <class V>
+struct Pin<V, decltype(void(V::kPlain))> {
+  static inline __attribute__((always_inline)) void keep(typename V::Reg&) {}
+};
+
 // V: vector type with Reg, kWidth, zero(), load(p), add(a, b), sub(a, b) and store(p, a) (float)
 // or finish(p, a, accumulate) with In / Out element types and kWidening (integer; see Totals).
 // Pc vectors per tile row, R rows. Registers: kBlock * R * Pc channel totals plus Split * R * Pc
@@ -127,30 +147,40 @@ struct TileImpl {
   static constexpr int kLanes = V::kWidth;
   static constexpr int kVectors = Pc * R;
 
+  // Vector v of a tap at `offset`: one load addressed as row pointer + offset + constant (no
+  // address arithmetic per tap beyond reading the offset).
   template <bool kAdd>
-  static inline __attribute__((always_inline)) Reg tap(Reg sum, const In* src, int64_t row_stride, int v) {
-    const Reg x = V::load(src + (v / Pc) * row_stride + (v % Pc) * V::kWidth);
-    return kAdd ? V::add(sum, x) : V::sub(sum, x);
+  static inline __attribute__((always_inline)) Reg tap(Reg sum, const In* const (&rows)[R], int64_t offset, int v) {
+    const Reg x = V::load(rows[v / Pc] + offset + (v % Pc) * V::kWidth);
+    Reg r = kAdd ? V::add(sum, x) : V::sub(sum, x);
+    Pin<V>::keep(r);
+    return r;
   }
 
-  // Adds (kAdd) or subtracts one list of taps to the pattern sums.
+  // Adds (kAdd) or subtracts one list of taps to the pattern sums. Two taps per iteration with
+  // Split == 1: the loop-carried sums then stay in their registers (one tap per iteration made GCC
+  // 12 write each sum to a fresh register and copy it back, 6 copies per 6 adds).
   template <bool kAdd>
   static inline __attribute__((always_inline)) void sum_list(const In* base, int64_t row_stride,
                                                              const int32_t* offsets, int count,
                                                              Reg (&sum)[Split][kVectors]) {
-    int t = 0;
-    if constexpr (Split > 1) {
-      for (; t + Split <= count; t += Split) {
+    const In* rows[R];
 #pragma GCC unroll 8
-        for (int s = 0; s < Split; ++s) {
+    for (int r = 0; r < R; ++r) rows[r] = base + r * row_stride;
+    constexpr int kStep = Split > 1 ? Split : 2;
+    int t = 0;
+    for (; t + kStep <= count; t += kStep) {
+#pragma GCC unroll 8
+      for (int s = 0; s < kStep; ++s) {
+        const int64_t offset = offsets[t + s];
 #pragma GCC unroll 32
-          for (int v = 0; v < kVectors; ++v) sum[s][v] = tap<kAdd>(sum[s][v], base + offsets[t + s], row_stride, v);
-        }
+        for (int v = 0; v < kVectors; ++v) sum[s % Split][v] = tap<kAdd>(sum[s % Split][v], rows, offset, v);
       }
     }
     for (; t < count; ++t) {
+      const int64_t offset = offsets[t];
 #pragma GCC unroll 32
-      for (int v = 0; v < kVectors; ++v) sum[0][v] = tap<kAdd>(sum[0][v], base + offsets[t], row_stride, v);
+      for (int v = 0; v < kVectors; ++v) sum[0][v] = tap<kAdd>(sum[0][v], rows, offset, v);
     }
   }
 

@@ -11,6 +11,7 @@ struct VecScalar {
   struct Reg {
     float v[4];
   };
+  static constexpr bool kPlain = true;  // a struct, not a vector register (no Pin)
   static constexpr int kWidth = 4;
   static Reg zero() { return Reg{{0.0f, 0.0f, 0.0f, 0.0f}}; }
   static Reg load(const float* p) { return Reg{{p[0], p[1], p[2], p[3]}}; }

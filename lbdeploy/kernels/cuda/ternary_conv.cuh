@@ -9,8 +9,8 @@
  * This header has no CUDA or TensorRT includes so a C/C++ harness, the TensorRT plugin and a
  * ctypes loader can all use it. Pointers are device pointers; `stream` is a cudaStream_t (NULL for
  * the default stream). X and Y are NCHW float32 or float16; scale and bias are always float32.
- * float16 inputs are summed in float16 pairs per (output channel, input-channel chunk) at column
- * stride 1, in float32 otherwise; chunk sums are accumulated in float32.
+ * float16 inputs are summed in float16 pairs per (output channel, input-channel chunk of up to 8
+ * channels); chunk sums are accumulated in float32.
  *
  * To extend (a new activation, a new dtype): add the enum value here, handle it in ternary_conv.cu,
  * and add a shared test vector (lbdeploy/ops/vectors.py) so every backend is checked on it.
@@ -64,8 +64,8 @@ int64_t lbd_ternary_conv_tap_list_bytes(const LbdTernaryConvGeometry* geometry);
 /*
  * Enqueue the conversion of the packed weights into per-output-channel lists of +1 and -1 taps
  * (shared-memory offsets of the kernel's input tile, one list per channel chunk) in `tap_lists`
- * (device memory of lbd_ternary_conv_tap_list_bytes bytes), for runs in `dtype` (enum LbdDType:
- * the float16 kernel's tile layout differs). Returns as lbd_ternary_conv_launch.
+ * (device memory of lbd_ternary_conv_tap_list_bytes bytes), for runs in `dtype` (enum LbdDType: the
+ * offsets are in bytes of the staged element type). Returns as lbd_ternary_conv_launch.
  */
 int32_t lbd_ternary_conv_prepare(const LbdTernaryConvGeometry* geometry, int32_t dtype, const uint8_t* w_packed,
     int32_t w_row_stride, void* tap_lists, void* stream);

@@ -3,8 +3,10 @@
 //
 // Inputs (docs/ops/QTernaryConv.md): X uint8 [N,C,H,W], x_scale float, x_zero_point uint8, W packed
 // uint8 [Cout, ceil(K/4)], scale float [Cout], bias float [Cout], y_scale float, y_zero_point uint8;
-// output Y uint8. When W is a constant initializer it is checked once per kernel instance (code 3
-// fails the session creation); otherwise on every run.
+// output Y uint8. Attribute layout "NCHW" (default) or "NHWC": the memory order of X and Y (the
+// channels-last form that ONNX Runtime's channels-last int8 convs feed). When W is a constant
+// initializer it is checked once per kernel instance (code 3 fails every run with INVALID_ARGUMENT);
+// otherwise on every run.
 #include <memory>
 #include <string>
 
@@ -16,11 +18,20 @@ namespace {
 constexpr const char* kOpType = "QTernaryConv";
 constexpr int kWeightInput = 3;
 
-lbdeploy::QTernaryConv make_conv(const lbdeploy::ConvParams& params, const Ort::ConstValue& w) {
+lbdeploy::QTernaryConv make_conv(const lbdeploy::ConvParams& params, bool channels_last, const Ort::ConstValue& w) {
   const auto info = w.GetTensorTypeAndShapeInfo();
   const auto shape = info.GetShape();
   if (shape.size() != 2) throw lbdeploy::KernelError("QTernaryConv W must be packed uint8 [Cout, ceil(K/4)]");
-  return lbdeploy::QTernaryConv::from_packed(params, w.GetTensorData<uint8_t>(), shape[0], shape[1]);
+  return lbdeploy::QTernaryConv::from_packed(params, w.GetTensorData<uint8_t>(), shape[0], shape[1], channels_last);
+}
+
+// The layout attribute: true for "NHWC".
+bool read_channels_last(const OrtApi& api, const OrtKernelInfo* info) {
+  const std::string layout = lbdeploy::ort::string_attribute(api, info, "layout", "NCHW");
+  if (layout != "NCHW" && layout != "NHWC") {
+    throw lbdeploy::KernelError("QTernaryConv layout must be NCHW or NHWC, got '" + layout + "'");
+  }
+  return layout == "NHWC";
 }
 
 template <class T>
@@ -31,27 +42,37 @@ T scalar_input(const Ort::ConstValue& value, const char* name) {
   return value.GetTensorData<T>()[0];
 }
 
+// A node whose attributes or constant weights the kernels refuse keeps the reason and fails every
+// run with INVALID_ARGUMENT: ONNX Runtime turns any error of a custom kernel's creation into
+// RUNTIME_EXCEPTION ("Exception during initialization"), which would hide the documented code.
 struct QTernaryConvKernel {
-  QTernaryConvKernel(const OrtApi& api, const OrtKernelInfo* info)
-      : api_(api), params_(lbdeploy::ort::read_params(api, info)) {
-    int is_constant = 0;
-    Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(kWeightInput, &is_constant);
-    if (is_constant) {
-      constant_ = std::make_unique<lbdeploy::QTernaryConv>(make_conv(params_, w));
-    } else if (params_.activation == lbdeploy::Activation::kSigmoid) {
-      throw lbdeploy::KernelError("QTernaryConv activation must be none or relu");
+  QTernaryConvKernel(const OrtApi& api, const OrtKernelInfo* info) : api_(api) {
+    try {
+      params_ = lbdeploy::ort::read_params(api, info);
+      channels_last_ = read_channels_last(api, info);
+      int is_constant = 0;
+      Ort::ConstValue w = Ort::ConstKernelInfo(info).GetTensorConstantInput(kWeightInput, &is_constant);
+      if (is_constant) {
+        constant_ = std::make_unique<lbdeploy::QTernaryConv>(make_conv(params_, channels_last_, w));
+      } else if (params_.activation == lbdeploy::Activation::kSigmoid) {
+        throw lbdeploy::KernelError("QTernaryConv activation must be none or relu");
+      }
+    } catch (const lbdeploy::KernelError& e) {
+      refused_ = e.what();
     }
   }
 
   OrtStatusPtr ComputeV2(OrtKernelContext* raw_context) {
+    if (!refused_.empty()) return api_.CreateStatus(ORT_INVALID_ARGUMENT, refused_.c_str());
     try {
       Ort::KernelContext context(raw_context);
       const auto x = context.GetInput(0);
       const auto x_shape = x.GetTensorTypeAndShapeInfo().GetShape();
-      if (x_shape.size() != 4) throw lbdeploy::KernelError("QTernaryConv X must be 4-D [N, C, H, W]");
+      if (x_shape.size() != 4) throw lbdeploy::KernelError("QTernaryConv X must be 4-D [N, C, H, W] or [N, H, W, C]");
       std::unique_ptr<lbdeploy::QTernaryConv> per_run;
       if (!constant_) {
-        per_run = std::make_unique<lbdeploy::QTernaryConv>(make_conv(params_, context.GetInput(kWeightInput)));
+        per_run = std::make_unique<lbdeploy::QTernaryConv>(
+            make_conv(params_, channels_last_, context.GetInput(kWeightInput)));
       }
       const lbdeploy::QTernaryConv& conv = constant_ ? *constant_ : *per_run;
       const auto scale = context.GetInput(4);
@@ -67,9 +88,10 @@ struct QTernaryConvKernel {
       q.x_zero_point = scalar_input<uint8_t>(context.GetInput(2), "x_zero_point");
       q.y_scale = scalar_input<float>(context.GetInput(6), "y_scale");
       q.y_zero_point = scalar_input<uint8_t>(context.GetInput(7), "y_zero_point");
-      const lbdeploy::Shape4 xs{x_shape[0], x_shape[1], x_shape[2], x_shape[3]};
+      const lbdeploy::Shape4 xs = channels_last_ ? lbdeploy::Shape4{x_shape[0], x_shape[3], x_shape[1], x_shape[2]}
+                                                 : lbdeploy::Shape4{x_shape[0], x_shape[1], x_shape[2], x_shape[3]};
       const lbdeploy::Shape4 ys = conv.output_shape(xs);
-      auto y = context.GetOutput(0, {ys.n, ys.c, ys.h, ys.w});
+      auto y = channels_last_ ? context.GetOutput(0, {ys.n, ys.h, ys.w, ys.c}) : context.GetOutput(0, {ys.n, ys.c, ys.h, ys.w});
       conv.run(x.GetTensorData<uint8_t>(), xs, q, scale.GetTensorData<float>(), bias.GetTensorData<float>(),
                y.GetTensorMutableData<uint8_t>(), lbdeploy::ort::ort_parallel_for(context));
       return nullptr;
@@ -83,7 +105,9 @@ struct QTernaryConvKernel {
  private:
   const OrtApi& api_;
   lbdeploy::ConvParams params_;
+  bool channels_last_ = false;
   std::unique_ptr<lbdeploy::QTernaryConv> constant_;
+  std::string refused_;  // why the kernels refuse this node (empty: they run it)
 };
 
 struct QTernaryConvOp : Ort::CustomOpBase<QTernaryConvOp, QTernaryConvKernel, true> {

@@ -3,8 +3,11 @@
  *
  * Build-time work: output shape expressions, type/format negotiation (X/Y float32 or float16 in
  * linear NCHW, W int32 words or uint8 bytes, scale/bias float32) and shape checks. Run-time work:
- * the weights' tap lists are built once per execution context (and again only if the weight buffer
- * or the shape changes), then each enqueue is one call to lbd_ternary_conv_run; no workspace.
+ * onShapeChange allocates the tap-list buffer for the shape (so no enqueue allocates: an enqueue may
+ * be captured into a CUDA graph); the first eager enqueue builds the weights' tap lists in it (again
+ * only if the weight buffer or the dtype changes), then each enqueue is one call to
+ * lbd_ternary_conv_run; no workspace. An enqueue under capture before any eager one records the
+ * list building into the graph too.
  */
 #include "ternary_conv_plugin.h"
 
@@ -161,32 +164,54 @@ TernaryConvPlugin::~TernaryConvPlugin()
     }
 }
 
-int32_t TernaryConvPlugin::prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
-    int32_t rowStride, cudaStream_t stream) noexcept
+int32_t TernaryConvPlugin::reserveTapLists(LbdTernaryConvGeometry const& g) noexcept
 {
     int64_t const bytes = lbd_ternary_conv_tap_list_bytes(&g);
     if (bytes <= 0) {
         return -1;
     }
-    if (weights == mPreparedWeights && dtype == mPreparedType && bytes == mTapListBytes) {
+    if (bytes == mTapListBytes && mTapLists != nullptr) {
         return 0;
     }
-    if (bytes != mTapListBytes) {
-        if (mTapLists != nullptr) {
-            cudaFree(mTapLists);
-            mTapLists = nullptr;
-        }
-        cudaError_t const status = cudaMalloc(&mTapLists, static_cast<size_t>(bytes));
-        if (status != cudaSuccess) {
-            mTapListBytes = 0;
-            return static_cast<int32_t>(status);
-        }
-        mTapListBytes = bytes;
+    if (mTapLists != nullptr) {
+        cudaFree(mTapLists);
+        mTapLists = nullptr;
+    }
+    mTapListBytes = 0;
+    mPreparedWeights = nullptr;
+    cudaError_t const status = cudaMalloc(&mTapLists, static_cast<size_t>(bytes));
+    if (status != cudaSuccess) {
+        mTapLists = nullptr;
+        logMessage(nvinfer1::ILogger::Severity::kERROR, std::string("TernaryConv: cudaMalloc of ")
+                + std::to_string(bytes) + " bytes of tap lists failed: " + cudaGetErrorString(status));
+        return static_cast<int32_t>(status);
+    }
+    mTapListBytes = bytes;
+    return 0;
+}
+
+int32_t TernaryConvPlugin::prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
+    int32_t rowStride, cudaStream_t stream) noexcept
+{
+    if (mTapLists == nullptr || lbd_ternary_conv_tap_list_bytes(&g) != mTapListBytes) {
+        logMessage(nvinfer1::ILogger::Severity::kERROR,
+            "TernaryConv: enqueue before onShapeChange reserved the tap lists for this shape");
+        return -1;
+    }
+    if (weights == mPreparedWeights && dtype == mPreparedType) {
+        return 0;
+    }
+    // Under stream capture the prepare kernel goes into the graph, so every replay prepares (the lists
+    // are not written before the graph runs); only an eager prepare is remembered.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+        return -1;
     }
     int32_t const status
         = lbd_ternary_conv_prepare(&g, dtype, static_cast<uint8_t const*>(weights), rowStride, mTapLists, stream);
-    mPreparedWeights = status == 0 ? weights : nullptr;
-    mPreparedType = dtype;
+    bool const remembered = status == 0 && capture == cudaStreamCaptureStatusNone;
+    mPreparedWeights = remembered ? weights : nullptr;
+    mPreparedType = remembered ? dtype : -1;
     return status;
 }
 
@@ -348,12 +373,13 @@ int32_t TernaryConvPlugin::onShapeChange(nvinfer1::PluginTensorDesc const* in, i
         LbdTernaryConvGeometry const g = makeGeometry(mAttrs, in[0].dims, out[0].dims);
         char const* reason = lbd_ternary_conv_check_geometry(&g);
         problem = reason == nullptr ? "" : reason;
+        if (problem.empty()) {
+            // Allocated here, not on the first enqueue, which may be under CUDA graph capture.
+            return reserveTapLists(g);
+        }
     }
-    if (!problem.empty()) {
-        logMessage(nvinfer1::ILogger::Severity::kERROR, "TernaryConv: " + problem);
-        return -1;
-    }
-    return 0;
+    logMessage(nvinfer1::ILogger::Severity::kERROR, "TernaryConv: " + problem);
+    return -1;
 }
 
 int32_t TernaryConvPlugin::enqueue(nvinfer1::PluginTensorDesc const* inputDesc,

@@ -9,9 +9,9 @@
  * as plugin fields named like the ONNX attributes (kernel_shape, strides, pads, dilations, group,
  * activation); unknown fields (plugin_version, plugin_namespace) are ignored.
  *
- * The weights are a constant input: the first enqueue of an execution context turns them into the
- * kernel's tap lists (lbd_ternary_conv_prepare) in a device buffer the plugin keeps; later enqueues
- * only run the conv.
+ * The weights are a constant input: onShapeChange allocates a device buffer for the kernel's tap
+ * lists, the first enqueue of an execution context fills it (lbd_ternary_conv_prepare), later
+ * enqueues only run the conv. No enqueue allocates, so one may be captured into a CUDA graph.
  *
  * The creator is offered under two namespaces: "" (what the node's plugin_namespace attribute says)
  * and "ai.lbdeploy" (TensorRT >= 10.10's ONNX parser also reads the namespace from the node domain),
@@ -97,7 +97,9 @@ private:
     std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& w, nvinfer1::DataType wType,
         nvinfer1::Dims const& scale, nvinfer1::Dims const& bias) const;
     void refreshSerializedFields();
-    //! Builds the tap lists of `weights` once (again only when the weight buffer, dtype or shape changes).
+    //! Allocates the tap-list buffer for geometry `g` (kept while the list size stays the same).
+    int32_t reserveTapLists(LbdTernaryConvGeometry const& g) noexcept;
+    //! Builds the tap lists of `weights` once (again only when the weight buffer or dtype changes).
     int32_t prepareTapLists(LbdTernaryConvGeometry const& g, int32_t dtype, void const* weights,
         int32_t rowStride, cudaStream_t stream) noexcept;
 

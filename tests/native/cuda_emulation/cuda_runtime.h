@@ -29,6 +29,26 @@ struct dim3 {
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
+// Vector types the kernel loads (16-byte aligned like CUDA's) and the read-only load.
+struct alignas(8) int2 {
+    int x, y;
+};
+struct alignas(16) int4 {
+    int x, y, z, w;
+};
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+inline int2 make_int2(int x, int y) { return int2{x, y}; }
+template <typename T>
+inline T __ldg(const T* p) { return *p; }
+// Fast-math intrinsics: exact here (the GPU's are within a few ulp).
+inline float __expf(float x) { return std::exp(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
+
 using cudaStream_t = void*;
 using cudaError_t = int;
 constexpr cudaError_t cudaSuccess = 0;
@@ -43,8 +63,8 @@ inline std::barrier<>* gBlockBarrier = nullptr;
 inline void __syncthreads() { gBlockBarrier->arrive_and_wait(); }
 
 namespace {
-// The kernel's `extern __shared__ float smem[]` (declared in the same unnamed namespace) binds here.
-alignas(16) float smem[64 * 1024 / sizeof(float)];
+// The kernel's `extern __shared__ int4 smem[]` (declared in the same unnamed namespace) binds here.
+int4 smem[64 * 1024 / sizeof(int4)];
 }  // namespace
 
 // Stands in for kernel<<<grid, block, sharedBytes, stream>>>(args...).
