@@ -227,6 +227,7 @@ def run_saliency(args, library: str, work: Path) -> tuple[list, list]:
     from models import export_network
 
     size = args.saliency_size
+    width = {"width": args.saliency_width, "channels": min(32, args.saliency_width)} if args.saliency_width else {}
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     runners = {}
     for backbone in SALIENCY_BACKBONES:
@@ -234,7 +235,7 @@ def run_saliency(args, library: str, work: Path) -> tuple[list, list]:
             name = f"{arch}-{backbone}"
             progress(f"saliency: exporting {arch} ({backbone}, {size}x{size})")
             path = export_network(arch, work / f"{name}.onnx", ops="custom" if arch == "cpd-lb" else "standard",
-                                  size=size, task="saliency", backbone=backbone)
+                                  size=size, task="saliency", backbone=backbone, **width)
             session = ort_session(path, args.threads, library if arch == "cpd-lb" else None)
             runners[name] = session_runner(session, {session.get_inputs()[0].name: x})
     progress(f"saliency: timing {len(runners)} models, {args.repeats_for('saliency')} interleaved rounds")
@@ -270,6 +271,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--stacks", type=int, default=E2E_STACKS, help="hourglass stacks of the e2e models")
     parser.add_argument("--saliency-size", type=int, default=SALIENCY_SIZE,
                         help="input side of the saliency models (a multiple of 32)")
+    parser.add_argument("--saliency-width", type=int, default=None,
+                        help="base width of the saliency backbones (default: the presets' 64; smaller for a smoke test)")
     parser.add_argument("--calibration-images", type=int, default=4,
                         help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")

@@ -22,7 +22,7 @@ def _run_suite(tmp_path: Path, library: str, *args: str) -> dict:
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--repeats", "2", "--library", library,
          "--json", str(out), *args],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path,  # a hang guard (about 1 min idle)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -72,7 +72,7 @@ def test_end_to_end_group_runs(tmp_path, library):
 
 @pytest.mark.slow
 def test_saliency_group_compares_cpd_lb_with_cpd(tmp_path, library):
-    run = _run_suite(tmp_path, library, "--only", "saliency", "--saliency-size", "64")
+    run = _run_suite(tmp_path, library, "--only", "saliency", "--saliency-size", "64", "--saliency-width", "8")
     comparisons = run["data"]["comparisons"]
     assert [(c["subject"], c["baseline"]) for c in comparisons] == [("cpd-lb-vgg16", "cpd-vgg16"),
                                                                      ("cpd-lb-resnet50", "cpd-resnet50")]
