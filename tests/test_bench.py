@@ -22,7 +22,7 @@ def _run_suite(tmp_path: Path, library: str, *args: str) -> dict:
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--repeats", "2", "--library", library,
          "--json", str(out), *args],
-        capture_output=True, text=True, timeout=1200, cwd=tmp_path,  # a hang guard (about 1 min idle)
+        capture_output=True, text=True, timeout=1200, cwd=tmp_path,  # a hang guard, far above idle times
     )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
