@@ -238,11 +238,12 @@ def test_arm64_artifact_carries_aarch64_library(tmp_path):
         OrtBackend(tmp_path / "out", manifest)
 
 
-def test_cli_export(tmp_path):
+def test_cli_export(tmp_path, library):
     ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
     result = CliRunner().invoke(main, ["export", str(ckpt), "--target", "x86", "-o", str(tmp_path / "cli-out")])
     assert result.exit_code == 0, result.output
     assert "parity passed" in result.output and (tmp_path / "cli-out" / "manifest.json").is_file()
+    assert "building the ONNX Runtime kernel library" not in result.output  # `library` put it in the cache
     again = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "cli-out")])
     assert again.exit_code == 2 and "already exists" in again.output
 
