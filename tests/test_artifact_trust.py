@@ -233,6 +233,7 @@ def test_listed_external_data_loads_from_the_verified_copy(tmp_path):
     (lambda m: m["files"].update({"a\udc80b": "0" * 64}), "'files'"),
     (lambda m: m["input"].update(shape=["N", 3, 1_000_000_000, 64]), "input.shape"),
     (lambda m: m["input"].update(shape=["N", 3, 100_000, 100_000]), "input.shape"),
+    (lambda m: m["input"].update(shape=[10 ** 9, 3, 64, 64]), "input.shape[0]"),
     (lambda m: m["input"].update(mean=["0", "0", "0"]), "input.mean[0]"),
     (lambda m: m["input"].update(std=[1.0, 0.0, 1.0]), "input.std[1]"),
     (lambda m: m["pose"].update(joints=["a", "b"]), "pose.joints"),
