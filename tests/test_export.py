@@ -156,9 +156,15 @@ def test_existing_folder_needs_force(tmp_path):
     (tmp_path / "out" / "keep.txt").unlink()
     export_model(ckpt, tmp_path / "out", force=True)
     assert (tmp_path / "out" / "model.onnx").exists()
-    (tmp_path / "out" / "marker").write_text("old artifact")
-    export_model(ckpt, tmp_path / "out", force=True)  # an artifact is replaced as a whole
-    assert not (tmp_path / "out" / "marker").exists() and (tmp_path / "out" / "model.onnx").exists()
+    # a file the manifest does not list makes it a user's folder again (issue 24, 2): refused, kept
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="notes.txt"):
+        export_model(ckpt, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    (tmp_path / "out" / "notes.txt").unlink()
+    before = (tmp_path / "out" / "manifest.json").stat().st_ino
+    export_model(ckpt, tmp_path / "out", force=True)  # exactly an artifact: replaced as a whole
+    assert (tmp_path / "out" / "manifest.json").stat().st_ino != before
 
 
 def test_unknown_target_or_backend(tmp_path):
