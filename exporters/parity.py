@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+import lbdeploy.data
 from lbdeploy.errors import ParityError
 from lbdeploy.runtime.saliency import sigmoid
 
@@ -42,7 +43,7 @@ ATOL = 1e-6
 PARITY_SEED = 20210101
 RANDOM_IMAGES = 1
 SYNTHETIC_PEOPLE = 1
-SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
+SAMPLE_IMAGE = Path(lbdeploy.data.__file__).resolve().parent / "sample.jpg"  # package data, checkout or installed
 # |sigmoid(a) - sigmoid(b)| <= |a - b| / 4: a saliency pixel's probability tolerance is its logit tolerance / 4.
 SIGMOID_MAX_SLOPE = 0.25
 
