@@ -16,7 +16,7 @@ import shutil
 import statistics
 from pathlib import Path
 
-from budget import make_budget, profile_interleaved
+from budget import OpShares, make_budget, profile_interleaved
 from common import compare, interleaved_times, ort_session, progress, session_runner
 
 CHOICE_TOLERANCE = 1.03
@@ -54,7 +54,7 @@ def run_choice(args, library: str, work: Path) -> tuple[list, list]:
     images = load_calibration(CalibrationOptions(images=args.calibration_images), (256, 256),
                               {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}).calibration
     x = images[:1].astype(np.float32)
-    for precision in ("fp32", "int8"):
+    for precision in args.choice_precision or ("fp32", "int8"):
         models = {}
         for density in DENSITIES:
             label = f"choice {precision} d={density:g}"
@@ -94,7 +94,11 @@ def run_choice(args, library: str, work: Path) -> tuple[list, list]:
         profiled = profile_interleaved({name: (path, lib, x) for name, (path, lib) in models.items()
                                         if name.startswith("auto") or name == "shn"}, args.threads,
                                        runs=2 if args.quick else 10)
-        bounds += [make_budget(f"LBRN-S{stacks} {precision} d={density:g} auto vs SHN{stacks}",
-                               profiled[f"auto-{density:g}"], profiled["shn"], SHN_TARGETS[(precision, density)])
-                   for density in DENSITIES]
+        if precision == "fp32":
+            bounds += [make_budget(f"LBRN-S{stacks} fp32 d={density:g} auto vs SHN{stacks}",
+                                   profiled[f"auto-{density:g}"], profiled["shn"], SHN_TARGETS[(precision, density)])
+                       for density in DENSITIES]
+        else:  # ORT prepacks QLinearConv weights: no 3x3 / 1x1 split to bound against; time per op type
+            bounds += [OpShares(f"LBRN-S{stacks} int8 {name} op time", profiled[name].shares(),
+                                sum(profiled[name].ops.values())) for name in sorted(profiled)]
     return results, bounds

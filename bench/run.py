@@ -279,6 +279,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--calibration-images", type=int, default=4,
                         help="int8 calibration images (random for e2e's SHN int8, synthetic for the int8 group)")
     parser.add_argument("--skip-tvm", action="store_true", help="leave out the TVM backend")
+    parser.add_argument("--choice-precision", choices=("fp32", "int8"), action="append",
+                        help="the choice group's precision (repeatable; default both)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--save-advice", action="store_true",
                         help=f"measure the kernel at {ADVICE_DENSITIES} and write {ADVICE_FILE.relative_to(REPO)}")

@@ -69,14 +69,15 @@ def _move_into_place(work: Path, out_dir: Path) -> None:
         if out_dir.exists() or out_dir.is_symlink():
             raise FileExistsError(errno.EEXIST, "exists", str(out_dir))
         os.rename(work, out_dir)
-    except (FileExistsError, IsADirectoryError, NotADirectoryError) as err:
+    except OSError as err:
+        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.EISDIR, errno.ENOTDIR):
+            raise
         raise ExportError(f"{out_dir} appeared while exporting (another export, or a user's folder); it was left "
                           "untouched and this export was not kept: run it again with another -o") from err
-    except OSError as err:
-        if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
-            raise ExportError(f"{out_dir} appeared while exporting (another export, or a user's folder); it was "
-                              "left untouched and this export was not kept: run it again with another -o") from err
-        raise
+
+
+def _written_meanwhile(reason: str) -> ExportError:
+    return ExportError(f"{reason} (written while exporting); it was left in place and this export was not kept")
 
 
 def _mark(folder: Path) -> None:
@@ -167,7 +168,7 @@ def _replace(work: Path, out_dir: Path, force: bool) -> None:
             shutil.rmtree(work, ignore_errors=True)
             return
         _exchange(work, out_dir)  # give it back; `work` holds the new artifact again, removed by the caller
-        raise ExportError(f"{reason} (written while exporting); it was left in place and this export was not kept")
+        raise _written_meanwhile(reason)
     holder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-{os.getpid()}-", dir=out_dir.parent))
     previous = holder / "previous"
     os.replace(out_dir, previous)
@@ -175,7 +176,7 @@ def _replace(work: Path, out_dir: Path, force: bool) -> None:
     if reason:
         os.rename(previous, out_dir)
         holder.rmdir()
-        raise ExportError(f"{reason} (written while exporting); it was left in place and this export was not kept")
+        raise _written_meanwhile(reason)
     _mark(holder)  # a crash from here on leaves a folder that the next export may clean
     _move_into_place(work, out_dir)
     shutil.rmtree(holder, ignore_errors=True)

@@ -35,10 +35,9 @@ _ACTIVATION_OPS = {"Relu": "relu", "Sigmoid": "sigmoid"}
 
 @dataclass
 class Layer:
-    """One ternary conv of a graph: its name, current form, op precision and weight density."""
+    """One ternary conv of a graph: its name, op precision and weight density."""
 
     name: str
-    form: str
     precision: str  # "fp32" or "int8"
     density: float
 
@@ -80,10 +79,6 @@ def _attrs(node) -> TernaryConvAttrs:
 
 def _consumers(graph, name: str) -> list:
     return [node for node in graph.node if name in node.input]
-
-
-def _producer(graph, name: str):
-    return next((node for node in graph.node if name in node.output), None)
 
 
 def _density(ternary: np.ndarray) -> float:
@@ -155,13 +150,12 @@ def list_layers(model, known=()) -> list[Layer]:
     for node in graph.node:
         if node.domain == DOMAIN and node.op_type in (FP32_OP, INT8_OP):
             weights, _ = _ternary_weights(graph, node, channels)
-            layers.append(Layer(_layer_name(node), "ternary", "fp32" if node.op_type == FP32_OP else "int8",
-                                _density(weights)))
+            layers.append(Layer(_layer_name(node), "fp32" if node.op_type == FP32_OP else "int8", _density(weights)))
         elif node.op_type == "Conv" and node.name in dense_names:
             weight_dq = producer.get(node.input[1])
             int8 = weight_dq is not None and weight_dq.op_type == "DequantizeLinear"
             weights = _array(graph, weight_dq.input[0] if int8 else node.input[1])
-            layers.append(Layer(dense_names[node.name], "dense", "int8" if int8 else "fp32", _density(weights)))
+            layers.append(Layer(dense_names[node.name], "int8" if int8 else "fp32", _density(weights)))
     return layers
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+import lbdeploy.data
 from lbdeploy.errors import ParityError
 from lbdeploy.tasks import get_task
 
@@ -38,7 +39,8 @@ ATOL = 1e-6
 PARITY_SEED = 20210101
 RANDOM_IMAGES = 1
 SYNTHETIC_PEOPLE = 1
-SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
+SAMPLE_IMAGE = Path(lbdeploy.data.__file__).resolve().parent / "sample.jpg"  # package data, checkout or installed
+
 
 @dataclass
 class OutputParity:
@@ -65,7 +67,7 @@ class ParityReport:
     top1_agreement: float | None = None
     saliency_agreement: float | None = None
     saliency_max_prob_error: float | None = None
-    saliency_prob_worst_ratio: float | None = None  # max |prob err| / (SIGMOID_MAX_SLOPE * logit tolerance)
+    saliency_prob_worst_ratio: float | None = None  # max |prob err| / (logit tolerance / 4; lbdeploy.tasks.saliency)
     passed: bool = False
     agreement_lines: list = field(default_factory=list)  # the task's rule in words (not stored)
 

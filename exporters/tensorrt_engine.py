@@ -244,4 +244,19 @@ def build_engine(
     _write_atomically(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
     plugin = section.get("plugin") or {}
     record_files(artifact_dir, [section["engine"], *([plugin["library"]] if plugin.get("library") else [])])
+    _verify_rewritten(artifact_dir)
     return engine_path
+
+
+def _verify_rewritten(artifact_dir: Path) -> None:
+    """`lbdeploy verify` on the rewritten artifact (hashes, containment, signature with a trusted key).
+
+    Raises:
+        ArtifactError: the artifact no longer verifies (a signed one needs `lbdeploy sign` again).
+    """
+    from lbdeploy.exporters.verify import verify_artifact
+
+    report = verify_artifact(artifact_dir, run_reference=False)
+    if not report.ok:
+        raise ArtifactError(f"{artifact_dir} fails verification after build-engine: "
+                            + "; ".join(line for line in report.lines() if line.startswith("FAIL")))

@@ -52,6 +52,7 @@ MAX_PATH_CHARS = 1024
 MAX_SIDE = 8192
 MAX_PIXELS = 8192 * 8192
 MAX_CHANNELS = 4096
+MAX_BATCH = 4096
 
 # field -> (accepted JSON types, required). Nested shapes are checked by `_check_nested`.
 _SCHEMA = {
@@ -96,9 +97,12 @@ def _bounded_int(value, field: str, low: int, high: int) -> int:
 
 
 def _check_shape(shape: list, field: str) -> None:
-    """Dimensions after the batch: positive integers within MAX_CHANNELS / MAX_SIDE, at most MAX_PIXELS per map."""
+    """A batch that is a name ("N") or a positive integer up to MAX_BATCH, then positive integers
+    within MAX_CHANNELS / MAX_SIDE, at most MAX_PIXELS per map."""
     if not 2 <= len(shape) <= 4:
         raise ArtifactError(f"manifest field {field!r} must have 2 to 4 entries, not {len(shape)}")
+    if not (isinstance(shape[0], str) and 0 < len(shape[0]) <= 32):
+        _bounded_int(shape[0], f"{field}[0]", 1, MAX_BATCH)
     dims = [_bounded_int(d, f"{field}[{i + 1}]", 1, MAX_CHANNELS if i == 0 else MAX_SIDE)
             for i, d in enumerate(shape[1:])]
     if len(dims) == 3 and dims[1] * dims[2] > MAX_PIXELS:

@@ -119,3 +119,15 @@ def test_duration_notice_suggests_a_limit_only_when_long():
     assert short == "Evaluating 40 people: about 30 s (torch 0.50 s, ort 0.25 s per person)."
     long = duration_notice(500, {"torch": 2.0, "ort": 2.0})
     assert "about 33.3 min" in long and "pass --limit 15 (about 60 s)" in long
+
+
+@pytest.mark.parametrize("spec", ["synthetic:-5", "synthetic:10,-1", "synthetic:1,2,3"])
+def test_impossible_synthetic_sizes_are_refused(runner, tmp_path, spec):
+    (tmp_path / "m.pt").write_bytes(b"never read: the dataset is checked first")
+    result = runner.invoke(main, ["eval", str(tmp_path / "m.pt"), "--data", spec, "--threads", "1", "--no-progress"])
+    assert result.exit_code == 2 and "none negative" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_train_help_keeps_each_example_on_its_own_line(runner):
+    lines = runner.invoke(main, ["train", "--help"]).output.splitlines()
+    assert any(line.strip().startswith("--input-size 64x64 --epochs 1") for line in lines)

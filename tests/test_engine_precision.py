@@ -158,7 +158,7 @@ def test_the_trust_boundary_still_guards_files_from_disk(tmp_path, monkeypatch):
     trt = _stand_in_tensorrt(monkeypatch, registered=False)
     root, manifest = _first_build(tmp_path)
     (root / "tensorrt" / "model.engine").write_bytes(b"unlisted engine")
-    with pytest.raises(ArtifactError, match="does not list it in 'files'"):
+    with pytest.raises(ArtifactError, match="engine 'tensorrt/model.engine' is not listed in the manifest's 'files'"):
         TensorRTBackend(root, manifest)  # an engine file nobody recorded
     with pytest.raises(ArtifactError, match="TensorRT plugin library"):
         TensorRTBackend(root, manifest, serialized_engine=b"candidate")  # a plugin it would have to load

@@ -156,9 +156,15 @@ def test_existing_folder_needs_force(tmp_path):
     (tmp_path / "out" / "keep.txt").unlink()
     export_model(ckpt, tmp_path / "out", force=True)
     assert (tmp_path / "out" / "model.onnx").exists()
-    (tmp_path / "out" / "marker").write_text("old artifact")
-    export_model(ckpt, tmp_path / "out", force=True)  # an artifact is replaced as a whole
-    assert not (tmp_path / "out" / "marker").exists() and (tmp_path / "out" / "model.onnx").exists()
+    # a file the manifest does not list makes it a user's folder again (issue 24, 2): refused, kept
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="notes.txt"):
+        export_model(ckpt, tmp_path / "out", force=True)
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+    (tmp_path / "out" / "notes.txt").unlink()
+    before = (tmp_path / "out" / "manifest.json").stat().st_ino
+    export_model(ckpt, tmp_path / "out", force=True)  # exactly an artifact: replaced as a whole
+    assert (tmp_path / "out" / "manifest.json").stat().st_ino != before
 
 
 def test_unknown_target_or_backend(tmp_path):
@@ -238,11 +244,12 @@ def test_arm64_artifact_carries_aarch64_library(tmp_path):
         OrtBackend(tmp_path / "out", manifest)
 
 
-def test_cli_export(tmp_path):
+def test_cli_export(tmp_path, library):
     ckpt = _checkpoint(tmp_path, "resnet-lbb-56")
     result = CliRunner().invoke(main, ["export", str(ckpt), "--target", "x86", "-o", str(tmp_path / "cli-out")])
     assert result.exit_code == 0, result.output
     assert "parity passed" in result.output and (tmp_path / "cli-out" / "manifest.json").is_file()
+    assert "building the ONNX Runtime kernel library" not in result.output  # `library` put it in the cache
     again = CliRunner().invoke(main, ["export", str(ckpt), "-o", str(tmp_path / "cli-out")])
     assert again.exit_code == 2 and "already exists" in again.output
 

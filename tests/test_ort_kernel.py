@@ -186,3 +186,18 @@ def test_aarch64_cross_build(tmp_path):
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(KernelLibraryError, match="supported"):
         build_ort_library(arch="sparc")
+
+
+def test_the_kernel_cache_lock_holds_other_processes_back(tmp_path):
+    """Parallel exports (or test workers) wait for one build instead of compiling side by side."""
+    import subprocess
+    import sys
+
+    from lbdeploy.kernels.locking import cache_lock
+
+    probe = [sys.executable, "-c", "import fcntl, sys; fcntl.flock(open(sys.argv[1], 'a'), fcntl.LOCK_EX | fcntl.LOCK_NB)",
+             str(tmp_path / "x86_64-key.lock")]
+    with cache_lock(tmp_path / "x86_64-key"):
+        held = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+        assert held.returncode != 0 and "BlockingIOError" in held.stderr
+    assert subprocess.run(probe, capture_output=True, timeout=60).returncode == 0  # released

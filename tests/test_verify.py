@@ -82,3 +82,21 @@ def test_model_onnx_names_no_path_of_the_build_host(exported):
     raw = (exported / "model.onnx").read_bytes()
     for path in {str(REPO), sys.prefix, sys.base_prefix, str(Path.home())}:
         assert os.fsencode(path) not in raw, path
+
+
+def test_export_sign_key_signs_the_artifact_before_it_takes_its_place(exported, tmp_path):
+    """`export --sign-key`: the folder is signed while still temporary (its marker file is not covered)."""
+    pytest.importorskip("model_signing")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "key.pem").write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "pub.pem").write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    model_pt = exported.parent / "m.pt"
+    export_model(model_pt, tmp_path / "signed", target="onnx", ops="standard", sign_key=tmp_path / "key.pem")
+    assert (tmp_path / "signed" / "signature.sig").is_file()
+    report = verify_artifact(tmp_path / "signed", trusted_key=tmp_path / "pub.pem")
+    assert report.ok and report.lines()[0].startswith("ok    signature: matches"), report.lines()

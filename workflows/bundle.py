@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import lbdeploy.data
 from lbdeploy import __version__
 from lbdeploy.artifact import open_artifact
 from lbdeploy.backends import get_backend
@@ -41,7 +42,7 @@ from lbdeploy.workflows.bundle_install import BundleSettings, install_script, re
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # What the lbdeploy wheel is built from (pyproject.toml's packages and README).
 PACKAGE_SOURCES = ("pyproject.toml", "README.md", "cli.py", "lbdeploy", "runtime", "exporters", "workflows", "commands")
-SAMPLE_IMAGE = REPO_ROOT / "lbdeploy" / "data" / "sample.jpg"
+SAMPLE_IMAGE = Path(lbdeploy.data.__file__).resolve().parent / "sample.jpg"  # package data
 PIP_TIMEOUT_S = 1800
 # Wheel tags a glibc >= 2.28 board takes (Debian 12, Ubuntu 22.04 / JetPack 6, Raspberry Pi OS bookworm).
 MANYLINUX_TAGS = ("manylinux2014", "manylinux_2_17", "manylinux_2_28")
