@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+import lbdeploy.data
 from lbdeploy.errors import ParityError
 from lbdeploy.tasks import get_task
 
@@ -37,7 +38,7 @@ ATOL = 1e-6
 PARITY_SEED = 20210101
 RANDOM_IMAGES = 1
 SYNTHETIC_PEOPLE = 1
-SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "lbdeploy" / "data" / "sample.jpg"
+SAMPLE_IMAGE = Path(lbdeploy.data.__file__).resolve().parent / "sample.jpg"  # package data, checkout or installed
 
 @dataclass
 class OutputParity:
