@@ -81,6 +81,10 @@ def _consumers(graph, name: str) -> list:
     return [node for node in graph.node if name in node.input]
 
 
+def _producer(graph, name: str):
+    return next((node for node in graph.node if name in node.output), None)
+
+
 def _density(ternary: np.ndarray) -> float:
     return float(np.count_nonzero(ternary)) / max(ternary.size, 1)
 
