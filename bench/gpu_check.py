@@ -162,6 +162,7 @@ def prepare_tvm_ptx(folder: Path) -> dict:
         from lbdeploy.ops.onnx_schema import make_node
         from lbdeploy.ops.ternary_conv import DOMAIN, OP_VERSION
         from lbdeploy.ops.vectors import load
+        from lbdeploy.targets import get_target
     except ImportError as missing:
         return {"ok": False, "reason": f"TVM export unavailable here: {missing}"}
     case, arrays = load(REPO / "tests" / "vectors" / "relu.npz")
@@ -176,7 +177,7 @@ def prepare_tvm_ptx(folder: Path) -> dict:
     with tempfile.TemporaryDirectory() as work:
         onnx.save(model, Path(work) / "model.onnx")
         try:
-            fragment = compile_artifact(Path(work) / "model.onnx", "jetson-orin", Path(work) / "out")
+            fragment = compile_artifact(Path(work) / "model.onnx", get_target("jetson-orin"), Path(work) / "out")
         except Exception as err:  # noqa: BLE001 - any compile failure is reported, not fatal
             return {"ok": False, "reason": f"TVM compile for jetson-orin failed: {err}"}
         (ptx,) = embedded_ptx(Path(work) / "out" / fragment["tvm"]["module"])

@@ -259,7 +259,7 @@ def compile_artifact_of_vector(case, arrays, folder):
 
     folder.mkdir(parents=True)
     onnx.save(vector_model(case, arrays), folder / "model.onnx")
-    fragment = compile_artifact(folder / "model.onnx", "arm64", folder, batch=case.n)
+    fragment = compile_artifact(folder / "model.onnx", registry_target("arm64"), folder, batch=case.n)
     assert elf_arch(folder / fragment["tvm"]["module"]) == "aarch64"
     (folder / "manifest.json").write_text(json.dumps(fragment))
     return fragment

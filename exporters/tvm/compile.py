@@ -1,6 +1,6 @@
 """Compile an exported model.onnx into the artifact's TVM module (`tvm/model.so`).
 
-    fragment = compile_artifact("out/model.onnx", "rpi4", "out/")
+    fragment = compile_artifact("out/model.onnx", get_target("rpi4"), "out/")   # lbdeploy.targets.get_target
 
 imports the ONNX graph (importer.py), runs our Relax pipeline — BatchNorm decomposed for
 inference, legalize, operator fusion, then our schedules (schedules.py) — builds
