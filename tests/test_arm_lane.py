@@ -271,6 +271,8 @@ def _ternary_artifact(folder: Path, library: Path) -> tuple[Path, dict]:
         "arch": "ternary-conv-test", "ops": "custom", "target": "rpi",
         "input": {"name": "x", "shape": ["N", case.cin, case.h, case.w], "layout": "NCHW", "dtype": "float32"},
         "outputs": [{"name": "y", "shape": ["N", case.cout, case.h, case.w], "final": True}],
+        "pose": {"joints": [f"j{index}" for index in range(case.cout)], "flip_pairs": [], "skeleton": [],
+                 "heatmap_stride": 1},  # one joint name per output channel (the manifest check)
         "custom_ops": [{"domain": DOMAIN, "op_type": "TernaryConv", "version": OP_VERSION}],
         "kernel_library": {"path": "kernels/libternary_ort.so", "arch": "aarch64"},
     }

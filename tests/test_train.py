@@ -191,7 +191,7 @@ def test_torchrun_with_two_cpu_processes_trains_through_ddp(tmp_path):
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "lbdeploy.cli", "train", "--data", "synthetic:16,4",
                "--stacks", "1", "--feats", "16", "--input-size", "64x64", "--epochs", "1", "--batch-size", "4",
                "--workers", "0", "--threads", "1", "--no-progress", "-o", str(run)]
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=1800)  # a hang guard: ~60 s idle, minutes under load
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 process(es)" in done.stdout and "bit-identical" in done.stdout
     log = json.loads((run / "log.jsonl").read_text())
