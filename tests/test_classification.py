@@ -135,7 +135,8 @@ def test_server_classify_endpoint(artifact):
     buffer = io.BytesIO()
     Image.open(SAMPLE).save(buffer, format="PNG")
     expected = ClassificationPredictor(artifact).predict(buffer.getvalue())
-    with LiveServer(PredictorOfTask(artifact), ServerSettings()) as client:
+    with LiveServer(PredictorOfTask(artifact), ServerSettings()) as live:
+        client = live.client
         answer = client.post("/v1/classify", content=buffer.getvalue(), params={"top_k": 3})
         assert answer.status_code == 200 and answer.json() == classification_to_json(expected, top_k=3)
         form = client.post("/v1/classify", files={"file": ("x.png", buffer.getvalue(), "image/png")})

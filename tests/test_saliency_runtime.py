@@ -153,7 +153,8 @@ def test_server_saliency_endpoint(artifact, image):
     from lbdeploy.runtime.server import ServerSettings
 
     expected = SaliencyPredictor(artifact).predict(image)
-    with _LiveServer(SaliencyPredictorFactory(artifact), ServerSettings(max_pixels=100 * 100)) as client:
+    with _LiveServer(SaliencyPredictorFactory(artifact), ServerSettings(max_pixels=100 * 100)) as live:
+        client = live.client
         response = client.post("/v1/saliency", content=_png_bytes(image), headers={"Content-Type": "image/png"})
         assert response.status_code == 200 and response.headers["content-type"] == "image/png"
         assert response.content == saliency_png(expected)
@@ -177,7 +178,8 @@ def test_pose_server_refuses_saliency(tmp_path):
     from lbdeploy.runtime.server import ServerSettings
 
     pose = write_artifact(tmp_path / "pose", pool_model(), pool_manifest())
-    with _LiveServer(PredictorFactory(pose), ServerSettings()) as client:
+    with _LiveServer(PredictorFactory(pose), ServerSettings()) as live:
+        client = live.client
         response = client.post("/v1/saliency", content=_png_bytes(np.zeros((8, 8, 3), np.uint8)))
         assert response.status_code == 404 and "POST the image to /v1/pose" in response.json()["error"]["message"]
         assert _errors(client, "/v1/saliency", "WrongTask") == 1.0

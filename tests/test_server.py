@@ -8,7 +8,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,10 +22,10 @@ pytest.importorskip("fastapi", reason="fastapi is not installed (pip install 'lb
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'lbdeploy[serve]')")
 httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 
-from lbdeploy.runtime.connections import uvicorn_server  # noqa: E402
+from live_server import LiveServer as _LiveServer  # noqa: E402
 from lbdeploy.runtime.predictor import Predictor  # noqa: E402
 from lbdeploy.runtime.tasks.pose import pose_to_json  # noqa: E402
-from lbdeploy.runtime.server import ServerSettings, create_app  # noqa: E402
+from lbdeploy.runtime.server import ServerSettings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cret-token"
@@ -45,33 +44,6 @@ def _png(array) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-class _LiveServer:
-    """uvicorn serving `create_app` on a free 127.0.0.1 port in a background thread, with the
-    connection handling of `lbdeploy serve` (runtime.connections). `source` is an artifact folder
-    or a predictor factory."""
-
-    def __init__(self, source, settings):
-        factory = source if callable(source) else (lambda: Predictor(source))
-        self.server, sockets = uvicorn_server(create_app(factory, settings), "127.0.0.1", 0,
-                                              settings.header_timeout_s, log_level="warning")
-        self.port = sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

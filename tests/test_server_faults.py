@@ -7,7 +7,6 @@ subprocesses. Time bounds here are hang guards (10x or more of the idle time), n
 
 import concurrent.futures
 import io
-import json
 import socket
 import subprocess
 import sys
