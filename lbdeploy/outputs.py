@@ -25,6 +25,13 @@ def _file_ancestor(path: Path) -> Path | None:
     return None
 
 
+def _parents_are_folders(target: Path, option: str) -> Path:
+    blocker = _file_ancestor(target)
+    if blocker is not None:
+        raise InputError(f"{option} {target}: {blocker} is a file, not a folder")
+    return target
+
+
 def check_output_file(path: str | Path, option: str) -> Path:
     """Refuse `path` as a file to write when it cannot be one (before any work is done).
 
@@ -38,10 +45,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
     target = Path(path)
     if target.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name inside it")
-    blocker = _file_ancestor(target)
-    if blocker is not None:
-        raise InputError(f"{option} {path}: {blocker} is a file, not a folder")
-    return target
+    return _parents_are_folders(target, option)
 
 
 def check_output_folder(path: str | Path, option: str) -> Path:
@@ -53,10 +57,7 @@ def check_output_folder(path: str | Path, option: str) -> Path:
     target = Path(path)
     if target.exists() and not target.is_dir():
         raise InputError(f"{option} {path} is a file; give a folder")
-    blocker = _file_ancestor(target)
-    if blocker is not None:
-        raise InputError(f"{option} {path}: {blocker} is a file, not a folder")
-    return target
+    return _parents_are_folders(target, option)
 
 
 def check_image_file(path: str | Path, option: str) -> Path:
