@@ -312,7 +312,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
             f"{train_data.describe()}, validating on {val_data.describe()}, input {width}x{height}{task.describe()}, "
             f"{dist.world} process(es) on {dist.device}")
 
-        log(duration_estimate(net, task, train_set, config, dist, config.epochs - start_epoch))
+        log(duration_estimate(model, task, train_set, config, dist, config.epochs - start_epoch))  # no DDP collectives on one rank
 
     for epoch in range(start_epoch, config.epochs):
         net.train()
