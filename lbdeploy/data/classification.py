@@ -9,6 +9,8 @@ accuracy on it (lbdeploy.evaluation.classification).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import colorsys
 
 import numpy as np
@@ -21,7 +23,7 @@ CLASSES = 10
 _SPLIT_SEEDS = {"train": 0, "val": 1}
 
 
-class ClassificationDataset:
+class ClassificationDataset(ABC):
     """Base of the classification sets: `load(index)` gives the image and its class.
 
     Attributes:
@@ -34,13 +36,15 @@ class ClassificationDataset:
     def __init__(self, split: str):
         self.split = split
 
+    @abstractmethod
     def __len__(self) -> int:
         """Number of images."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def load(self, index: int) -> tuple[np.ndarray, int]:
         """(image [H, W, 3] uint8 RGB, class index) of image `index`."""
-        raise NotImplementedError
+        ...
 
     def describe(self) -> str:
         """One line naming the dataset, split and size."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +24,7 @@ class Agreement:
     lines: list[str] = field(default_factory=list)
 
 
-class Task:
+class Task(ABC):
     """One task: how its outputs are named and described in a manifest, and when two runs agree.
 
     Subclasses set the class attributes and override what differs; every method takes and returns
@@ -39,13 +41,15 @@ class Task:
     section_required: bool = True
     unit: str = "images"
 
+    @abstractmethod
     def output_names(self, count: int) -> list[str]:
         """The model's output names for `count` outputs, the final one last."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def output_shapes(self, metadata: dict, input_size, count: int) -> list[tuple]:
         """The shape of each of `count` outputs for a batch of one, from checkpoint metadata and (H, W)."""
-        raise NotImplementedError
+        ...
 
     def output_fields(self, index: int) -> dict:
         """Extra manifest keys of output `index` (e.g. a pose output's stack)."""
@@ -60,17 +64,20 @@ class Task:
         if self.section and self.section in manifest:
             require(manifest[self.section], (dict,), self.section)
 
+    @abstractmethod
     def parity(self, reference: np.ndarray, output: np.ndarray, tolerance: np.ndarray) -> Agreement:
         """The parity gate's rule on the final output (float64 reference, per-map tolerance)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def accuracy(self, reference: np.ndarray, output: np.ndarray) -> Agreement:
         """The int8 accuracy gate's rule on the final output (PyTorch fp32 reference)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def precision(self, reference: np.ndarray, candidate: np.ndarray) -> Agreement:
         """The reduced-precision engine gate's rule on the final output (float32 reference)."""
-        raise NotImplementedError
+        ...
 
 
 def top1_ties(reference: np.ndarray, chosen: np.ndarray, rtol: float) -> np.ndarray:

@@ -11,6 +11,8 @@ and evaluation. Subclasses override what the task has.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +72,7 @@ class TaskPredictor:
         return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
-class RuntimeTask:
+class RuntimeTask(ABC):
     """A task's runtime record.
 
     Attributes:
@@ -104,9 +106,10 @@ class RuntimeTask:
         """Seconds one evaluated item takes, for the estimate `lbdeploy eval` prints (None: none)."""
         return None
 
+    @abstractmethod
     def to_json(self, predictor, result, image_id=None) -> dict:
         """The JSON of one image's result (`lbdeploy infer`, the server)."""
-        raise NotImplementedError
+        ...
 
     def document(self, predictor, images: list[dict]) -> dict:
         """The JSON `lbdeploy infer` prints for several images."""
@@ -120,19 +123,23 @@ class RuntimeTask:
         """A line for the user about one image's result (e.g. nobody found), or None."""
         return None
 
+    @abstractmethod
     def drawings(self, pixels: np.ndarray, result, predictor, draw: str, image: Path, folder: bool) -> list:
         """[(path, Pillow image, what)] that `--draw draw` writes for `image` (`draw` a folder when `folder`)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def add_routes(self, app, settings, dependencies: list) -> None:
         """Add the task's endpoints to the server's FastAPI app (runtime.server.create_app)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def evaluate(self, predictor, dataset, limit: int | None, progress: bool, **options):
         """The task's metric report of `predictor` on `dataset` (`lbdeploy eval`)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def format_reports(self, reports: dict) -> str:
         """The `lbdeploy eval` table of column label -> report."""
-        raise NotImplementedError
+        ...
 
