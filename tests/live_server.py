@@ -25,7 +25,7 @@ class LiveServer:
         self.port = sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets}, daemon=True)
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, timeout=300)  # a hang guard: requests take well under a second idle
 
     def __enter__(self):
         self.thread.start()
