@@ -304,18 +304,28 @@ def stray_entries(folder) -> list[str] | None:
     return strays
 
 
+def listed_file(root: Path, relative: str, files: dict, what: str = "file") -> Path:
+    """One artifact file that may be loaded: listed in `files`, inside `root` (symlinks resolved), present.
+
+    Returns:
+        The resolved path (its bytes still to be checked against `files`). Raises: ArtifactError.
+    """
+    if not isinstance(relative, str) or relative not in files:
+        raise ArtifactError(f"the {what} {relative!r} is not listed in the manifest's 'files', so it cannot be "
+                            "verified; refusing to load it (re-export the model)")
+    path = contained_path(root, relative, what)
+    if not path.is_file():
+        raise ArtifactError(f"artifact {what} {relative!r} is missing from {root}; re-export the model")
+    return path
+
+
 def verify_file(root: Path, relative: str, files: dict, what: str = "file") -> Path:
-    """Check one artifact file: listed in `files`, inside `root` (symlinks resolved), sha256 as listed.
+    """Check one artifact file: `listed_file`, and its sha256 as listed.
 
     Returns:
         The resolved path. Raises: ArtifactError, naming the file and the fix.
     """
-    if not isinstance(relative, str) or relative not in files:
-        raise ArtifactError(f"the manifest names the {what} {relative!r} but does not list it in 'files', so it "
-                            "cannot be verified; refusing to load it (re-export the model)")
-    path = contained_path(root, relative, what)
-    if not path.is_file():
-        raise ArtifactError(f"artifact {what} {relative!r} is missing from {root}; re-export the model")
+    path = listed_file(root, relative, files, what)
     actual = file_sha256(path)
     if actual != files[relative]:
         raise ArtifactError(

@@ -19,7 +19,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from lbdeploy.artifact import contained_path
+from lbdeploy.artifact import listed_file
 from lbdeploy.errors import ArtifactError
 
 _CHUNK = 1 << 20
@@ -46,12 +46,7 @@ def copy_verified(root, relative: str, files: dict, dest_dir: Path, what: str = 
     Returns:
         The copy. Raises: ArtifactError: unlisted, outside the folder, missing or modified.
     """
-    if not isinstance(relative, str) or relative not in files:
-        raise ArtifactError(f"the {what} {relative!r} is not listed in the manifest's 'files', so it cannot be "
-                            "verified; refusing to load it (re-export the model)")
-    source = contained_path(root, relative, what)
-    if not source.is_file():
-        raise ArtifactError(f"artifact {what} {relative!r} is missing from {root}; re-export the model")
+    source = listed_file(root, relative, files, what)
     dest = dest_dir / relative
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
