@@ -308,7 +308,8 @@ def _export_tvm(tmp_path, name, **overrides):
 
 @pytest.mark.parametrize("name, overrides", [
     ("lbrn-s", {"stacks": 2, "input_size": (64, 64)}),
-    ("lbrn-p", {"stacks": 1, "input_size": (64, 64)}),
+    # every pyramid layer kind, few of them: TVM compiles a kernel per distinct conv geometry
+    ("lbrn-p", {"stacks": 1, "depth": 2, "cardinality": 2, "input_size": (64, 64)}),
     ("resnet-lbb-56", {}),
     ("cpd-lb", {"width": 4, "channels": 4, "input_size": (64, 64)}),  # dilated TernaryConvs, saliency parity
 ])
@@ -321,8 +322,10 @@ def test_whole_model_matches_pytorch(tmp_path, name, overrides):
 
 @pytest.mark.slow
 def test_whole_8_stack_model_matches_pytorch(tmp_path):
-    # lbrn-s only: a randomly initialised 8-stack lbrn-p overflows float32 in PyTorch itself.
-    manifest = _export_tvm(tmp_path, "lbrn-s", stacks=8, input_size=(256, 256))
+    # lbrn-s only: a randomly initialised 8-stack lbrn-p overflows float32 in PyTorch itself. Eight
+    # stacks make the error grow through the chain; 128x128 maps (the hourglass reaches 2x2) keep
+    # the gate's eager and TVM runs at a quarter of the paper size's.
+    manifest = _export_tvm(tmp_path, "lbrn-s", stacks=8, input_size=(128, 128))
     assert manifest["parity"]["backend"] == "tvm" and manifest["parity"]["passed"]
 
 
