@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def small_pt(tmp_path_factory) -> Path:
-    return save_checkpoint(tmp_path_factory.mktemp("pt") / "m.pt", build_model("lbrn-s", stacks=1, input_size=(64, 64)))
+    return save_checkpoint(tmp_path_factory.mktemp("pt") / "m.pt", build_model("lbrn-s", stacks=1, depth=2, input_size=(64, 64)))
 
 
 def _cli(*args, cwd, **kwargs):

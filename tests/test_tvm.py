@@ -307,7 +307,7 @@ def _export_tvm(tmp_path, name, **overrides):
 
 
 @pytest.mark.parametrize("name, overrides", [
-    ("lbrn-s", {"stacks": 2, "input_size": (64, 64)}),
+    ("lbrn-s", {"stacks": 2, "depth": 2, "input_size": (64, 64)}),
     # every pyramid layer kind, few of them: TVM compiles a kernel per distinct conv geometry
     ("lbrn-p", {"stacks": 1, "depth": 2, "cardinality": 2, "input_size": (64, 64)}),
     ("resnet-lbb-56", {}),

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("verify")
-    model_pt = save_checkpoint(folder / "m.pt", build_model("lbrn-s", stacks=1, input_size=(64, 64)))
+    model_pt = save_checkpoint(folder / "m.pt", build_model("lbrn-s", stacks=1, depth=2, input_size=(64, 64)))
     export_model(model_pt, folder / "out", target="x86")
     return folder / "out"
 
