@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install install-dev arm-lane cuda-kit bench clean-demo
+.PHONY: demo test test-fast test-durations install install-dev arm-lane cuda-kit bench clean-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,9 @@ cuda-kit:
 
 # The suite runs on every core (pytest-xdist); a test file stays on one worker, so a module's shared
 # fixtures (exports, servers) are made once. Session fixtures are made once per worker: they write
-# under tmp_path_factory, and the kernel cache is locked (lbdeploy/kernels/locking.py).
-XDIST := -n auto --dist loadfile
+# under tmp_path_factory, and the kernel cache is locked (lbdeploy/kernels/locking.py). Files go out
+# longest first (tests/conftest.py, from tests/file_seconds.json).
+XDIST := -n auto --dist loadfile --no-loadscope-reorder
 
 # pytest's exit code 5 (no test collected) is a failure here too.
 test: install-dev arm-lane cuda-kit
@@ -48,6 +49,11 @@ test: install-dev arm-lane cuda-kit
 # @pytest.mark.slow and @pytest.mark.arm tests; run `make test` before merging.
 test-fast: install-dev
 	$(PY) -m pytest $(XDIST) -m "not slow and not arm" $(PYTEST_ARGS) || { rc=$$?; [ $$rc -eq 5 ] && echo "pytest collected no tests" >&2; exit $$rc; }
+
+# Re-measure the seconds per test file that order `make test` (after adding or slowing tests).
+test-durations: install-dev arm-lane cuda-kit
+	$(PY) -m pytest $(XDIST) -q --junitxml=.pytest-durations.xml $(PYTEST_ARGS)
+	$(PY) scripts/file-seconds.py .pytest-durations.xml tests/file_seconds.json && rm .pytest-durations.xml
 
 bench: install
 	$(PY) bench/run.py

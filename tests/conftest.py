@@ -1,8 +1,12 @@
 """Shared pytest fixtures for the lbdeploy test suite."""
 
+import json
 import os
+from pathlib import Path
 
 import pytest
+
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
 
 
 def _share_the_cores_between_workers() -> None:
@@ -21,6 +25,26 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()
+
+
+def pytest_collection_modifyitems(items):
+    """Run the longest test files first (longest-processing-time order).
+
+    `make test` hands whole files to the workers in collection order (--dist loadfile
+    --no-loadscope-reorder), so the long files start early and the workers finish together instead
+    of one waiting while the other runs a long file that came last. The seconds per file come from a
+    previous run (tests/file_seconds.json, `make test-durations`); a file not listed there goes
+    after the listed ones, in its usual place. Tests keep their order within a file.
+    """
+    items[:] = longest_files_first(items, json.loads(FILE_SECONDS.read_text()) if FILE_SECONDS.is_file() else {})
+
+
+def longest_files_first(items: list, seconds: dict) -> list:
+    """`items` (with .path) grouped by file, files by `seconds[file name]` descending, then as they came."""
+    first_seen: dict = {}
+    for item in items:
+        first_seen.setdefault(item.path.name, len(first_seen))
+    return sorted(items, key=lambda item: (-seconds.get(item.path.name, 0.0), first_seen[item.path.name]))
 
 
 @pytest.fixture(scope="session")
