@@ -8,9 +8,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# --no-compile: modules are compiled to bytecode on first import, into the venv, instead of every
-# file of torch, TVM and the rest at install (half of a fresh install's 70 s on 2 cores).
-PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast test-durations install install-dev arm-lane cuda-kit bench clean-demo

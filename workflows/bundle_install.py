@@ -48,9 +48,7 @@ fi
 flags=--without-pip
 [ "$SYSTEM_SITE_PACKAGES" = 1 ] && flags="$flags --system-site-packages"
 "$python" -m venv $flags "$venv"
-# --no-compile: a module is compiled to bytecode when first imported (into the venv, which is the
-# user's), so the board compiles only what lbdeploy imports, not every file of the ~90 MB of wheels.
-pip_run() { "$venv/bin/python" "$here/$PIP_WHEEL/pip" --disable-pip-version-check "$@" --no-compile; }
+pip_run() { "$venv/bin/python" "$here/$PIP_WHEEL/pip" --disable-pip-version-check "$@"; }
 if [ -d "$here/wheels" ]; then
   say "installing from $here/wheels (no network needed)"
   pip_run install --no-index --find-links "$here/wheels" -r "$here/requirements.txt" "$here/$LBDEPLOY_WHEEL" "$here/$PIP_WHEEL"
