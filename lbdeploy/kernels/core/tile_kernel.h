@@ -185,6 +185,8 @@ struct TileImpl {
     }
   }
 
+  // Pattern I: the sum of its listed taps, added to or subtracted from each output channel's total
+  // as the pattern's digit for that channel says.
   template <int I>
   static inline __attribute__((always_inline)) void pattern(const In* base, int64_t row_stride,
                                                             const int32_t* counts, const int32_t*& offsets,
@@ -220,7 +222,7 @@ struct TileImpl {
 
   // Every pattern in order, each body once (a fold, not pattern<I> calling pattern<I + 1>: with the
   // recursion GCC optimized each pattern<I> with its whole inlined tail before inlining it, 820
-  // pattern bodies for 40, and compiling a tile file took 3x longer for the same code).
+  // pattern bodies for 40, and compiling a tile file took 2.5x longer for the same code).
   template <int... I>
   static inline __attribute__((always_inline)) void all_patterns(const In* base, int64_t row_stride,
                                                                  const int32_t* counts, const int32_t*& offsets,
