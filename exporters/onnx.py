@@ -131,7 +131,7 @@ def check_onnx(model) -> None:
 
 
 def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: str = "custom",
-                opset: int = OPSET) -> list[str]:
+                opset: int = OPSET, progress=lambda message: None) -> list[str]:
     """Export `model` (built by build_model, eval mode) to `path`.
 
     Args:
@@ -141,6 +141,7 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
         task: "pose", "saliency" or "classification" (decides the output names).
         ops: "custom" (TernaryConv nodes) or "standard" (plain Conv).
         opset: ONNX opset of the default domain (>= 17).
+        progress: called with a message when the graph comes from the trace cache.
     Returns:
         The graph's output names, in order.
     Raises:
@@ -155,13 +156,16 @@ def export_onnx(model, path: Path, input_size: tuple[int, int], task: str, ops: 
     with torch.no_grad():
         count = len(wrapped(example))
     names = get_task(task).output_names(count)
-    trace_to_onnx(wrapped, example, path, INPUT_NAME, names, ops, opset, dynamic_batch=True)
+    trace_to_onnx(wrapped, example, path, INPUT_NAME, names, ops, opset, dynamic_batch=True, progress=progress)
     return names
 
 
 def trace_to_onnx(wrapped, example, path: Path, input_name: str, names: list[str], ops: str = "custom",
-                  opset: int = OPSET, dynamic_batch: bool = True) -> None:
+                  opset: int = OPSET, dynamic_batch: bool = True, progress=lambda message: None) -> None:
     """Trace an export-ready module (from `prepare_for_export`) to a checked ONNX file.
+
+    The same network traced before with the same settings comes from the trace cache instead
+    (exporters/trace_cache.py), checked again.
 
     Args:
         wrapped: the module; example: an input tensor of the traced shape.
@@ -169,14 +173,30 @@ def trace_to_onnx(wrapped, example, path: Path, input_name: str, names: list[str
         ops: "custom" keeps the ai.lbdeploy opset import, "standard" drops it.
         opset: ONNX opset of the default domain (>= 17).
         dynamic_batch: make the first input dimension symbolic.
+        progress: called with a message when the graph comes from the cache.
     Raises:
         ExportError: tracing, conversion or checking failed.
     """
-    import onnx
-    import torch
+    from lbdeploy.exporters.trace_cache import restore, store, trace_key
 
     if opset < 17:
         raise ExportError(f"opset must be >= 17, got {opset}")
+    call = {"input": input_name, "outputs": list(names), "ops": ops, "opset": opset, "dynamic_batch": dynamic_batch}
+    key = trace_key(wrapped, example, call)
+    if key is not None and restore(key, path, check_onnx):
+        progress("ONNX graph from the trace cache (this network was traced before with these settings)")
+        return
+    _trace(wrapped, example, path, input_name, names, ops, opset, dynamic_batch)
+    if key is not None:
+        store(key, path)
+
+
+def _trace(wrapped, example, path: Path, input_name: str, names: list[str], ops: str, opset: int,
+           dynamic_batch: bool) -> None:
+    """Trace with torch's dynamo exporter, tidy the graph, check it and save it at `path`."""
+    import onnx
+    import torch
+
     dynamic = ({0: torch.export.Dim(BATCH_DIM, min=1, max=1024)},) if dynamic_batch else None
     try:
         with _quiet():

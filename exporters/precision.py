@@ -42,7 +42,7 @@ class Fp32Precision:
         from lbdeploy.exporters.onnx import export_onnx
 
         progress(f"exporting ONNX (opset {opset}, TernaryConv custom op)")
-        return export_onnx(model, path, self.input_size, task, ops="custom", opset=opset)
+        return export_onnx(model, path, self.input_size, task, ops="custom", opset=opset, progress=progress)
 
     def manifest(self, ternary_layers: int) -> dict:
         """The manifest fields of a float32 artifact (the layers as our op are counted in `kernels`)."""

@@ -326,7 +326,7 @@ def quantize_onnx(model, path: Path, input_size: tuple[int, int], task: str, ima
     with tempfile.TemporaryDirectory(prefix="lbdeploy-int8-") as tmp:
         work = Path(tmp)
         progress(f"exporting ONNX for calibration (opset {opset}, standard ops)")
-        names = export_onnx(model, work / "fp32.onnx", input_size, task, ops="standard", opset=opset)
+        names = export_onnx(model, work / "fp32.onnx", input_size, task, ops="standard", opset=opset, progress=progress)
         fp32 = onnx.load(str(work / "fp32.onnx"))
         batchnorms = batchnorm_as_conv(fp32)
         onnx.save(fp32, str(work / "fp32-bn.onnx"))

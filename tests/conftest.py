@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,27 @@ def _share_the_cores_between_workers() -> None:
 
 
 _share_the_cores_between_workers()
+
+
+TRACE_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """Start the run with an empty trace cache of its own (exporters/trace_cache.py), shared by the
+    xdist workers, which inherit the variable: each network the tests export is traced once per run,
+    and never taken from a user's cache or an earlier run."""
+    if hasattr(config, "workerinput"):
+        return
+    folder = tempfile.mkdtemp(prefix="lbdeploy-test-traces-")
+    config.stash[TRACE_CACHE] = folder
+    os.environ["LBDEPLOY_TRACE_CACHE"] = folder
+
+
+def pytest_unconfigure(config):
+    """Remove the run's trace cache."""
+    folder = config.stash.get(TRACE_CACHE, None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items):

@@ -6,8 +6,8 @@ a .pth line naming that venv's site-packages: installing torch, TVM and ONNX Run
 PyPI would take minutes and test pip, not lbdeploy. A path from a .pth line is not a site dir,
 so the development venv's own .pth files (its editable install of a checkout) are not run: the
 test asserts that `lbdeploy` is imported from the new venv. The export runs from another folder
-with an empty kernel cache, so the custom-op library is compiled from the installed sources and
-the bundled ONNX Runtime headers.
+with an empty cache, so the network is traced by the installed package and the custom-op library
+is compiled from the installed sources and the bundled ONNX Runtime headers.
 """
 
 import os
@@ -37,7 +37,7 @@ def installed(tmp_path_factory, package_source) -> tuple[Path, dict, Path]:
     wheel = next(wheels.glob("lbdeploy-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                     "--target", str(purelib), str(wheel)], check=True, timeout=600, cwd=root)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LBDEPLOY_TRACE_CACHE")}
     env["LBDEPLOY_CACHE"] = str(root / "cache")
     where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lbdeploy, lbdeploy.cli; print(lbdeploy.__file__)"],
                            check=True, capture_output=True, text=True, env=env, cwd=root).stdout.strip()
@@ -88,3 +88,4 @@ def test_installed_package_exports(installed, tmp_path):
     assert (tmp_path / "out" / "kernels" / "libternary_ort.so").is_file()
     built = Path(env["LBDEPLOY_CACHE"]).glob("kernels/*/libternary_ort.so")
     assert any(built), "the kernel library was built from the installed package"
+    assert "trace cache" not in result.stderr and any(Path(env["LBDEPLOY_CACHE"]).glob("traces/*.onnx"))

@@ -302,6 +302,9 @@ def _export_tvm(tmp_path, name, **overrides):
     from lbdeploy.checkpoint import save_checkpoint
     from lbdeploy.models import build_model
 
+    import torch
+
+    torch.manual_seed(0)  # as tests/test_export.py: the same small networks, traced once per run
     checkpoint = save_checkpoint(tmp_path / f"{name}.pt", build_model(name, **overrides))
     return export_model(checkpoint, tmp_path / "out", target="x86", backend="tvm")
 

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lbdeploy.cache import cache_folder
 from lbdeploy.errors import KernelLibraryError
 from lbdeploy.kernels.elf import elf_arch, host_arch
 from lbdeploy.kernels.headers import find_ort_headers
@@ -65,8 +66,7 @@ TOOLCHAINS = {
 
 def build_cache_dir() -> Path:
     """Root of cached builds: $LBDEPLOY_CACHE/kernels, else ~/.cache/lbdeploy/kernels."""
-    root = os.environ.get("LBDEPLOY_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "lbdeploy") / "kernels"
+    return cache_folder("kernels")
 
 
 def compiler_for(arch: str) -> str:

@@ -14,6 +14,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from lbdeploy.cache import cache_folder
 from lbdeploy.errors import KernelLibraryError
 from lbdeploy.kernels.locking import cache_lock
 
@@ -64,8 +65,7 @@ def find_ort_headers(ort_include: str | Path | None = None) -> Path:
 
 def header_cache() -> Path:
     """Where fetched headers live: $LBDEPLOY_CACHE/ort-headers, else ~/.cache/lbdeploy/ort-headers."""
-    root = os.environ.get("LBDEPLOY_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "lbdeploy") / "ort-headers"
+    return cache_folder("ort-headers")
 
 
 def fetch_ort_headers() -> Path:
