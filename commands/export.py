@@ -44,6 +44,9 @@ def export(model_pt, target, backend, ops, kernels, threads, out_dir, opset, ver
            calibration_images, calibration_method, sign_key):
     """Export a model.pt to an artifact folder (ONNX + kernels + manifest), checked against PyTorch.
 
+    The traced graph is cached ($LBDEPLOY_CACHE/traces): exporting the same model again, for
+    another target or backend, skips the trace (LBDEPLOY_TRACE_CACHE=off turns this off).
+
     \b
     Example:
       lbdeploy create lbrn-s --stacks 2 -o m.pt

@@ -21,6 +21,7 @@ LBDEPLOY_TRACE_CACHE=off turns the cache off; any other value is the folder to u
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -80,14 +81,17 @@ def restore(key: str, path: Path, check) -> bool:
     entry = folder / f"{key}.onnx"
     try:
         shutil.copyfile(entry, path)
-        check(onnx.load(str(path)))
-    except FileNotFoundError:
+    except OSError:  # no such entry, or a cache folder that cannot be read
         return False
+    try:
+        check(onnx.load(str(path)))
     except Exception:  # a damaged or foreign entry: trace again
-        entry.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            entry.unlink()
         Path(path).unlink(missing_ok=True)
         return False
-    os.utime(entry)  # recently used
+    with contextlib.suppress(OSError):
+        os.utime(entry)  # recently used
     return True
 
 
@@ -120,7 +124,8 @@ def _prune(folder: Path) -> None:
     for _, size, entry in sorted(entries, key=lambda row: row[0]):
         if total <= MAX_BYTES:
             break
-        entry.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            entry.unlink()
         total -= size
 
 

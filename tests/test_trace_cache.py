@@ -146,3 +146,13 @@ def test_least_recently_used_entries_go_beyond_the_limit(traces, tmp_path, monke
     monkeypatch.setattr(trace_cache, "MAX_BYTES", 2 * entries[0].stat().st_size + 1)
     _entry(traces, "e3", _identity_model(3.0), tmp_path)
     assert sorted(p.stem for p in traces.glob("*.onnx")) == ["e0", "e3"]
+
+
+def test_a_cache_folder_that_cannot_be_used_is_skipped(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LBDEPLOY_TRACE_CACHE", str(blocker))
+    source = tmp_path / "m.onnx"
+    onnx.save(_identity_model(1.0), str(source))
+    store("k", source)  # nothing to write into: skipped
+    assert not restore("k", tmp_path / "got.onnx", check_onnx) and blocker.read_text() == "not a folder"
