@@ -178,25 +178,40 @@ def torch_references(model, images: np.ndarray, names: list[str]) -> tuple[dict,
     return float64, float32
 
 
-def check_parity(model, run, names: list[str], task: str, input_size, mean, std, backend: str) -> ParityReport:
+@dataclass(frozen=True)
+class GateInputs:
+    """The gate's images and PyTorch's outputs on them: what the gate compares against and what an
+    artifact's reference/ keeps, computed once per export."""
+
+    images: np.ndarray  # normalized NCHW float32
+    kinds: list  # what each image is (parity_images)
+    float64: dict  # output name -> the model's output in float64
+    float32: dict  # output name -> the model's output in float32 (as float64 numpy)
+
+
+def gate_inputs(model, names: list[str], input_size, mean, std) -> GateInputs:
+    """The parity images for `input_size`, normalized with `mean` / `std`, and `model`'s outputs on them."""
+    from lbdeploy.transforms import normalize
+
+    pixels, kinds = parity_images(input_size)
+    images = normalize(pixels, {"mean": list(mean), "std": list(std)})
+    float64, float32 = torch_references(model, images, names)
+    return GateInputs(images, kinds, float64, float32)
+
+
+def check_parity(run, inputs: GateInputs, task: str, input_size, backend: str) -> ParityReport:
     """Run the gate.
 
     Args:
-        model: the original PyTorch model (float32, eval mode).
         run: callable taking NCHW float32 images -> {output_name: array} (the exported model).
-        names: output names in order; task: "pose", "saliency" or "classification".
-        input_size, mean, std: from the checkpoint metadata.
+        inputs: the images and the original PyTorch model's outputs (`gate_inputs`).
+        task: "pose", "saliency" or "classification"; input_size: (H, W), for the report.
         backend: what `run` executes, for the report.
     Returns:
         The report; the caller decides whether a failure is fatal.
     Raises:
         ParityError: the exported model lacks an output or gives another shape.
     """
-    from lbdeploy.transforms import normalize
-
-    pixels, kinds = parity_images(input_size)
-    images = normalize(pixels, {"mean": list(mean), "std": list(std)})
-    reference, float32_reference = torch_references(model, images, names)
-    outputs = run(images)
-    info = {"images": kinds, "input_size": list(input_size)}
-    return compare(reference, float32_reference, outputs, task, backend, info)
+    outputs = run(inputs.images)
+    info = {"images": inputs.kinds, "input_size": list(input_size)}
+    return compare(inputs.float64, inputs.float32, outputs, task, backend, info)

@@ -6,7 +6,7 @@ then, inside the export:
     names = precision.write(model, path, task, opset, progress)   # model.onnx, ternary layers as our op
     precision.manifest(ternary_layers)                            # precision (and quantization)
     report = precision.gate(model, run, names, task, backend)     # parity (fp32) or accuracy (int8)
-    precision.reference(model, names, task)                       # inputs + expected outputs for tune
+    precision.reference(model, names)                             # inputs + expected outputs for tune
 
 Every ternary layer is written as our op; the kernel choice (exporters.kernel_choice) then turns
 the layers it picks into the runtime's own conv. To add a precision, write a peer class and list it
@@ -33,6 +33,7 @@ class Fp32Precision:
     input_size: tuple
     mean: tuple
     std: tuple
+    _inputs: object = field(default=None, init=False, repr=False)  # exporters.parity.GateInputs, once computed
     name = "fp32"
     gate_name = "parity"
     error = ParityError
@@ -52,17 +53,21 @@ class Fp32Precision:
         """The parity gate (exporters.parity)."""
         from lbdeploy.exporters.parity import check_parity
 
-        return check_parity(model, run, names, task, self.input_size, self.mean, self.std, backend)
+        return check_parity(run, self._gate_inputs(model, names), task, self.input_size, backend)
 
     def reference(self, model, names: list[str]) -> tuple[np.ndarray, dict]:
         """The parity images and PyTorch's final output on them, in float64 and float32."""
-        from lbdeploy.exporters.parity import parity_images, torch_references
-        from lbdeploy.transforms import normalize
+        inputs = self._gate_inputs(model, names)
+        final = names[-1]
+        return inputs.images, {"reference": inputs.float64[final], "float32_reference": inputs.float32[final].astype(np.float32)}
 
-        pixels, _ = parity_images(self.input_size)
-        images = normalize(pixels, {"mean": list(self.mean), "std": list(self.std)})
-        float64, float32 = torch_references(model, images, names)
-        return images, {"reference": float64[names[-1]], "float32_reference": float32[names[-1]].astype(np.float32)}
+    def _gate_inputs(self, model, names: list[str]):
+        """The gate's images and PyTorch's outputs on them, computed once for the gate and reference/."""
+        if self._inputs is None:
+            from lbdeploy.exporters.parity import gate_inputs
+
+            self._inputs = gate_inputs(model, names, self.input_size, self.mean, self.std)
+        return self._inputs
 
 
 @dataclass
