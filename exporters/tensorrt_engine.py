@@ -14,13 +14,13 @@ engine.json, and expose it in commands/tensorrt.py.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lbdeploy.exporters.onnx import check_ternary_initializers
 from lbdeploy.errors import ArtifactError, BackendUnavailable, ConfigError, ExportError, KernelLibraryError
 from lbdeploy.artifact import MODEL_FILE, contained_path, open_artifact, record_files
+from lbdeploy.files import replace_bytes
 from lbdeploy.runtime.backends.tensorrt import import_tensorrt, load_plugin_library, tensorrt_section
 
 TIMING_CACHE = "timing.cache"
@@ -102,13 +102,6 @@ def _timing_cache(config, path: Path):
         cache = config.create_timing_cache(b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
     return cache
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary sibling, so a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _checked_precision(artifact_dir: Path, manifest: dict, engine: bytes) -> dict:
@@ -231,9 +224,9 @@ def build_engine(
         raise ExportError(
             "TensorRT failed to build the engine (see its log above); try a larger --workspace or without --fp16"
         )
-    _write_atomically(cache_path, bytes(config.get_timing_cache().serialize()))
+    replace_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     precision = _checked_precision(artifact_dir, manifest, bytes(serialized)) if fp16 else None
-    _write_atomically(engine_path, bytes(serialized))
+    replace_bytes(engine_path, bytes(serialized))
     info = {
         "tensorrt": trt.__version__,
         "fp16": fp16,
@@ -241,7 +234,7 @@ def build_engine(
         "batch": asdict(batch),
         "precision_check": precision,
     }
-    _write_atomically(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
+    replace_bytes(engine_dir / ENGINE_INFO, json.dumps(info, indent=2).encode())
     plugin = section.get("plugin") or {}
     record_files(artifact_dir, [section["engine"], *([plugin["library"]] if plugin.get("library") else [])])
     _verify_rewritten(artifact_dir)

@@ -28,10 +28,10 @@ import hashlib
 import os
 import platform
 import shutil
-import tempfile
 from pathlib import Path
 
 from lbdeploy.cache import cache_folder
+from lbdeploy.files import replace_file
 
 MAX_BYTES = 2 * 1024 ** 3  # entries beyond this total go, least recently used first
 FORMAT = "1"  # bump when what an entry holds changes
@@ -102,10 +102,7 @@ def store(key: str, path: Path) -> None:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        os.close(handle)
-        shutil.copyfile(path, temporary)
-        os.replace(temporary, folder / f"{key}.onnx")
+        replace_file(folder / f"{key}.onnx", lambda temporary: shutil.copyfile(path, temporary))
     except OSError:
         return
     _prune(folder)

@@ -16,10 +16,8 @@ belongs to: `import_state_dict` (the `lbdeploy import` command) builds it with t
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 
 from lbdeploy.errors import CheckpointError, LbdeployError
+from lbdeploy.files import replace_file
 from lbdeploy.pose.skeletons import joint_set
 
 FORMAT = "lbdeploy-model"
@@ -95,18 +94,7 @@ def save_checkpoint(path, model, metadata: dict | None = None) -> Path:
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model.pt is an ordinary file
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return replace_file(path, lambda temporary: torch.save(payload, temporary))
 
 
 def _looks_like_torch_file(path: Path) -> bool:

@@ -37,6 +37,7 @@ import torch
 from lbdeploy.data import open_dataset
 from lbdeploy.data.augment import AugmentConfig
 from lbdeploy.errors import ConfigError, TernaryWeightError
+from lbdeploy.files import replace_file
 from lbdeploy.training.schedule import make_optimizer, make_scheduler
 from lbdeploy.training.tasks import task_for
 
@@ -185,9 +186,7 @@ def _write_json_line(path: Path, entry: dict) -> None:
 
 
 def _save_state(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    replace_file(path, lambda temporary: torch.save(payload, temporary))
 
 
 def _load_state(run: Path, config: TrainConfig) -> dict:
